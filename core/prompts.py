@@ -1,0 +1,427 @@
+"""The dual-modality prompt module of Biomed-DPT (see METHOD.md).
+
+Text side: one learnable context `ctx` (n_ctx, text width) shared by every class, initialised from
+the word embeddings of the clinical template's prefix, replacing that prefix in each class prompt:
+    [start] ctx_1 .. ctx_n  <rest of the template with the class name>  [end]
+Vision side: `n_vision_prompts` zero tokens inserted after the class token and reset to zero before
+every block of the frozen image tower; never trained.
+Teacher: per-class averages of the frozen text features of the class descriptions.
+Loss: CE + lambda_l1 * L1(student text, teacher) + lambda_kl * KL(teacher logits || student logits).
+
+Switches make zero-shot, CoOp and Biomed-DPT the same module: no vision prompts and zero lambdas is
+CoOp; an untrained module with no vision prompts is the zero-shot classifier.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from core.backbone import Backbone
+from core.errors import CheckpointError, PromptError
+
+CHECKPOINT_FORMAT = "biomed-dpt-prompts"
+CHECKPOINT_VERSION = 1
+MAX_CHECKPOINT_BYTES = 16 * 1024 * 1024
+MAX_CLASSES = 100
+MAX_VISION_PROMPTS = 64
+_TEXT_BATCH = 32
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How the prompts are built. Validates itself; every error says how to fix it.
+
+    template: the clinical sentence with `{}` where the class name goes.
+    ctx_init: the words the learnable context starts from and replaces. None: the template's text
+        before `{}`. "": no words, a random context of `n_ctx` vectors placed before the template.
+    n_ctx: the context length for a random context (ignored, and must agree, for a text one).
+    """
+
+    template: str = "a photo of a {}."
+    ctx_init: str | None = None
+    n_ctx: int | None = None
+    n_vision_prompts: int = 4
+    lambda_l1: float = 12.5
+    lambda_kl: float = 0.25
+    init_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.template, str) or self.template.count("{}") != 1:
+            raise PromptError(f"The template {self.template!r} must contain exactly one '{{}}' "
+                              "where the class name goes, e.g. 'a MR photo of a {} in the brain.'")
+        if re.search(r"\{[^}]|[^{]\}|\{\{|\}\}", self.template.replace("{}", "")):
+            raise PromptError(f"The template {self.template!r} has stray braces; keep only one '{{}}'.")
+        prefix = self.template_prefix
+        if self.ctx_init:
+            init = " ".join(self.ctx_init.split())
+            if not prefix.startswith(init):
+                if len(init) > len(prefix):
+                    raise PromptError(
+                        f"The context words {self.ctx_init!r} are longer than the part of the "
+                        f"template before the class name ({prefix!r}); they must be its start.")
+                raise PromptError(f"The context words {self.ctx_init!r} must be the start of the "
+                                  f"template's text before the class name ({prefix!r}).")
+            if len(init) < len(prefix) and prefix[len(init)] != " ":
+                raise PromptError(f"The context words {self.ctx_init!r} must end at a word "
+                                  f"boundary of the template ({prefix!r}).")
+        if self.n_ctx is not None and (not isinstance(self.n_ctx, int) or not 1 <= self.n_ctx <= 64):
+            raise PromptError(f"n_ctx must be a whole number from 1 to 64, not {self.n_ctx!r}.")
+        if not isinstance(self.n_vision_prompts, int) or not 0 <= self.n_vision_prompts <= MAX_VISION_PROMPTS:
+            raise PromptError(f"n_vision_prompts must be a whole number from 0 to "
+                              f"{MAX_VISION_PROMPTS}, not {self.n_vision_prompts!r}.")
+        for name in ("lambda_l1", "lambda_kl"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise PromptError(f"{name} must be a number >= 0, not {value!r}.")
+
+    @property
+    def template_prefix(self) -> str:
+        """The template's words before the class name."""
+        return " ".join(self.template.split("{}")[0].split())
+
+    @property
+    def context_words(self) -> str:
+        """The words the context is initialised from ('' for a random context)."""
+        return self.template_prefix if self.ctx_init is None else " ".join(self.ctx_init.split())
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.lambda_l1 > 0 or self.lambda_kl > 0
+
+    @classmethod
+    def coop(cls, template: str, **changes) -> PromptConfig:
+        """CoOp: learnable text context only; no vision prompts, no teacher."""
+        return cls(template=template, **{"n_vision_prompts": 0, "lambda_l1": 0.0,
+                                         "lambda_kl": 0.0, **changes})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PromptConfig:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise CheckpointError(f"Unknown prompt settings {sorted(unknown)}: the file was made by "
+                                  "a newer version of the app.")
+        return cls(**data)
+
+
+class DualPrompt(nn.Module):
+    """Learnable text context + zero vision prompts + teacher, over a frozen backbone."""
+
+    def __init__(self, backbone: Backbone, classnames: Sequence[str],
+                 cfg: PromptConfig | None = None,
+                 descriptions: Mapping[str, Sequence[str]] | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone  # not a submodule: frozen, shared, never saved with the prompts
+        self.cfg = cfg or PromptConfig()
+        self.classnames = _checked_classnames(classnames)
+        self.descriptions = _checked_descriptions(descriptions, self.classnames)
+
+        context_ids = self._content_ids(self.cfg.context_words) if self.cfg.context_words else []
+        n_ctx = len(context_ids) or (self.cfg.n_ctx or 4)
+        if context_ids and self.cfg.n_ctx not in (None, len(context_ids)):
+            raise PromptError(f"The context words {self.cfg.context_words!r} are {len(context_ids)} "
+                              f"tokens, but n_ctx is {self.cfg.n_ctx}; leave n_ctx unset.")
+        ids, lengths = self._prompt_ids(n_ctx)
+        device = backbone.device
+        self.register_buffer("token_ids", ids.to(device), persistent=False)
+        self.register_buffer("lengths", lengths.to(device), persistent=False)
+        with torch.no_grad():
+            self.register_buffer("token_embeds", backbone.embed_tokens(self.token_ids).clone(),
+                                 persistent=False)
+            if context_ids:
+                init = self.token_embeds[0, 1:1 + n_ctx].clone()
+            else:
+                gen = torch.Generator().manual_seed(self.cfg.init_seed)
+                init = torch.randn(n_ctx, backbone.text_width, generator=gen).mul_(0.02).to(device)
+        self.ctx = nn.Parameter(init)
+        self.register_buffer("vision_prompts",
+                             torch.zeros(self.cfg.n_vision_prompts, backbone.image_width, device=device),
+                             persistent=False)
+        self._teacher: torch.Tensor | None = None
+        self._text_cache: tuple[tuple, torch.Tensor] | None = None
+
+    # ---- prompt construction ----------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self.ctx.shape[0]
+
+    def prompts(self) -> list[str]:
+        """The plain template sentence of each class (what ctx equals at initialisation)."""
+        return [self.cfg.template.format(name) for name in self.classnames]
+
+    def _content_ids(self, text: str) -> list[int]:
+        return self.backbone.text_ids([text])[0][1:-1]
+
+    def _prompt_ids(self, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """[start] ctx-placeholders rest-of-template [end] per class, padded; and real lengths."""
+        bb = self.backbone
+        start, end = bb.special_ids
+        words = self.cfg.context_words.split()
+        matched = re.match(r"\s*" + r"\s+".join(map(re.escape, words)), self.cfg.template)
+        rest_template = self.cfg.template[matched.end():] if words else self.cfg.template
+        context_ids = self._content_ids(self.cfg.context_words) if words else []
+        rows = []
+        for name in self.classnames:
+            rest = rest_template.format(name).strip()
+            rest_ids = self._content_ids(rest) if rest else []
+            row = [start] + (context_ids or [start] * n_ctx) + rest_ids + [end]
+            if len(row) > bb.context_length:
+                raise PromptError(
+                    f"The prompt for {name!r} is {len(row)} tokens; the model reads at most "
+                    f"{bb.context_length}. Shorten the template, the class name or the context.")
+            if context_ids and row != bb.text_ids([self.cfg.template.format(name)])[0]:
+                raise PromptError(f"The template cannot be split into context words and the rest "
+                                  f"for class {name!r}; put a space after the context words.")
+            rows.append(row)
+        length = max(len(r) for r in rows)
+        ids = torch.full((len(rows), length), bb.pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        return ids, torch.tensor([len(r) for r in rows])
+
+    # ---- features ---------------------------------------------------------------------------
+    def text_features(self) -> torch.Tensor:
+        """(C, D) L2-normalised features of the learned prompts. Cached while ctx is unchanged
+        and no gradient is being recorded."""
+        caching = not torch.is_grad_enabled()
+        key = (self.ctx._version, torch.is_autocast_enabled(self.ctx.device.type))
+        if caching and self._text_cache is not None and self._text_cache[0] == key:
+            return self._text_cache[1]
+        n = self.n_ctx
+        embeds = self.token_embeds
+        ctx = self.ctx.to(embeds.dtype).unsqueeze(0).expand(embeds.shape[0], -1, -1)
+        embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + n:]], dim=1)
+        feats = F.normalize(self.backbone.encode_text_embeds(embeds, self.lengths).float(), dim=-1)
+        if caching:
+            self._text_cache = (key, feats)
+        return feats
+
+    def teacher_features(self) -> torch.Tensor:
+        """(C, D) L2-normalised teacher: per class, the mean of its normalised description
+        features (its template sentence when it has none), normalised again."""
+        if self._teacher is None:
+            sentences, owner = [], []
+            for c, name in enumerate(self.classnames):
+                texts = self.descriptions.get(name) or [self.cfg.template.format(name)]
+                sentences += texts
+                owner += [c] * len(texts)
+            feats = self.encode_sentences(sentences)
+            index = torch.tensor(owner, device=feats.device)
+            summed = torch.zeros(len(self.classnames), feats.shape[1], device=feats.device)
+            summed.index_add_(0, index, feats)
+            self._teacher = F.normalize(summed, dim=-1)
+        return self._teacher
+
+    def template_features(self) -> torch.Tensor:
+        """(C, D) L2-normalised features of the plain template sentences (the zero-shot
+        classifier)."""
+        return self.encode_sentences(self.prompts())
+
+    @torch.no_grad()
+    def encode_sentences(self, sentences: Sequence[str]) -> torch.Tensor:
+        """(N, D) L2-normalised frozen-tower features of plain sentences, each truncated to its
+        real tokens (identical to padding to the full context)."""
+        bb = self.backbone
+        ids = bb.text_ids(list(sentences))
+        out = []
+        with bb.text_dropout(False):
+            for i in range(0, len(ids), _TEXT_BATCH):
+                chunk = ids[i:i + _TEXT_BATCH]
+                length = max(len(r) for r in chunk)
+                batch = torch.full((len(chunk), length), bb.pad_id, dtype=torch.long)
+                for j, row in enumerate(chunk):
+                    batch[j, : len(row)] = torch.tensor(row)
+                batch = batch.to(bb.device)
+                lengths = torch.tensor([len(r) for r in chunk], device=bb.device)
+                out.append(bb.encode_text_embeds(bb.embed_tokens(batch), lengths).float())
+        return F.normalize(torch.cat(out), dim=-1)
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed pixels -> (B, D) L2-normalised, vision prompts applied."""
+        prompts = self.vision_prompts if self.cfg.n_vision_prompts else None
+        return F.normalize(self.backbone.encode_image(pixels, prompts).float(), dim=-1)
+
+    def logits(self, image_feats: torch.Tensor, text_feats: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C) = logit_scale * f @ t.T with the learned prompts (or the given text features)."""
+        text = self.text_features() if text_feats is None else text_feats
+        return self.backbone.logit_scale * image_feats.float() @ text.T
+
+    @torch.no_grad()
+    def predict_proba(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, C) class probabilities for preprocessed pixels."""
+        return self.logits(self.image_features(pixels)).softmax(dim=-1)
+
+    # ---- loss -------------------------------------------------------------------------------
+    def loss(self, image_feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """L = CE + lambda_l1 * L1 + lambda_kl * KL; returns (total, parts as floats)."""
+        total, parts, _ = self.loss_and_logits(image_feats, labels)
+        return total, parts
+
+    def loss_and_logits(self, image_feats: torch.Tensor, labels: torch.Tensor
+                        ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        text = self.text_features()
+        logits = self.logits(image_feats, text)
+        ce = F.cross_entropy(logits, labels)
+        l1 = kl = torch.zeros((), device=logits.device)
+        if self.cfg.uses_teacher:
+            teacher = self.teacher_features()
+            l1 = (text - teacher).abs().mean()
+            teacher_logits = self.logits(image_feats, teacher)
+            kl = F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher_logits, dim=-1),
+                          reduction="sum", log_target=True) / logits.numel()
+        total = ce + self.cfg.lambda_l1 * l1 + self.cfg.lambda_kl * kl
+        parts = {"ce": ce.item(), "l1": l1.item(), "kl": kl.item()}
+        return total, parts, logits
+
+    # ---- variants ---------------------------------------------------------------------------
+    def with_classes(self, classnames: Sequence[str],
+                     descriptions: Mapping[str, Sequence[str]] | None = None) -> DualPrompt:
+        """The same learned context over other class names (e.g. novel classes)."""
+        other = DualPrompt(self.backbone, classnames, self.cfg, descriptions)
+        if other.n_ctx != self.n_ctx:
+            raise PromptError("The new classes need a different context length.")
+        with torch.no_grad():
+            other.ctx.copy_(self.ctx)
+        return other.train(self.training)
+
+    def zero_shot(self) -> DualPrompt:
+        """The plain BiomedCLIP classifier for the same task: template prompts, no vision
+        prompts, nothing learned."""
+        cfg = replace(self.cfg, n_vision_prompts=0)
+        return DualPrompt(self.backbone, self.classnames, cfg, self.descriptions).eval()
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def save(self, path: str | Path, info: Mapping[str, object] | None = None) -> Path:
+        """Write the learned context as safetensors, with everything needed to rebuild the
+        module as JSON metadata. `info` (JSON-serialisable) is stored alongside, e.g. how it
+        was trained."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        metadata = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": str(CHECKPOINT_VERSION),
+            "backbone": self.backbone.name,
+            "backbone_fingerprint": self.backbone.fingerprint,
+            "classnames": json.dumps(self.classnames),
+            "config": self.cfg.to_json(),
+            "descriptions": json.dumps(self.descriptions),
+            "info": json.dumps(dict(info or {})),
+        }
+        save_file({"ctx": self.ctx.detach().to("cpu", torch.float32).contiguous()},
+                  str(path), metadata=metadata)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, backbone: Backbone) -> DualPrompt:
+        """Rebuild a module saved by `save`. Strict: the file must be a prompt file of this
+        format, made for this backbone, holding exactly the expected tensor."""
+        tensors, meta = read_checkpoint(path)
+        if meta["backbone_fingerprint"] != backbone.fingerprint:
+            raise CheckpointError(
+                f"These prompts were tuned on another model ({meta['backbone']}); the loaded model "
+                f"is {backbone.name}. Start the app with that model to use them.")
+        try:
+            cfg = PromptConfig.from_json(meta["config"])
+            classnames = json.loads(meta["classnames"])
+            descriptions = json.loads(meta["descriptions"])
+            dp = cls(backbone, classnames, cfg, descriptions)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"The prompt file's settings are not valid ({exc}).") from exc
+        ctx = tensors["ctx"]
+        if tuple(ctx.shape) != tuple(dp.ctx.shape):
+            raise CheckpointError(f"The prompt file's context has shape {tuple(ctx.shape)}; this "
+                                  f"model and template need {tuple(dp.ctx.shape)}.")
+        with torch.no_grad():
+            dp.ctx.copy_(ctx.to(dp.ctx.device))
+        dp.info = json.loads(meta.get("info") or "{}")
+        return dp.eval()
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a prompt file, checked; never unpickles anything."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"The prompt file {path.name} cannot be read ({exc}).") from exc
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path.name} is {size / 2**20:.0f} MB; a prompt file is a few "
+                              "kilobytes. Choose the .safetensors file the app saved.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path.name} is not a prompt file saved by this app (it must be a "
+                              ".safetensors file).") from exc
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path.name} is a safetensors file but not a prompt file saved by "
+                              "this app.")
+    if meta.get("format_version") != str(CHECKPOINT_VERSION):
+        raise CheckpointError(f"{path.name} has prompt-file version {meta.get('format_version')}; "
+                              f"this app reads version {CHECKPOINT_VERSION}.")
+    missing = {"backbone", "backbone_fingerprint", "classnames", "config", "descriptions"} - set(meta)
+    if missing:
+        raise CheckpointError(f"{path.name} lacks {sorted(missing)}; it is incomplete.")
+    if set(tensors) != {"ctx"}:
+        raise CheckpointError(f"{path.name} holds tensors {sorted(tensors)}; a prompt file holds "
+                              "exactly one, 'ctx'.")
+    ctx = tensors["ctx"]
+    if ctx.dtype != torch.float32 or ctx.dim() != 2 or not torch.isfinite(ctx).all():
+        raise CheckpointError(f"{path.name} has a damaged context tensor.")
+    return tensors, meta
+
+
+def _checked_classnames(classnames: Sequence[str]) -> list[str]:
+    if isinstance(classnames, str):
+        raise PromptError("Give the class names as a list, one name per class.")
+    names = [" ".join(str(n).split()) for n in (classnames or [])]
+    if len(names) < 2:
+        raise PromptError("A task needs at least two classes; add the classes to tell apart.")
+    if len(names) > MAX_CLASSES:
+        raise PromptError(f"{len(names)} classes is more than the {MAX_CLASSES} this app handles.")
+    if any(not n for n in names):
+        raise PromptError("A class has an empty name; give every class a name.")
+    seen: dict[str, str] = {}
+    for name in names:
+        key = name.casefold()
+        if key in seen:
+            raise PromptError(f"The class name {name!r} is given twice; each class needs its own "
+                              "name.")
+        seen[key] = name
+    return names
+
+
+def _checked_descriptions(descriptions: Mapping[str, Sequence[str]] | None,
+                          classnames: list[str]) -> dict[str, list[str]]:
+    if not descriptions:
+        return {}
+    by_key = {" ".join(n.split()).casefold(): n for n in classnames}
+    out: dict[str, list[str]] = {}
+    for name, texts in descriptions.items():
+        key = " ".join(str(name).split()).casefold()
+        if key not in by_key:
+            raise PromptError(f"Descriptions are given for {name!r}, which is not one of the "
+                              f"classes ({', '.join(classnames)}).")
+        if isinstance(texts, str):
+            texts = texts.splitlines()
+        kept = [" ".join(t.split()) for t in texts if str(t).strip()]
+        if kept:
+            out[by_key[key]] = kept
+    return out
