@@ -174,6 +174,11 @@ class Backbone:
         return self._fingerprint
 
     @property
+    def word_embedding_rms(self) -> float:
+        """Root mean square of the word-embedding table: the scale of the text context space."""
+        return float(self._word_embeddings.weight.detach().float().pow(2).mean().sqrt())
+
+    @property
     def _word_embeddings(self) -> nn.Embedding:
         if self.hf_text:
             return self.model.text.transformer.get_input_embeddings()

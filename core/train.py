@@ -9,9 +9,10 @@ the text tower. Two recipes:
   dropped, 100 epochs, fp32, random-resized-crop views with scale 0.08-1, text dropout on). The
   paper re-augments every image every epoch; here each image has `augment_views` random crops
   encoded once, and each epoch draws one of them per image (see README).
-- `TrainConfig.fast()`: the interactive recipe: a fixed number of full-batch steps (the step count
-  does not grow with the number of shots), AdamW, the evaluation view plus a few crops, bf16 where
-  the hardware runs it natively.
+- `TrainConfig.fast()`: the interactive recipe: 100 full-batch AdamW steps whatever the number of
+  shots, on the evaluation view of each image, bf16 where the hardware runs it natively. Its
+  learning rate is relative: 0.1 of the word embeddings' RMS per step, so the context moves by the
+  same fraction of a typical token embedding whatever the backbone's embedding scale.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class TrainConfig:
     recipe: str = "custom"
     optimizer: str = "adamw"  # "sgd" or "adamw"
     lr: float = 2e-3
+    lr_relative: bool = False  # lr (and warmup_lr) in units of the word embeddings' RMS
     momentum: float = 0.9
     weight_decay: float = 0.0
     epochs: int | None = None
@@ -92,8 +94,8 @@ class TrainConfig:
     @classmethod
     def fast(cls, **changes) -> TrainConfig:
         """The interactive recipe: seconds on a CPU."""
-        return cls(**{**dict(recipe="fast", optimizer="adamw", lr=5e-3, weight_decay=0.0,
-                             steps=50, batch_size=None, warmup=0, eval_view=True,
+        return cls(**{**dict(recipe="fast", optimizer="adamw", lr=0.1, lr_relative=True,
+                             weight_decay=0.0, steps=100, batch_size=None, warmup=0, eval_view=True,
                              augment_views=0, crop_scale=(0.5, 1.0), precision="auto",
                              text_dropout=False, seed=1), **changes})
 
@@ -157,12 +159,12 @@ def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor, labels: Se
         generator = torch.Generator().manual_seed(cfg.seed)
         dp.eval()
         view_feats = _encode_views(dp, images, cfg, precision, emit, stop_requested, started)
-        eval_feats = view_feats[0] if cfg.eval_view else None
         history.encode_s = time.perf_counter() - started
         if view_feats is None:
             history.stopped = "user"
             history.total_s = time.perf_counter() - started
             return history
+        eval_feats = view_feats[0] if cfg.eval_view else None
         if dp.cfg.uses_teacher:
             with autocast(device, precision):
                 dp.teacher_features()
@@ -238,11 +240,12 @@ def _encode_views(dp: DualPrompt, images, cfg: TrainConfig, precision: str,
     return torch.stack(feats)
 
 
-def _lr_at(cfg: TrainConfig, unit: int, total_units: int) -> float:
-    """Constant warm-up at `warmup_lr`, then cosine from `lr` (per epoch or per step)."""
+def _lr_at(cfg: TrainConfig, unit: int, total_units: int, scale: float = 1.0) -> float:
+    """Constant warm-up at `warmup_lr`, then cosine from `lr` (per epoch or per step); times
+    `scale` (the embedding RMS when the learning rate is relative)."""
     if unit < cfg.warmup:
-        return cfg.warmup_lr
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * unit / total_units))
+        return cfg.warmup_lr * scale
+    return 0.5 * cfg.lr * scale * (1 + math.cos(math.pi * unit / total_units))
 
 
 def _batches(n: int, cfg: TrainConfig, generator: torch.Generator) -> list[torch.Tensor]:
@@ -269,11 +272,12 @@ def _train_loop(dp: DualPrompt, view_feats: torch.Tensor, labels: torch.Tensor, 
     units = cfg.epochs if epoch_based else cfg.steps
     per_unit = len(_batches(n, cfg, torch.Generator().manual_seed(0))) if epoch_based else 1
     total_steps = units * per_unit
+    scale = bb.word_embedding_rms if cfg.lr_relative else 1.0
     step = 0
     dp.train()
     with bb.text_dropout(cfg.text_dropout):
         for unit in range(units):
-            lr = _lr_at(cfg, unit, units)
+            lr = _lr_at(cfg, unit, units, scale)
             for group in opt.param_groups:
                 group["lr"] = lr
             view_of = torch.randint(n_views, (n,), generator=generator)

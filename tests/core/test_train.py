@@ -1,0 +1,206 @@
+"""Recipes and the training loop."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from core.errors import TrainingError
+from core.prompts import DualPrompt, PromptConfig
+from core.train import TrainConfig, _batches, _lr_at, fit
+from tests.helpers import BRAIN_CLASSES, BRAIN_TEMPLATE, tinted_images, tinted_pixels
+
+DESCRIPTIONS = {"glioma": ["an irregular infiltrative mass"], "normal brain": ["no mass"]}
+
+
+def make(bb, cfg=None) -> DualPrompt:
+    return DualPrompt(bb, BRAIN_CLASSES, cfg or PromptConfig(template=BRAIN_TEMPLATE), DESCRIPTIONS)
+
+
+def state_copy(bb):
+    return {k: v.clone() for k, v in bb.model.state_dict().items()}
+
+
+def test_paper_recipe_is_the_papers_item_by_item():
+    cfg = TrainConfig.paper()
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay) == ("sgd", 0.0025, 0.9, 5e-4)
+    assert (cfg.warmup, cfg.warmup_lr) == (1, 1e-5)
+    assert (cfg.batch_size, cfg.epochs, cfg.steps) == (4, 100, None)
+    assert cfg.precision == "fp32" and cfg.text_dropout
+    assert cfg.crop_scale == (0.08, 1.0) and not cfg.eval_view and cfg.augment_views > 0
+    assert TrainConfig.paper(epochs=50).epochs == 50  # base-to-novel
+
+
+def test_fast_learning_rate_is_relative_to_the_embedding_scale(bb):
+    cfg = TrainConfig.fast(steps=2)
+    history = fit(make(bb), *tinted_pixels(4, 1), cfg)
+    assert history.steps[0]["lr"] == pytest.approx(0.1 * bb.word_embedding_rms)
+    assert 0 < bb.word_embedding_rms < 1
+
+
+def test_paper_schedule_is_constant_warmup_then_cosine():
+    cfg = TrainConfig.paper()
+    assert _lr_at(cfg, 0, 100) == 1e-5
+    assert _lr_at(cfg, 1, 100) == pytest.approx(0.0025 * (1 + math.cos(math.pi / 100)) / 2)
+    assert _lr_at(cfg, 50, 100) == pytest.approx(0.00125)
+    assert _lr_at(cfg, 99, 100) < 1e-5
+
+
+def test_last_incomplete_batch_is_dropped():
+    cfg = TrainConfig.paper()
+    batches = _batches(10, cfg, torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [4, 4]
+    assert len(set(torch.cat(batches).tolist())) == 8
+    tiny = _batches(3, cfg, torch.Generator().manual_seed(0))  # fewer images than one batch
+    assert [len(b) for b in tiny] == [3]
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(epochs=3), "not both"),
+    (dict(steps=None), "either"),
+    (dict(steps=0), "at least one"),
+    (dict(optimizer="lion"), "Unknown optimizer"),
+    (dict(lr=-1.0), "learning rate"),
+    (dict(eval_view=False, augment_views=0), "view"),
+    (dict(crop_scale=(0.5, 0.2)), "crop_scale"),
+    (dict(precision="fp16"), "precision"),
+])
+def test_bad_training_settings_are_explained(changes, message):
+    with pytest.raises(TrainingError, match=message):
+        TrainConfig.fast(**changes)
+
+
+def test_fast_training_lowers_the_loss_and_leaves_the_backbone_untouched(bb):
+    dp = make(bb)
+    x, y = tinted_pixels(4, 6)
+    before = state_copy(bb)
+    history = fit(dp, x, y, TrainConfig.fast())
+    assert len(history.steps) == 100 and history.stopped is None
+    assert history.steps[-1]["loss"] < history.steps[0]["loss"] - 0.05
+    assert history.final["loss"] < history.steps[0]["loss"]
+    after = bb.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not p.requires_grad for p in bb.model.parameters())
+    assert not dp.training
+
+
+def test_fast_step_count_does_not_grow_with_shots(bb):
+    few = fit(make(bb), *tinted_pixels(4, 1), TrainConfig.fast(steps=7))
+    many = fit(make(bb), *tinted_pixels(4, 8), TrainConfig.fast(steps=7))
+    assert len(few.steps) == len(many.steps) == 7
+
+
+def test_training_is_seeded_and_deterministic(backbones):
+    bb = backbones["tiny-clip"]
+    x, y = tinted_pixels(4, 3)
+    cfg = TrainConfig.paper(epochs=3, augment_views=2)
+    a, b = make(bb), make(bb)
+    ha, hb = fit(a, x, y, cfg), fit(b, x, y, cfg)
+    assert torch.equal(a.ctx, b.ctx)
+    assert [s["loss"] for s in ha.steps] == [s["loss"] for s in hb.steps]
+    c = make(bb)
+    fit(c, x, y, TrainConfig.paper(epochs=3, augment_views=2, seed=2))
+    assert not torch.equal(a.ctx, c.ctx)
+
+
+def test_paper_recipe_steps_per_epoch_and_dropout_restored(backbones):
+    bb = backbones["tiny-biomedclip"]
+    dp = make(bb)
+    before = state_copy(bb)
+    history = fit(dp, *tinted_pixels(4, 3), TrainConfig.paper(epochs=2, augment_views=2))
+    assert len(history.steps) == 2 * (12 // 4)
+    assert [s["epoch"] for s in history.steps] == [0, 0, 0, 1, 1, 1]
+    assert history.steps[0]["lr"] == 1e-5 and history.steps[-1]["lr"] > 1e-5
+    assert not bb.model.text.training  # text dropout was switched on for training only
+    assert all(torch.equal(before[k], v) for k, v in bb.model.state_dict().items())
+    assert set(history.final) == {"loss", "ce", "l1", "kl", "accuracy"}
+
+
+def test_progress_reports_encoding_then_every_step(bb):
+    events = []
+    fit(make(bb), *tinted_pixels(4, 5), TrainConfig.fast(steps=4), on_step=events.append)
+    encode = [e for e in events if e.phase == "encode"]
+    train = [e for e in events if e.phase == "train"]
+    assert encode[-1].done == encode[-1].total == 20
+    assert [e.done for e in train] == [1, 2, 3, 4] and train[0].total == 4
+    assert set(train[0].parts) == {"ce", "l1", "kl"}
+    assert 0.0 <= train[0].accuracy <= 1.0 and train[0].loss > 0
+    assert events.index(encode[-1]) < events.index(train[0])
+
+
+def test_stop_is_honoured_within_one_step_and_keeps_what_was_learned(bb):
+    dp = make(bb)
+    initial = dp.ctx.detach().clone()
+    steps_seen = []
+    history = fit(dp, *tinted_pixels(4, 3), TrainConfig.fast(steps=30),
+                  on_step=lambda p: steps_seen.append(p.done) if p.phase == "train" else None,
+                  should_stop=lambda: len(steps_seen) >= 3)
+    assert history.stopped == "user"
+    assert len(history.steps) == 3
+    assert not torch.equal(dp.ctx, initial)
+    assert history.final  # the summary is still computed
+
+
+def test_stop_during_encoding_trains_nothing(bb):
+    dp = make(bb)
+    initial = dp.ctx.detach().clone()
+    history = fit(dp, *tinted_pixels(4, 3), TrainConfig.fast(), should_stop=lambda: True)
+    assert history.stopped == "user" and history.steps == []
+    assert torch.equal(dp.ctx, initial)
+
+
+def test_time_budget_stops_training(bb):
+    history = fit(make(bb), *tinted_pixels(4, 2), TrainConfig.fast(steps=10_000, time_budget_s=0.5))
+    assert history.stopped == "time budget"
+    assert 0 < len(history.steps) < 10_000
+
+
+def test_pil_images_train_with_augmented_views(bb):
+    images, labels = tinted_images(4, 2)
+    events = []
+    history = fit(make(bb), images, labels, TrainConfig.fast(steps=3, augment_views=2),
+                  on_step=events.append)
+    assert [e.total for e in events if e.phase == "encode"][-1] == 8 * 3
+    assert len(history.steps) == 3
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([0, 1, 2], "one label per image"),
+    ([0, 1, 2, 7], "class numbers"),
+    ([0, 1, 1, 0], "No examples for pituitary tumor, normal brain"),
+])
+def test_bad_labels_are_explained(bb, labels, message):
+    x, _ = tinted_pixels(4, 1)
+    with pytest.raises(TrainingError, match=message):
+        fit(make(bb), x, labels, TrainConfig.fast(steps=1))
+
+
+def test_no_images_is_explained(bb):
+    with pytest.raises(TrainingError, match="Add labelled example images"):
+        fit(make(bb), [], [], TrainConfig.fast())
+
+
+@pytest.mark.parametrize("spec", ["tiny-biomedclip", "tiny-clip"])
+def test_fast_recipe_reaches_a_training_loss_comparable_to_the_papers(backbones, spec):
+    """The interactive recipe (100 full-batch steps) against the paper's (100 epochs of SGD on
+    augmented batches of 4) on the same planted-signal task: final loss over every training
+    image, evaluation view, evaluation mode."""
+    bb = backbones[spec]
+    x, y = tinted_pixels(4, 8)
+    paper = fit(make(bb), x, y, TrainConfig.paper())
+    fast = fit(make(bb), x, y, TrainConfig.fast())
+    start = fast.steps[0]["loss"]
+    assert fast.final["loss"] < start and paper.final["loss"] < paper.steps[0]["loss"] + 0.5
+    assert fast.final["loss"] <= 1.2 * paper.final["loss"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_cuda_matches_the_cpu_recipe():
+    from core.backbone import load_backbone
+
+    gpu = load_backbone("tiny-biomedclip", "cuda")
+    dp = make(gpu)
+    history = fit(dp, *tinted_pixels(4, 4), TrainConfig.fast(precision="fp32"))
+    assert dp.ctx.device.type == "cuda"
+    assert history.steps[-1]["loss"] < history.steps[0]["loss"]
