@@ -476,10 +476,10 @@ class _NotCached(BackboneUnavailable):
 
 
 def _fix_hint(repo_id: str) -> str:
-    return (f"Download it once on a machine with internet access (run the app once, or "
-            f"`huggingface-cli download {repo_id}`) so it is in the Hugging Face cache, or "
-            f"pass --backbone local-dir:/path/to/folder with the model files. To try the app "
-            f"without the real model, use --backbone tiny-biomedclip.")
+    return (f"Load it once on a machine with internet access (`python -c \"from core.backbone "
+            f"import load_backbone; load_backbone('hf-hub:{repo_id}')\"`) so that it is in the "
+            f"Hugging Face cache, or pass --backbone local-dir:/path/to/folder with the model "
+            f"files. To try the app without the real model, use --backbone tiny-biomedclip.")
 
 
 def _hub_file(repo_id: str, filename: str, allow_download: bool) -> Path | None:
