@@ -247,6 +247,19 @@ class Backbone:
         """(B, 3, H, W) -> (B, D). `prompts` (P, width) are inserted after the class token and
         reset to their values before every block (deep visual prompts); they are removed before
         pooling."""
+        return self._run_image(pixels, prompts, attention=None)
+
+    def encode_image_with_attention(self, pixels: torch.Tensor, prompts: torch.Tensor | None = None
+                                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`encode_image`, plus every block's attention probabilities (B, heads, N, N) as part of
+        the autograd graph, so that gradients with respect to them can be taken. Attention is
+        computed explicitly from each block's own weights; no module is changed or hooked, so
+        concurrent calls are safe. Token order: prefix (class) tokens, prompts, patches."""
+        attention: list[torch.Tensor] = []
+        return self._run_image(pixels, prompts, attention), attention
+
+    def _run_image(self, pixels: torch.Tensor, prompts: torch.Tensor | None,
+                   attention: list[torch.Tensor] | None) -> torch.Tensor:
         tokens, prefix = self._image_tokens(pixels)
         n_prompts = 0 if prompts is None else prompts.shape[0]
 
@@ -257,22 +270,50 @@ class Backbone:
         if n_prompts:
             tokens = torch.cat([tokens[:, :prefix], tokens.new_zeros(tokens.shape[0], n_prompts,
                                 tokens.shape[2]), tokens[:, prefix:]], dim=1)
-        for block in self.image_blocks():
+        blocks = self.image_blocks() if attention is None else self._raw_image_blocks()
+        for block in blocks:
             if n_prompts:
                 tokens = with_prompts(tokens)
-            tokens = block(tokens)
+            tokens = block(tokens) if attention is None else _block_keeping_attention(
+                block, tokens, attention)
         if n_prompts:
             tokens = torch.cat([tokens[:, :prefix], tokens[:, prefix + n_prompts:]], dim=1)
         return self._image_head(tokens)
 
     def image_blocks(self) -> Sequence[nn.Module]:
         """The transformer blocks of the image tower, each mapping (B, N, width) -> same."""
+        blocks = self._raw_image_blocks()
+        if self.timm_vision or self.model.visual.transformer.batch_first:
+            return blocks
+        return [_SequenceFirst(block) for block in blocks]
+
+    def _raw_image_blocks(self) -> list[nn.Module]:
         if self.timm_vision:
             return list(self.model.visual.trunk.blocks)
-        transformer = self.model.visual.transformer
-        if transformer.batch_first:
-            return list(transformer.resblocks)
-        return [_SequenceFirst(block) for block in transformer.resblocks]
+        return list(self.model.visual.transformer.resblocks)
+
+    @property
+    def image_grid(self) -> tuple[int, int]:
+        """Patch grid (rows, columns) of the image tower."""
+        if self.timm_vision:
+            return tuple(self.model.visual.trunk.patch_embed.grid_size)
+        return tuple(self.model.visual.grid_size)
+
+    @property
+    def image_prefix_tokens(self) -> int:
+        """Tokens before the patches (and before any prompts): the class token, registers."""
+        return self.model.visual.trunk.num_prefix_tokens if self.timm_vision else 1
+
+    @property
+    def image_pooling(self) -> str:
+        """'token' (the class token is the image feature) or 'avg' (mean of patch tokens)."""
+        pool = (self.model.visual.trunk.global_pool if self.timm_vision
+                else self.model.visual.pool_type)
+        if pool in ("token", "tok"):
+            return "token"
+        if pool == "avg":
+            return "avg"
+        raise BackboneUnavailable(f"Image pooling {pool!r} is not supported for attention maps.")
 
     def _image_tokens(self, pixels: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Patch + class tokens with positions, before the first block; and the prefix count."""
@@ -296,6 +337,40 @@ class Backbone:
     def pixels(self, images: Sequence) -> torch.Tensor:
         """PIL images -> (B, 3, H, W) on the device, with the model's evaluation transform."""
         return torch.stack([self.preprocess(image) for image in images]).to(self.device)
+
+
+def _block_keeping_attention(block: nn.Module, x: torch.Tensor, attention: list[torch.Tensor]
+                             ) -> torch.Tensor:
+    """One pre-norm transformer block in evaluation mode, with its attention computed
+    explicitly; appends the attention probabilities (B, heads, N, N) to `attention`."""
+    batch, n, width = x.shape
+    if hasattr(block, "norm1") and hasattr(block.attn, "qkv"):  # timm ViT block
+        attn = block.attn
+        if getattr(attn, "gate", None) is not None:
+            raise BackboneUnavailable("Gated attention is not supported for attention maps.")
+        heads, head_dim = attn.num_heads, attn.head_dim
+        qkv = attn.qkv(block.norm1(x)).reshape(batch, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        probs = (q * attn.scale @ k.transpose(-2, -1)).softmax(dim=-1)
+        out = attn.proj(attn.norm((probs @ v).transpose(1, 2).reshape(batch, n, -1)))
+        x = x + block.ls1(out)
+        x = x + block.ls2(block.mlp(block.norm2(x)))
+    elif hasattr(block, "ln_1") and isinstance(getattr(block, "attn", None), nn.MultiheadAttention):
+        mha = block.attn  # open_clip's own residual block
+        heads = mha.num_heads
+        head_dim = width // heads
+        qkv = nn.functional.linear(block.ln_1(x), mha.in_proj_weight, mha.in_proj_bias)
+        q, k, v = qkv.reshape(batch, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        probs = (q @ k.transpose(-2, -1) / head_dim ** 0.5).softmax(dim=-1)
+        out = mha.out_proj((probs @ v).transpose(1, 2).reshape(batch, n, width))
+        x = x + block.ls_1(out)
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    else:
+        raise BackboneUnavailable(f"Attention maps are not supported for {type(block).__name__} "
+                                  "blocks.")
+    attention.append(probs)
+    return x
 
 
 class _SequenceFirst(nn.Module):

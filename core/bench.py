@@ -3,7 +3,7 @@
 Builds the offline `random-biomedclip` (BiomedCLIP's full architecture at random weights: compute
 cost does not depend on weight values), makes a synthetic few-shot task (classes x shots images with
 a class-dependent tint, so training has a signal), and times: image encoding, one text step,
-predicting one image, and end-to-end training with each recipe (image caching included), plus the
+predicting one image, one relevance map and the maps of three classes, and end-to-end training with each recipe (image caching included), plus the
 process's peak resident memory. Figures are seconds unless named otherwise.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from core.backbone import autocast, bf16_supported, load_backbone
+from core.explain import relevance_map, relevance_maps
 from core.prompts import DualPrompt, PromptConfig
 from core.train import TrainConfig, fit
 
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
         loss.backward()
         dp.ctx.grad = None
 
-    figures: dict = {"encode_s_per_image": {}, "text_step_s": {}, "predict_s": {}}
+    figures: dict = {"encode_s_per_image": {}, "text_step_s": {}, "predict_s": {}, "map_s": {},
+                     "maps_top3_s": {}}
     for precision in ("fp32", "bf16"):
         with autocast(bb.device, precision):
             with torch.no_grad():
@@ -113,7 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
                 figures["predict_s"][precision] = best_of(
                     lambda: dp.predict_proba(bb.pixels(images[:1])), args.repeats)
             figures["text_step_s"][precision] = best_of(text_step, args.repeats)
-    del one
+            figures["map_s"][precision] = best_of(lambda: relevance_map(dp, one, 0), args.repeats)
+            figures["maps_top3_s"][precision] = best_of(
+                lambda: relevance_maps(dp, one, [0, 1, 2][: args.classes]), args.repeats)
 
     train: dict = {}
     recipes = {"fast": TrainConfig.fast, "paper": lambda **kw: TrainConfig.paper(

@@ -17,7 +17,7 @@ def test_benchmark_prints_every_figure(capsys):
                    "--paper-epochs", "1", "--repeats", "1", "--precisions", "fp32"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == result
-    for key in ("encode_s_per_image", "text_step_s", "predict_s"):
+    for key in ("encode_s_per_image", "text_step_s", "predict_s", "map_s", "maps_top3_s"):
         assert set(printed[key]) == {"fp32", "bf16"} and all(v > 0 for v in printed[key].values())
     fast, paper = printed["train"]["fast"]["fp32"], printed["train"]["paper"]["fp32"]
     assert fast["steps"] == 100 and paper["steps"] == 1
