@@ -19,3 +19,16 @@ class CheckpointError(StudioError, ValueError):
 
 class TrainingError(StudioError, ValueError):
     """The labelled examples or the training settings cannot be trained on."""
+
+
+class ScanError(StudioError, ValueError):
+    """An uploaded file cannot be shown as a medical image: not an image, damaged, too large, or
+    compressed in a way no installed decoder reads. The message speaks to a clinician and never
+    quotes patient data from the file."""
+
+
+class DatasetError(StudioError, ValueError):
+    """A labelled image set cannot be used for evaluation or reproduction: a data set folder not
+    in the public layout (no split file, a missing split, a missing image, an unknown class), or
+    evaluation images and labels that do not match the classes. The message names the file or
+    class at fault and says how to fix it."""

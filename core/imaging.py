@@ -1,0 +1,423 @@
+"""Medical image input: files -> `Scan` (float pixels + safe technical metadata) -> RGB picture.
+
+    scan = load_scan(path)                    # DICOM, PNG/JPEG/TIFF/BMP, NIfTI, MHA, NRRD, zip
+    scan = load_series([path, path, ...])     # the files of one DICOM series, in any order
+    picture = to_rgb(scan, window="lung", index=40)
+    suggest_modality(scan)                    # "CT", "X-ray", ... or None
+
+Formats are recognised by content, never by extension alone. DICOM pixels go through the modality
+LUT (CT values become Hounsfield units) and keep the file's own windows and VOI LUTs for display;
+MONOCHROME1 is inverted only when drawn. Every failure, whatever the bytes, is a `ScanError` whose
+message a clinician can act on, and limits are checked from headers before any pixel data is
+decoded. Patient names, IDs, dates, institutions and file names are never kept, logged or shown.
+The readers live in `imaging_dicom.py` and `imaging_formats.py`; this module is the whole API.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image
+
+from core.errors import ScanError
+from core.imaging_dicom import read_dicom, read_dicom_series
+from core.imaging_formats import (MAX_FILE_BYTES, MAX_FRAMES, MAX_PIXELS_PER_FRAME,
+                                  MAX_TOTAL_SAMPLES, MAX_UNZIPPED_BYTES, MAX_ZIP_MEMBERS,
+                                  PILLOW_FORMATS, Limits, Meta, VoiLut, Window, read_gzip,
+                                  read_head, read_itk, read_pillow, sniff, unzip_members)
+
+__all__ = ["APP_MODALITIES", "Limits", "MAX_FILE_BYTES", "MAX_FRAMES", "MAX_PIXELS_PER_FRAME",
+           "MAX_TOTAL_SAMPLES", "MAX_UNZIPPED_BYTES", "MAX_ZIP_MEMBERS", "Scan", "ScanError",
+           "VoiLut", "WINDOW_PRESETS", "Window", "apply_voi_lut", "apply_window", "load_scan",
+           "load_series", "resolve_window", "robust_range", "suggest_modality", "to_rgb"]
+
+logger = logging.getLogger(__name__)
+
+# CT windows in Hounsfield units, (centre, width), as listed by Radiopaedia's "Windowing (CT)"
+# article (radiopaedia.org/articles/windowing-ct): brain W80 L40; subdural W130-300 L50-100
+# (75/215 sits inside both ranges); stroke W40 L40 (the narrower W8 L32 is also quoted); lungs
+# W1500 L-600; mediastinum W350 L50; soft tissues W350-400 L20-60; liver W150 L30; bone W1800 L400.
+WINDOW_PRESETS: dict[str, Window] = {
+    "brain": Window(40, 80),
+    "subdural": Window(75, 215),
+    "stroke": Window(40, 40),
+    "lung": Window(-600, 1500),
+    "mediastinum": Window(50, 350),
+    "soft tissue": Window(40, 400),
+    "liver": Window(30, 150),
+    "bone": Window(400, 1800),
+}
+
+APP_MODALITIES = ("X-ray", "CT", "MRI", "ultrasound", "dermoscopy", "fundus", "OCT",
+                  "histopathology", "endoscopy", "other")
+
+# DICOM Modality (0008,0060) defined terms (PS3.3 C.7.3.1.1.1) -> the app's modality names.
+_DICOM_TO_APP = {
+    **dict.fromkeys(["CR", "DX", "MG", "RG", "XA", "RF", "PX", "IO", "DF", "DS"], "X-ray"),
+    "CT": "CT", "MR": "MRI", "US": "ultrasound", "IVUS": "ultrasound",
+    "OP": "fundus", "OPT": "OCT", "OCT": "OCT", "IVOCT": "OCT",
+    "SM": "histopathology", "GM": "histopathology", "ES": "endoscopy", "DMS": "dermoscopy",
+    **dict.fromkeys(["PT", "NM", "XC", "OT", "RTIMAGE", "TG", "BI", "OPM", "SC"], "other"),
+}
+
+WindowSpec = Union[str, int, tuple[float, float], Window, None]
+
+NOT_AN_IMAGE = ("This file is not a medical image this app can read. Upload DICOM (.dcm, with or "
+                "without an extension), PNG, JPEG, TIFF, BMP, NIfTI (.nii, .nii.gz), MetaImage "
+                "(.mha), NRRD (.nrrd), or a zip of one DICOM series.")
+DAMAGED = ("This file could not be read: it looks damaged or incomplete (for example cut short "
+           "during export or upload). Export it again from the source system and upload the new "
+           "copy.")
+TOO_BIG_FOR_MEMORY = ("This scan is too large for the memory available here. Upload fewer "
+                      "slices or a downscaled copy.")
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Scan:
+    """Pixels as float32, (frames, rows, cols) for grey or (frames, rows, cols, 3) for colour,
+    plus technical metadata only: nothing here identifies a patient, and no reader object
+    (such as a pydicom Dataset) is kept. `pixels` is read-only: copy it to change it."""
+
+    pixels: np.ndarray
+    source_format: str
+    modality: str | None = None            # DICOM Modality code: "CT", "CR", "US", ...
+    body_part: str | None = None           # DICOM Body Part Examined, e.g. "CHEST"
+    photometric: str | None = None         # as stored; YCbCr and palette are drawn as RGB
+    frame_label: str = "frame"             # "slice" for volumes and series
+    pixel_spacing: tuple[float, float] | None = None   # (row, column) in mm
+    slice_spacing: float | None = None     # mm between slices
+    windows: tuple[Window, ...] = ()       # the file's own windows, in the file's order
+    voi_luts: tuple[VoiLut, ...] = ()      # the file's own VOI LUTs (preferred over windows)
+    display_range: tuple[float, float] | None = None   # full range of 8-bit and colour data
+    rescaled: bool = False                 # modality LUT / rescale slope+intercept applied
+    units: str | None = None               # e.g. "HU" after a CT rescale
+    inverted: bool = False                 # MONOCHROME1: low values are drawn white
+    bits_stored: int | None = None
+    compression: str | None = None         # the DICOM transfer syntax, when compressed
+    value_range: tuple[float, float] = (0.0, 0.0)
+    notes: tuple[str, ...] = field(default=())   # what the reader changed or left out
+
+    def __post_init__(self) -> None:
+        pixels = self.pixels
+        grey = pixels.ndim == 3
+        if pixels.dtype != np.float32 or not (grey or (pixels.ndim == 4 and pixels.shape[3] == 3)):
+            raise ValueError("Scan.pixels must be float32 (frames, rows, cols[, 3]), got "
+                             f"{pixels.dtype} {pixels.shape}")
+        pixels.flags.writeable = False
+        for name in ("windows", "voi_luts", "notes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def is_color(self) -> bool:
+        return self.pixels.ndim == 4
+
+    @property
+    def rows(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def columns(self) -> int:
+        return int(self.pixels.shape[2])
+
+    @cached_property
+    def auto_range(self) -> tuple[float, float]:
+        """The display range used when the file brings none: a robust percentile window."""
+        return robust_range(self.pixels)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary for the UI; every value in it is technical."""
+        return {
+            "format": self.source_format,
+            "modality": self.modality,
+            "suggested_modality": suggest_modality(self),
+            "body_part": self.body_part,
+            "frames": self.n_frames,
+            "frame_label": self.frame_label,
+            "rows": self.rows,
+            "columns": self.columns,
+            "color": self.is_color,
+            "photometric": self.photometric,
+            "bits_stored": self.bits_stored,
+            "compression": self.compression,
+            "pixel_spacing_mm": list(self.pixel_spacing) if self.pixel_spacing else None,
+            "slice_spacing_mm": self.slice_spacing,
+            "rescaled": self.rescaled,
+            "units": self.units,
+            "inverted": self.inverted,
+            "windows": [w._asdict() for w in self.windows],
+            "voi_luts": [lut.explanation for lut in self.voi_luts],
+            "value_range": list(self.value_range),
+            "notes": list(self.notes),
+        }
+
+    def __repr__(self) -> str:
+        shape = " x ".join(str(s) for s in self.pixels.shape)
+        return (f"Scan({self.source_format}, modality={self.modality!r}, {shape}, "
+                f"units={self.units!r}, windows={len(self.windows)}, "
+                f"voi_luts={len(self.voi_luts)}, inverted={self.inverted})")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+def load_scan(path: str | os.PathLike[str], limits: Limits | None = None) -> Scan:
+    """Read one file (a zip is read as one DICOM series). Returns a Scan or raises ScanError,
+    whatever the file holds."""
+    limits = limits or Limits()
+    with _as_scan_error():
+        return _load_file(Path(path), limits)
+
+
+def load_series(paths: Iterable[str | os.PathLike[str]], limits: Limits | None = None) -> Scan:
+    """Read several uploaded files as one DICOM series, ordered by slice position. Files that
+    are not images of the largest series (reports, DICOMDIR, localisers) are left out, with a
+    note; a single path is read like `load_scan`."""
+    limits = limits or Limits()
+    with _as_scan_error():
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise ScanError("No files were given. Upload the files of one series.")
+        if len(paths) == 1:
+            return _load_file(paths[0], limits)
+        if len(paths) > limits.zip_members:
+            raise ScanError(f"{len(paths)} files were uploaded; the limit is "
+                            f"{limits.zip_members}. Upload one series at a time.")
+        return _load_many(paths, limits)
+
+
+def _load_file(path: Path, limits: Limits) -> Scan:
+    if not path.is_file():
+        raise ScanError("The uploaded file could not be found (it may have expired). Upload it "
+                        "again.")
+    limits.check_file_size(path.stat().st_size)
+    fmt = sniff(read_head(path))
+    if fmt is None:
+        raise ScanError(NOT_AN_IMAGE)
+    if fmt == "zip":  # a zip inside it is left out by _load_many, never opened
+        with tempfile.TemporaryDirectory(prefix="scan-zip-") as folder:
+            return _load_many(unzip_members(path, Path(folder), limits), limits)
+    return _make_scan(*_read(path, fmt, limits))
+
+
+def _read(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
+    if fmt == "dicom":
+        return read_dicom(path, limits)
+    if fmt in PILLOW_FORMATS:
+        return read_pillow(path, fmt, limits)
+    if fmt == "gzip":
+        return read_gzip(path, limits)
+    return read_itk(path, fmt, limits)
+
+
+def _load_many(paths: list[Path], limits: Limits) -> Scan:
+    """Several files (an upload or a zip's members): the DICOM files form a series; failing
+    that, a single image among them is read on its own."""
+    kinds = []
+    for path in paths:
+        limits.check_file_size(path.stat().st_size)
+        kinds.append(sniff(read_head(path)))
+    dicom = [p for p, k in zip(paths, kinds) if k == "dicom"]
+    if len(dicom) > 1:
+        pixels, meta = read_dicom_series(dicom, limits)
+    elif len(dicom) == 1:
+        pixels, meta = read_dicom(dicom[0], limits)
+    else:
+        images = [(p, k) for p, k in zip(paths, kinds) if k not in (None, "zip")]
+        if len(images) != 1:
+            raise ScanError("These files hold no DICOM series, nor a single image. Upload the "
+                            "DICOM files of one series, or one image at a time.")
+        pixels, meta = _read(*images[0], limits)
+    skipped = len(paths) - (len(dicom) or 1)
+    if skipped:
+        meta.setdefault("notes", []).append(f"{skipped} file(s) that are not DICOM were left out")
+    return _make_scan(pixels, meta)
+
+
+def _make_scan(pixels: np.ndarray, meta: Meta) -> Scan:
+    notes = list(meta.pop("notes", []))
+    low, high = float(pixels.min()), float(pixels.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        # Float formats (NIfTI, TIFF, float DICOM) may hold NaN or infinity; the model cannot.
+        finite = pixels[np.isfinite(pixels)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=high, neginf=low)
+        low, high = float(pixels.min()), float(pixels.max())
+        notes.append("values that were not numbers (NaN or infinity) were replaced")
+    for key in ("windows", "voi_luts"):
+        meta[key] = tuple(meta.get(key, ()))
+    return Scan(pixels=pixels, value_range=(low, high), notes=tuple(notes), **meta)
+
+
+@contextmanager
+def _as_scan_error() -> Iterator[None]:
+    """The promise of `load_scan`: whatever the bytes, a Scan or a ScanError. Library messages
+    can quote the file, even patient data, so only the exception's type and place are logged.
+    Readers' warnings are recorded rather than printed, for the same reason; `catch_warnings`
+    is process-wide, which at worst lets another thread's warning through meanwhile."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        if caught:
+            logger.debug("readers warned %d time(s): %s", len(caught),
+                         sorted({w.category.__name__ for w in caught}))
+    except (ScanError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except MemoryError:
+        raise ScanError(TOO_BIG_FOR_MEMORY) from None
+    except BaseException as exc:  # the promise above. BaseException: decoders written in Rust
+        # (pylibjpeg-rle) raise pyo3's PanicException, which is not an Exception.
+        logger.warning("unreadable upload: %s raised in %s", type(exc).__name__, _origin(exc))
+        raise ScanError(DAMAGED) from None
+
+
+def _origin(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{tb.tb_frame.f_globals.get('__name__', '?')}.{tb.tb_frame.f_code.co_name}"
+
+
+# --------------------------------------------------------------------------------------------
+# Display
+
+def to_rgb(scan: Scan, window: WindowSpec = None, index: int | None = None) -> Image.Image:
+    """One frame or slice (the middle one by default) as an 8-bit RGB picture.
+
+    `window`: None uses the file's own VOI LUT or first window, else the full range of 8-bit and
+    colour data, else a robust 0.5-99.5 percentile window; a `WINDOW_PRESETS` name; an int, the
+    file's window of that number; a (centre, width) pair; or a `Window`."""
+    frame = scan.pixels[_frame_index(scan, index)]
+    if window is None:
+        levels = _default_levels(scan, frame)
+    else:
+        levels = apply_window(frame, resolve_window(scan, window))
+    if scan.inverted:
+        np.subtract(1.0, levels, out=levels)
+    levels *= 255.0
+    levels += 0.5
+    grey_or_rgb = levels.astype(np.uint8)
+    if scan.is_color:
+        return Image.fromarray(grey_or_rgb, "RGB")
+    return Image.fromarray(grey_or_rgb, "L").convert("RGB")
+
+
+def _default_levels(scan: Scan, frame: np.ndarray) -> np.ndarray:
+    if scan.voi_luts:
+        return apply_voi_lut(frame, scan.voi_luts[0])
+    if scan.windows:
+        return apply_window(frame, scan.windows[0])
+    low, high = scan.display_range or scan.auto_range
+    return apply_window(frame, Window((low + high) / 2, high - low))
+
+
+def _frame_index(scan: Scan, index: int | None) -> int:
+    n = scan.n_frames
+    if index is None:
+        return n // 2
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= index < n:
+        raise ScanError(f"There is no {scan.frame_label} {index!r}: this scan has {n} "
+                        f"({scan.frame_label}s 0 to {n - 1}).")
+    return int(index)
+
+
+def resolve_window(scan: Scan, window: WindowSpec) -> Window:
+    """Turn any accepted `window` argument into a Window (presets and pairs are LINEAR_EXACT:
+    plain centre +/- width/2)."""
+    if isinstance(window, Window):
+        resolved = window
+    elif isinstance(window, str):
+        key = " ".join(window.lower().replace("_", " ").replace("-", " ").split())
+        if key not in WINDOW_PRESETS:
+            raise ScanError(f"Unknown window '{window}'. Choose one of: "
+                            f"{', '.join(WINDOW_PRESETS)}, or give a centre and width.")
+        resolved = WINDOW_PRESETS[key]
+    elif isinstance(window, (int, np.integer)) and not isinstance(window, bool):
+        if not 0 <= window < len(scan.windows):
+            raise ScanError(f"This file defines {len(scan.windows)} window(s); there is no "
+                            f"window number {window}.")
+        resolved = scan.windows[int(window)]
+    elif isinstance(window, (tuple, list)) and len(window) == 2:
+        try:
+            resolved = Window(float(window[0]), float(window[1]))
+        except (TypeError, ValueError):
+            raise ScanError("A window's centre and width must be numbers.") from None
+    else:
+        raise ScanError("A window is a preset name, the number of one of the file's windows, or "
+                        "a (centre, width) pair.")
+    if not (math.isfinite(resolved.center) and math.isfinite(resolved.width)
+            and resolved.width > 0):
+        raise ScanError("A window needs a finite centre and a width greater than zero.")
+    return resolved
+
+
+def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """Display levels in [0, 1] (float32) for `values` under a VOI window, following DICOM
+    PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT) and C.11.2.1.3 (SIGMOID)."""
+    x = values.astype(np.float32, copy=True)
+    center, width = float(window.center), float(window.width)
+    if window.function == "SIGMOID":
+        x -= center
+        x *= -4.0 / width
+        with np.errstate(over="ignore"):
+            np.exp(x, out=x)
+        x += 1.0
+        return np.reciprocal(x, out=x)
+    if window.function == "LINEAR":
+        # DICOM's LINEAR shifts centre and width by 0.5 and 1 so integer data splits evenly.
+        if width <= 1:
+            return (x > center - 0.5).astype(np.float32)
+        center, width = center - 0.5, width - 1.0
+    x -= center
+    x /= width
+    x += 0.5
+    return np.clip(x, 0.0, 1.0, out=x)
+
+
+def apply_voi_lut(values: np.ndarray, lut: VoiLut) -> np.ndarray:
+    """Display levels in [0, 1] through a DICOM VOI LUT: values below the first mapped value
+    take the first entry, values past the table take the last (PS3.3 C.11.2.1.1)."""
+    index = values.astype(np.int64) - lut.first_mapped
+    np.clip(index, 0, len(lut.values) - 1, out=index)
+    levels = lut.values[index]
+    levels /= np.float32(2 ** lut.bits - 1)
+    return levels
+
+
+def robust_range(pixels: np.ndarray, low: float = 0.5, high: float = 99.5,
+                 max_samples: int = 1_000_000) -> tuple[float, float]:
+    """The 0.5th-99.5th percentile range: a window for data that brings none (MR without
+    windows, NIfTI, 16-bit PNG) that ignores a few extreme pixels. Large scans are sampled on a
+    regular grid, which moves the percentiles negligibly and keeps this fast."""
+    step = max(1, math.ceil(math.sqrt(pixels.size / max_samples)))
+    sample = pixels[:, ::step, ::step]
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
+    if hi <= lo:
+        lo, hi = float(pixels.min()), float(pixels.max())
+    if hi <= lo:
+        return lo - 0.5, lo + 0.5  # a constant image: draw it mid-grey
+    return lo, hi
+
+
+def suggest_modality(scan: Scan) -> str | None:
+    """The app's modality name for this file when the file says it (DICOM Modality), else None."""
+    code = (scan.modality or "").upper()
+    if code == "XC" and scan.body_part == "SKIN":
+        return "dermoscopy"  # external-camera photographs of skin
+    return _DICOM_TO_APP.get(code)
