@@ -151,7 +151,7 @@ def test_stop_during_encoding_trains_nothing(bb):
 
 
 def test_time_budget_stops_training(bb):
-    history = fit(make(bb), *tinted_pixels(4, 2), TrainConfig.fast(steps=10_000, time_budget_s=0.5))
+    history = fit(make(bb), *tinted_pixels(4, 2), TrainConfig.fast(steps=10_000, time_budget_s=2.0))
     assert history.stopped == "time budget"
     assert 0 < len(history.steps) < 10_000
 

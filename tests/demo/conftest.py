@@ -1,0 +1,72 @@
+"""Fixtures for the app: a Studio over the tiny backbone, real scans from pydicom's test data."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from demo.handlers import Studio
+
+CT_FILES = ["CT_small.dcm", "693_UNCR.dcm", "693_UNCI.dcm"]
+MR_FILES = ["MR_small.dcm", "MR2_UNCR.dcm", "MR_small_implicit.dcm"]
+ROWS = [["computed tomography", "cross-sectional x-ray attenuation image\nbone is bright"],
+        ["magnetic resonance", "soft tissue contrast image"]]
+
+
+def real_scan(name: str, folder) -> str:
+    """A copy of one of pydicom's real test files (uploads are deleted once read)."""
+    from pydicom.data import get_testdata_file
+
+    target = folder / name.replace(".dcm", "")  # DICOM without an extension, as users bring them
+    shutil.copy(get_testdata_file(name), target)
+    return str(target)
+
+
+@pytest.fixture(scope="session")
+def studio(backbones):
+    return Studio(backbones["tiny-biomedclip"], time_budget_s=120)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """`python app.py --backbone tiny-biomedclip` started as a user would, on a free port."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    port = _free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "app.py", "--backbone", "tiny-biomedclip", "--port", str(port)],
+            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("the app did not start:\n" + log.read_text()[-3000:])
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
