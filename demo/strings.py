@@ -8,8 +8,8 @@ EN = {
              "and see where the model looked.",
     "disclaimer": "**For research and teaching only.** Not a medical device; predictions must "
                   "not be used for diagnosis or treatment. Do not upload scans you are not "
-                  "allowed to share. Files are read in memory and deleted at once; nothing is "
-                  "kept after you close the page.",
+                  "allowed to share. Only the pictures are kept while you work; uploaded files "
+                  "and downloads are deleted when you close the page.",
     "tab_task": "1 · Task",
     "tab_examples": "2 · Examples",
     "tab_tune": "3 · Tune",
