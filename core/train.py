@@ -137,17 +137,28 @@ class History:
         return out
 
 
-def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor, labels: Sequence[int],
+def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor | None, labels: Sequence[int],
         cfg: TrainConfig | None = None, on_step: Callable[[Progress], None] | None = None,
-        should_stop: Callable[[], bool] | None = None) -> History:
+        should_stop: Callable[[], bool] | None = None, *,
+        view_features: torch.Tensor | None = None) -> History:
     """Tune `dp.ctx` on labelled images; returns the History. `images` are PIL images (views
     are made from the originals) or preprocessed pixels (N, 3, H, W). `should_stop` is polled
     before every step and encoding batch; when it answers True training ends after at most one
-    step, keeping what was learned."""
+    step, keeping what was learned.
+
+    `view_features` (V, N, D), optional: the prompted image features encoded beforehand (a sweep
+    over shots and seeds caches them on disk, so each image is encoded once), the evaluation view
+    first, then `cfg.augment_views` augmented views (V = 1 + cfg.augment_views). When given,
+    nothing is encoded and `images` may be None."""
     cfg = cfg or TrainConfig.fast()
     bb = dp.backbone
     device = bb.device
-    labels_t = _checked_labels(labels, len(images), dp.classnames)
+    if view_features is not None and (view_features.dim() != 3
+                                      or view_features.shape[0] != 1 + cfg.augment_views):
+        raise TrainingError(f"view_features must be (1 + {cfg.augment_views} views, images, dim), "
+                            f"the evaluation view first; got {tuple(view_features.shape)}.")
+    n_images = len(images) if view_features is None else view_features.shape[1]
+    labels_t = _checked_labels(labels, n_images, dp.classnames)
     precision = resolve_precision(cfg.precision, device)
     history = History(config=cfg, precision=precision)
     started = time.perf_counter()
@@ -158,7 +169,11 @@ def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor, labels: Se
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         dp.eval()
-        view_feats = _encode_views(dp, images, cfg, precision, emit, stop_requested, started)
+        if view_features is None:
+            view_feats = _encode_views(dp, images, cfg, precision, emit, stop_requested, started)
+        else:
+            given = view_features.to(device=device, dtype=torch.float32)
+            view_feats = given if cfg.eval_view else given[1:]
         history.encode_s = time.perf_counter() - started
         if view_feats is None:
             history.stopped = "user"
@@ -174,6 +189,8 @@ def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor, labels: Se
                                       generator, history, emit, stop_requested, started)
         history.train_s = time.perf_counter() - train_started
         dp.eval()
+        if eval_feats is None and view_features is not None:
+            eval_feats = view_features[0].to(device=device, dtype=torch.float32)
         if eval_feats is None:
             eval_feats = _encode_views(dp, images, replace(cfg, eval_view=True, augment_views=0),
                                        precision, lambda p: None, lambda: False, started)[0]

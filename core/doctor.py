@@ -1,0 +1,337 @@
+"""`python -m core.doctor`: can this host run the real model, and do the model, its tokenizer and
+our code agree?
+
+Prints library versions, the device (and whether bfloat16 is native there) and whether the
+backbone's weights are available. When they are, it runs two real-weights checks on the example
+scans in assets/examples (manifest.json: a list of {"file", "modality", "organ", "source",
+"licence"}):
+- zero-shot modality recognition (X-ray, CT, MRI, ultrasound, fundus, histology) through the
+  prompt module, which must clearly beat chance; wrong tokenisation, a broken prompt path or
+  mismatched weights fall to chance;
+- a short tune-then-predict round (fast recipe, a few steps) that must run and give finite
+  probabilities.
+Exit code 0 when every check that could run passed (checks that cannot run, e.g. without cached
+weights, are skipped and say why), 1 when one failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from core.backbone import (BIOMEDCLIP_HUB_ID, Backbone, bf16_supported, load_backbone,
+                           resolve_device)
+from core.errors import BackboneUnavailable, StudioError
+from core.evaluate import evaluate
+from core.prompts import DualPrompt, PromptConfig
+from core.train import TrainConfig, fit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+MODALITY_TEMPLATE = "this is a photo of {}."
+# Class phrases in the words of biomedical figure captions, the text BiomedCLIP was trained on.
+MODALITY_PHRASES = {
+    "X-ray": "an X-ray radiograph",
+    "CT": "a computed tomography (CT) scan",
+    "MRI": "a magnetic resonance imaging (MRI) scan",
+    "ultrasound": "an ultrasound image",
+    "fundus": "a retinal fundus photograph",
+    "histology": "a histopathology slide",
+}
+_MODALITY_ALIASES = {
+    "X-ray": ("xray", "radiograph", "radiography", "cxr", "chestxray", "dx", "cr"),
+    "CT": ("ct", "computedtomography", "ctscan"),
+    "MRI": ("mri", "mr", "magneticresonance", "magneticresonanceimaging"),
+    "ultrasound": ("ultrasound", "us", "sonography", "ultrasonography"),
+    "fundus": ("fundus", "funduscopy", "fundoscopy", "fundusphotograph", "retina", "retinal"),
+    "histology": ("histology", "histopathology", "pathology", "histopathological", "microscopy"),
+}
+MIN_ACCURACY = 0.5  # and at least twice chance: "clearly beats chance" on a handful of images
+LIBRARIES = ("torch", "torchvision", "open_clip_torch", "transformers", "timm", "safetensors",
+             "numpy", "pillow", "matplotlib", "gradio", "pydicom", "SimpleITK",
+             "huggingface_hub")
+
+
+def canonical_modality(name: str) -> str | None:
+    """The check's name for a manifest's modality ('Chest X-ray' -> 'X-ray', 'PET' -> None)."""
+    key = re.sub(r"[^a-z0-9]", "", str(name).casefold())
+    for modality, aliases in _MODALITY_ALIASES.items():
+        if key in aliases:
+            return modality
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Report pieces
+# --------------------------------------------------------------------------------------------
+@dataclass
+class CheckResult:
+    """One check: status 'passed', 'failed' or 'skipped'; `detail` says why, for a person."""
+
+    name: str
+    status: str
+    detail: str
+    figures: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+@dataclass
+class DoctorReport:
+    versions: dict[str, str]
+    device: dict[str, object]
+    backbone: dict[str, object]
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not any(check.failed for check in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def format(self) -> str:
+        lines = ["Biomed-DPT Studio doctor", "", "versions:"]
+        lines += [f"  {name}: {value}" for name, value in self.versions.items()]
+        lines += ["", "device:"] + [f"  {k}: {v}" for k, v in self.device.items()]
+        lines += ["", "backbone:"] + [f"  {k}: {v}" for k, v in self.backbone.items()]
+        lines += ["", "checks:"]
+        for check in self.checks:
+            lines.append(f"  [{check.status.upper()}] {check.name}: {check.detail}")
+            for item in check.figures.get("per_image", []):
+                lines.append(f"      {item['file']}: {item['modality']} -> {item['predicted']} "
+                             f"({item['probability']:.2f})")
+        lines += ["", "result: " + ("all checks that could run passed" if self.passed
+                                    else "a check FAILED")]
+        return "\n".join(lines)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions, read from package metadata (nothing heavy is imported)."""
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def device_report(device: str | None = None) -> dict[str, object]:
+    try:
+        chosen = resolve_device(device)
+    except BackboneUnavailable as exc:
+        return {"device": f"unavailable ({exc})"}
+    out: dict[str, object] = {"device": str(chosen), "cuda_available": torch.cuda.is_available()}
+    if chosen.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(chosen)
+    out["cpu_threads"] = torch.get_num_threads()
+    out["bf16_native"] = bf16_supported(chosen)
+    return out
+
+
+def biomedclip_cache_status() -> tuple[bool, str]:
+    """(cached, explanation): whether BiomedCLIP's weights, config and its text tower's config
+    and vocabulary are all in the Hugging Face cache, checked without the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(repo: str, filename: str) -> str | None:
+        found = try_to_load_from_cache(repo, filename)
+        return found if isinstance(found, str) else None
+
+    config = cached(BIOMEDCLIP_HUB_ID, "open_clip_config.json")
+    weights = [cached(BIOMEDCLIP_HUB_ID, n) for n in ("open_clip_model.safetensors",
+                                                       "open_clip_pytorch_model.bin")]
+    if config is None or not any(weights):
+        return False, f"{BIOMEDCLIP_HUB_ID} is not in the Hugging Face cache"
+    try:
+        text = json.loads(Path(config).read_text())["model_cfg"]["text_cfg"]["hf_model_name"]
+    except (OSError, ValueError, KeyError) as exc:
+        return False, f"the cached open_clip_config.json is unreadable ({exc})"
+    missing = [n for n in ("config.json", "vocab.txt") if cached(text, n) is None]
+    if missing:
+        return False, f"the text tower {text} lacks {', '.join(missing)} in the cache"
+    return True, "BiomedCLIP and its text tower's files are cached"
+
+
+# --------------------------------------------------------------------------------------------
+# Real-weights checks
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Example:
+    path: Path
+    modality: str
+
+
+def read_examples(folder: Path = DEFAULT_EXAMPLES) -> tuple[list[Example], list[str]]:
+    """Examples of the six modalities from folder/manifest.json, and notes on entries left out.
+    Raises FileNotFoundError when there is no manifest."""
+    manifest = Path(folder) / "manifest.json"
+    data = json.loads(manifest.read_text())
+    entries = data.get("examples", data.get("images")) if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise ValueError(f"{manifest} must hold a list of {{'file', 'modality', ...}} entries.")
+    examples, notes = [], []
+    for entry in entries:
+        if not isinstance(entry, dict) or "file" not in entry or "modality" not in entry:
+            notes.append(f"skipped an entry without 'file' and 'modality': {entry!r}")
+            continue
+        modality = canonical_modality(entry["modality"])
+        path = Path(folder) / entry["file"]
+        if modality is None:
+            notes.append(f"{entry['file']}: modality {entry['modality']!r} is not one of "
+                         f"{', '.join(MODALITY_PHRASES)}")
+        elif not path.is_file():
+            notes.append(f"{entry['file']}: file missing")
+        else:
+            examples.append(Example(path, modality))
+    return examples, notes
+
+
+def _labelled(examples: Sequence[Example]) -> tuple[list[str], list[Image.Image], list[int]]:
+    modalities = [m for m in MODALITY_PHRASES if any(e.modality == m for e in examples)]
+    images = []
+    for example in examples:
+        with Image.open(example.path) as image:
+            images.append(image.convert("RGB"))
+    return modalities, images, [modalities.index(e.modality) for e in examples]
+
+
+def modality_check(bb: Backbone, examples: Sequence[Example]) -> CheckResult:
+    """Zero-shot modality recognition through the prompt module (context initialised from the
+    template, no vision prompts): passes at accuracy >= max(0.5, 2 x chance). Also reports how far
+    the prompt path (context embeddings) is from the plain tokenised sentences: at
+    initialisation they are the same sentence, so a large gap means our prompt assembly and the
+    tokenizer disagree."""
+    name = "zero-shot modality recognition"
+    modalities, images, labels = _labelled(examples)
+    if len(modalities) < 2:
+        return CheckResult(name, "skipped", "the examples cover fewer than two modalities")
+    cfg = PromptConfig(template=MODALITY_TEMPLATE, n_vision_prompts=0, lambda_l1=0.0,
+                       lambda_kl=0.0)
+    dp = DualPrompt(bb, [MODALITY_PHRASES[m] for m in modalities], cfg).zero_shot()
+    result = evaluate(dp, images, labels, precision="fp32")
+    with torch.no_grad():
+        gap = float((dp.text_features() - dp.template_features()).abs().max())
+    chance = 1 / len(modalities)
+    needed = max(MIN_ACCURACY, 2 * chance)
+    per_image = [{"file": e.path.name, "modality": e.modality,
+                  "predicted": modalities[p], "probability": float(result.probabilities[i, p])}
+                 for i, (e, p) in enumerate(zip(examples, result.predictions))]
+    figures = {"accuracy": result.accuracy, "chance": chance, "needed": needed,
+               "images": len(images), "prompt_path_gap": gap, "per_image": per_image}
+    passed = result.accuracy >= needed and gap < 1e-3
+    detail = (f"{result.accuracy:.0%} of {len(images)} images (chance {chance:.0%}, needed "
+              f"{needed:.0%}); prompt path vs plain sentences: max gap {gap:.1e}")
+    return CheckResult(name, "passed" if passed else "failed", detail, figures)
+
+
+def tune_check(bb: Backbone, examples: Sequence[Example], steps: int = 10) -> CheckResult:
+    """A short tune-then-predict round (fast recipe) on the examples, vision prompts and teacher
+    on: it must run, change the context, and give finite probabilities that sum to one."""
+    name = "tune then predict"
+    modalities, images, labels = _labelled(examples)
+    if len(modalities) < 2:
+        return CheckResult(name, "skipped", "the examples cover fewer than two modalities")
+    dp = DualPrompt(bb, [MODALITY_PHRASES[m] for m in modalities],
+                    PromptConfig(template=MODALITY_TEMPLATE))
+    before = dp.ctx.detach().clone()
+    started = time.perf_counter()
+    history = fit(dp, images, labels, TrainConfig.fast(steps=steps))
+    probs = dp.predict_proba(bb.pixels(images))
+    seconds = time.perf_counter() - started
+    finite = bool(torch.isfinite(probs).all()) and bool(torch.isfinite(dp.ctx).all())
+    sums_to_one = bool(torch.allclose(probs.sum(dim=-1), torch.ones(len(images),
+                                                                     device=probs.device),
+                                      atol=1e-4))
+    changed = not torch.equal(before, dp.ctx.detach())
+    accuracy = float((probs.argmax(dim=-1).cpu() == torch.tensor(labels)).float().mean())
+    figures = {"steps": len(history.steps), "first_loss": history.steps[0]["loss"],
+               "final_loss": history.final["loss"], "train_accuracy": accuracy,
+               "seconds": round(seconds, 2)}
+    passed = finite and sums_to_one and changed and len(history.steps) == steps
+    detail = (f"{len(history.steps)} steps in {seconds:.1f} s, loss {figures['first_loss']:.3f} "
+              f"-> {figures['final_loss']:.3f}, training accuracy {accuracy:.0%}"
+              + ("" if passed else "; outputs not finite, not normalised, or context unchanged"))
+    return CheckResult(name, "passed" if passed else "failed", detail, figures)
+
+
+# --------------------------------------------------------------------------------------------
+# The doctor
+# --------------------------------------------------------------------------------------------
+def run_doctor(backbone: str = "biomedclip", device: str | None = None,
+               examples: Path = DEFAULT_EXAMPLES, tune_steps: int = 10,
+               loaded: Backbone | None = None) -> DoctorReport:
+    report = DoctorReport(versions=library_versions(), device=device_report(device),
+                          backbone={"spec": backbone})
+    if backbone == "biomedclip" and loaded is None:
+        report.backbone["cache"] = biomedclip_cache_status()[1]
+    bb = loaded
+    if bb is None:
+        started = time.perf_counter()
+        try:
+            bb = load_backbone(backbone, device)
+        except BackboneUnavailable as exc:
+            report.backbone["status"] = "not available"
+            report.backbone["detail"] = str(exc)
+            report.checks.append(CheckResult("real-weights checks", "skipped",
+                                             "the backbone cannot be loaded (see above)"))
+            return report
+        report.backbone["load_s"] = round(time.perf_counter() - started, 2)
+    report.backbone.update(status="loaded", name=bb.name, fingerprint=bb.fingerprint,
+                           device=str(bb.device))
+    try:
+        found, notes = read_examples(examples)
+    except FileNotFoundError:
+        report.checks.append(CheckResult("example checks", "skipped",
+                                         f"no manifest.json in {examples}"))
+        return report
+    except (OSError, ValueError) as exc:
+        report.checks.append(CheckResult("example checks", "failed",
+                                         f"the examples' manifest cannot be read ({exc})"))
+        return report
+    for note in notes:
+        log.warning("examples: %s", note)
+    for check in (lambda: modality_check(bb, found), lambda: tune_check(bb, found, tune_steps)):
+        try:
+            report.checks.append(check())
+        except (StudioError, RuntimeError, OSError) as exc:
+            report.checks.append(CheckResult("example check", "failed",
+                                             f"{type(exc).__name__}: {exc}"))
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.doctor",
+        description="Check versions, device and cached weights; with the weights, check that the "
+                    "real model, its tokenizer and this code agree on the example scans.")
+    parser.add_argument("--backbone", default="biomedclip")
+    parser.add_argument("--device", default=None, help="cpu, cuda (default: the GPU if present)")
+    parser.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES,
+                        help="folder with manifest.json and the example scans")
+    parser.add_argument("--tune-steps", type=int, default=10)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    report = run_doctor(args.backbone, args.device, args.examples, args.tune_steps)
+    print(report.format())
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
