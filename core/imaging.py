@@ -38,7 +38,8 @@ from core.imaging_formats import (MAX_FILE_BYTES, MAX_FRAMES, MAX_PIXELS_PER_FRA
 
 __all__ = ["APP_MODALITIES", "Limits", "MAX_FILE_BYTES", "MAX_FRAMES", "MAX_PIXELS_PER_FRAME",
            "MAX_TOTAL_SAMPLES", "MAX_UNZIPPED_BYTES", "MAX_ZIP_MEMBERS", "Scan", "ScanError",
-           "VoiLut", "WINDOW_PRESETS", "Window", "apply_voi_lut", "apply_window", "load_scan",
+           "VoiLut", "WINDOW_PRESETS", "Window", "apply_voi_lut", "apply_window", "labelled_zip",
+           "load_scan",
            "load_series", "resolve_window", "robust_range", "suggest_modality", "to_rgb"]
 
 logger = logging.getLogger(__name__)
@@ -209,7 +210,8 @@ def _load_file(path: Path, limits: Limits) -> Scan:
         raise ScanError(NOT_AN_IMAGE)
     if fmt == "zip":  # a zip inside it is left out by _load_many, never opened
         with tempfile.TemporaryDirectory(prefix="scan-zip-") as folder:
-            return _load_many(unzip_members(path, Path(folder), limits), limits)
+            members = unzip_members(path, Path(folder), limits)
+            return _load_many([copy for _, copy in members], limits)
     return _make_scan(*_read(path, fmt, limits))
 
 
@@ -221,6 +223,21 @@ def _read(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
     if fmt == "gzip":
         return read_gzip(path, limits)
     return read_itk(path, fmt, limits)
+
+
+def labelled_zip(path: str | os.PathLike[str], folder: str | os.PathLike[str],
+                 limits: Limits | None = None) -> list[tuple[str, Path]]:
+    """The files of a zip of class folders (`glioma/a.dcm`, `test/normal/b.png`, ...), copied
+    into `folder` under made-up names, each with its class: the name of the folder holding it
+    ('' for files at the top). The files are not read; `load_scan` each one."""
+    limits = limits or Limits()
+    path = Path(path)
+    with _as_scan_error():
+        if sniff(read_head(path)) != "zip":
+            raise ScanError("Upload a .zip file holding one folder per class.")
+        members = unzip_members(path, Path(folder), limits)
+    return [(name.rstrip("/").rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in name else "", copy)
+            for name, copy in members]
 
 
 def _load_many(paths: list[Path], limits: Limits) -> Scan:

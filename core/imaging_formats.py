@@ -346,8 +346,9 @@ def _positive(values: tuple[float, ...]) -> Any:
 # Zip archives: members are copied into a temporary folder under names made here, never the
 # archive's own (no path traversal), with sizes counted as they are read (headers can lie).
 
-def unzip_members(path: Path, folder: Path, limits: Limits) -> list[Path]:
-    """Copy the archive's files into `folder` as 00000, 00001, ... and return their paths."""
+def unzip_members(path: Path, folder: Path, limits: Limits) -> list[tuple[str, Path]]:
+    """Copy the archive's files into `folder` as 00000, 00001, ...; return each one's name in
+    the archive (for its folder; never used as a path) and its copy's path."""
     with zipfile.ZipFile(path) as zf:
         infos = [i for i in zf.infolist() if not i.is_dir() and not _is_clutter(i.filename)]
         if len(infos) > limits.zip_members:
@@ -371,7 +372,7 @@ def unzip_members(path: Path, folder: Path, limits: Limits) -> list[Path]:
                                         f"the limit of {_mb(limits.unzipped_bytes)} (a 'zip "
                                         "bomb'): it was not opened.")
                     dst.write(chunk)
-            paths.append(target)
+            paths.append((info.filename, target))
     return paths
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 from core import presets
 from core.backbone import Backbone, load_backbone
 from core.errors import BackboneUnavailable, StudioError
+from core.evaluate import confusion_figure, summary_rows
 from core.imaging import WINDOW_PRESETS
 from core.prompts import DualPrompt
 from core.train import Progress, TrainConfig, fit
@@ -129,8 +130,8 @@ class Studio:
         classes = session.classes
         message = (f"Task set: {len(classes)} classes ({', '.join(classes)}). "
                    "Now add a few examples of each (step 2).")
-        return (session, message, gr.update(choices=classes, value=classes[0]),
-                *self._examples_view(session))
+        choose = gr.update(choices=classes, value=classes[0])
+        return (session, message, choose, choose, *self._examples_view(session))
 
     # ---- step 2: examples ---------------------------------------------------------------------
     def _examples_view(self, session: Session):
@@ -208,6 +209,39 @@ class Studio:
         session.stop.set()
         return "Stopping after the current step…"
 
+    # ---- step 5: evaluate ---------------------------------------------------------------------
+    @friendly
+    def add_test_scans(self, session: Session, zipped, files, label: str, window: str, index):
+        if zipped is None and not files:
+            raise gr.Error("Choose a zip of class folders, or scans and their class.")
+        added, problems = 0, []
+        if zipped is not None:
+            n, bad = session.add_test_zip(_path(zipped), window_value(window), slice_value(index))
+            added, problems = added + n, problems + bad
+        if files:
+            n, bad = session.add_test_files([_path(f) for f in files], label,
+                                            window_value(window), slice_value(index))
+            added, problems = added + n, problems + bad
+        message = f"Added {added} test scan{'s' if added != 1 else ''}."
+        if problems:
+            message += " Some were not added:\n- " + "\n- ".join(problems)
+        counts = " · ".join(f"**{c}**: {n}" for c, n in session.test_counts().items())
+        return session, None, None, message, counts
+
+    @friendly
+    @gpu(duration=120)
+    def evaluate(self, session: Session):
+        results = session.evaluate(self.backbone(), self.precision)
+        headers, rows = summary_rows(results)
+        figures = {name: confusion_figure(result, title=f"{name}: accuracy {result.accuracy:.1%}")
+                   for name, result in results.items()}
+        best = results.get("tuned", results["zero-shot"])
+        message = (f"{best.n} test scans. Accuracy {best.accuracy:.1%}, balanced accuracy "
+                   f"{best.balanced_accuracy:.1%}" + (" (tuned prompts)." if "tuned" in results
+                                                      else " (zero-shot: no tuned prompts yet)."))
+        return (session, message, pd.DataFrame(rows, columns=headers), figures["zero-shot"],
+                figures.get("tuned"))
+
     # ---- step 4: predict ----------------------------------------------------------------------
     @friendly
     @gpu(duration=60)
@@ -242,7 +276,7 @@ class Studio:
         task = f"{session.modality}: {', '.join(session.classes)} — template “{session.template}”"
         return str(write_report(session.new_file(".png"), p, task, class_name, heat, alpha))
 
-    # ---- step 5: prompts ----------------------------------------------------------------------
+    # ---- step 6: prompts ----------------------------------------------------------------------
     @friendly
     def save_prompts(self, session: Session):
         if session.tuned is None:
@@ -269,8 +303,8 @@ class Studio:
         session.examples = [e for e in session.examples if e.label in session.classes]
         rows = [[c, "\n".join(dp.descriptions.get(c, []))] for c in dp.classnames]
         message = f"Loaded prompts for {', '.join(dp.classnames)}. Predict in step 4."
-        return (session, message, dp.cfg.template, rows,
-                gr.update(choices=dp.classnames, value=dp.classnames[0]))
+        choose = gr.update(choices=dp.classnames, value=dp.classnames[0])
+        return session, message, dp.cfg.template, rows, choose, choose
 
 
 def _path(file) -> str:

@@ -108,6 +108,28 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     alpha = gr.Slider(0, 1, value=0.45, step=0.05, label=t("opacity"))
                     report = gr.DownloadButton(t("report"))
 
+        with gr.Tab(t("tab_evaluate")):
+            gr.Markdown(t("eval_intro"))
+            with gr.Row():
+                test_zip = gr.File(type="filepath", file_types=[".zip"], label=t("eval_zip"),
+                                   elem_id="test-zip")
+                with gr.Column():
+                    test_files = gr.File(file_count="multiple", type="filepath",
+                                         label=t("eval_files"), elem_id="test-files")
+                    test_class = gr.Dropdown([], label=t("eval_class"))
+            with gr.Row():
+                test_window = gr.Dropdown(WINDOW_CHOICES, value=AUTO_WINDOW, label=t("window"))
+                test_index = gr.Number(-1, precision=0, label=t("slice"))
+            add_test = gr.Button(t("add_test"))
+            test_status = gr.Markdown()
+            test_counts = gr.Markdown()
+            run_eval = gr.Button(t("evaluate"), variant="primary")
+            eval_status = gr.Markdown()
+            metrics = gr.Dataframe(label=t("metrics"), interactive=False)
+            with gr.Row():
+                confusion_zero = gr.Plot(label=t("confusion_zero"))
+                confusion_tuned = gr.Plot(label=t("confusion_tuned"))
+
         with gr.Tab(t("tab_prompts")):
             save = gr.DownloadButton(t("save_prompts"))
             load = gr.File(type="filepath", file_types=[".safetensors"], label=t("load_prompts"))
@@ -119,7 +141,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
         preset.change(studio.preset_chosen, preset,
                       [modality, organ, template, table, lambda_l1, lambda_kl], queue=False)
         apply.click(studio.set_task, [session, modality, organ, template, table, lambda_l1, lambda_kl],
-                    [session, task_status, example_class, gallery, counts], api_name="set_task")
+                    [session, task_status, example_class, test_class, gallery, counts],
+                    api_name="set_task")
         add.click(studio.add_examples, [session, files, example_class, window, index],
                   [session, files, example_status, gallery, counts], api_name="add_examples",
                   concurrency_id="heavy", concurrency_limit=1)
@@ -139,9 +162,17 @@ def build_demo(studio: Studio) -> gr.Blocks:
                       concurrency_id="heavy", concurrency_limit=1)
         report.click(studio.report, [session, map_class, alpha], report, api_name="report",
                      concurrency_id="heavy", concurrency_limit=1)
+        add_test.click(studio.add_test_scans,
+                       [session, test_zip, test_files, test_class, test_window, test_index],
+                       [session, test_zip, test_files, test_status, test_counts],
+                       api_name="add_test_scans", concurrency_id="heavy", concurrency_limit=1)
+        run_eval.click(studio.evaluate, session,
+                       [session, eval_status, metrics, confusion_zero, confusion_tuned],
+                       api_name="evaluate", concurrency_id="heavy", concurrency_limit=1)
         save.click(studio.save_prompts, session, save, api_name="save_prompts")
         load.upload(studio.load_prompts, [session, load],
-                    [session, prompts_status, template, table, example_class], api_name="load_prompts")
+                    [session, prompts_status, template, table, example_class, test_class],
+                    api_name="load_prompts")
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=4)
     return demo
 

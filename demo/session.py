@@ -17,7 +17,8 @@ from PIL import Image
 from core.backbone import Backbone, autocast, resolve_precision
 from core.errors import PromptError, ScanError, StudioError
 from core.explain import model_view, overlay, relevance_maps
-from core.imaging import Scan, load_scan, suggest_modality, to_rgb
+from core.evaluate import EvaluationResult, FeatureCache, compare, evaluate
+from core.imaging import Scan, labelled_zip, load_scan, suggest_modality, to_rgb
 from core.prompts import DualPrompt, PromptConfig
 from core.train import History, TrainConfig
 
@@ -85,6 +86,8 @@ class Session:
     history: History | None = None
     prediction: Prediction | None = None
     stop: StopFlag = field(default_factory=StopFlag)
+    test_set: list[Example] = field(default_factory=list)  # labelled scans for evaluation
+    features: FeatureCache = field(default_factory=FeatureCache)  # image features, re-used
     files: list[str] = field(default_factory=list)  # uploads and downloads of this session
     _zero: tuple | None = field(default=None, repr=False)
 
@@ -171,6 +174,70 @@ class Session:
                            lambda_kl=float(lambdas[1]))
         return DualPrompt(bb, self.classes, cfg, self.descriptions)
 
+    # ---- evaluation ---------------------------------------------------------------------------
+    def add_test_files(self, paths: Sequence[str], label: str, window=None,
+                       index: int | None = None) -> tuple[int, list[str]]:
+        """Labelled scans for evaluation, given with their class."""
+        self.require_task()
+        if label not in self.classes:
+            raise PromptError(f"Choose the class of these scans ({', '.join(self.classes)}).")
+        return self._add_test([(label, p, f"File {n}") for n, p in enumerate(paths, start=1)],
+                              window, index)
+
+    def add_test_zip(self, path: str, window=None, index: int | None = None
+                     ) -> tuple[int, list[str]]:
+        """Labelled scans for evaluation from a zip holding one folder per class."""
+        self.require_task()
+        by_key = {" ".join(c.split()).casefold(): c for c in self.classes}
+        try:
+            with tempfile.TemporaryDirectory(prefix="biomed-dpt-eval-") as folder:
+                items, problems = [], []
+                for n, (folder_name, member) in enumerate(labelled_zip(path, folder), start=1):
+                    label = by_key.get(" ".join(folder_name.split()).casefold())
+                    if label is None:
+                        problems.append(f"File {n} of the zip: its folder "
+                                        f"{folder_name or '(none)'!r} is not one of the classes; "
+                                        f"put each scan in a folder named after its class.")
+                    else:
+                        items.append((label, str(member), f"File {n} of the zip"))
+                added, unreadable = self._add_test(items, window, index)
+        finally:
+            self.uploaded(path)
+        return added, problems + unreadable
+
+    def _add_test(self, items, window, index) -> tuple[int, list[str]]:
+        added, problems = 0, []
+        for label, path, where in items:
+            try:
+                if len(self.test_set) >= MAX_EXAMPLES:
+                    raise ScanError(f"At most {MAX_EXAMPLES} test scans can be kept in one session.")
+                picture = scan_picture(load_scan(path), window, index)
+                self.test_set.append(Example(next(_ids), label, picture, thumbnail(picture),
+                                             f"{label} (test)"))
+                added += 1
+            except StudioError as exc:
+                problems.append(f"{where}: {exc}")
+            finally:
+                self.uploaded(path)
+        return added, problems
+
+    def test_counts(self) -> dict[str, int]:
+        return {c: sum(e.label == c for e in self.test_set) for c in self.classes}
+
+    def evaluate(self, bb: Backbone, precision: str = "auto") -> dict[str, EvaluationResult]:
+        """Zero-shot and (when tuned) the tuned prompts on the test set, side by side."""
+        self.require_task()
+        if not self.test_set:
+            raise PromptError("Add labelled test scans first (a zip of class folders, or files "
+                              "with their class).")
+        pictures = [e.image for e in self.test_set]
+        labels = [e.label for e in self.test_set]
+        if self.tuned is None:
+            return {"zero-shot": evaluate(self.zero_shot(bb), pictures, labels,
+                                          precision=precision, feature_cache=self.features)}
+        return compare(self.tuned, pictures, labels, precision=precision,
+                       feature_cache=self.features)
+
     # ---- prediction ---------------------------------------------------------------------------
     def predict(self, bb: Backbone, path: str, window=None, index: int | None = None,
                 precision: str = "auto") -> Prediction:
@@ -234,6 +301,8 @@ class Session:
             discard_upload(name)
         self.files.clear()
         self.examples.clear()
+        self.test_set.clear()
+        self.features = FeatureCache()
         self.tuned = self.prediction = self.history = self._zero = None
         self.stop.set()
 

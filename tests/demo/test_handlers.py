@@ -168,3 +168,58 @@ def test_closing_the_session_deletes_its_files(studio, tmp_path):
     saved = studio.save_prompts(session)
     session.close()
     assert not os.path.exists(saved) and session.examples == [] and session.tuned is None
+
+
+def _class_zip(tmp_path) -> str:
+    import zipfile
+
+    from pydicom.data import get_testdata_file
+
+    path = tmp_path / "test-set.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.write(get_testdata_file("CT_small.dcm"), "eval/Computed Tomography/a")
+        z.write(get_testdata_file("693_UNCI.dcm"), "eval/computed tomography/b.dcm")
+        z.write(get_testdata_file("MR_small_padded.dcm"), "eval/magnetic resonance/c")
+        z.write(get_testdata_file("MR_small_bigendian.dcm"), "eval/ultrasound/d")
+        z.writestr("eval/magnetic resonance/notes.txt", "not a scan")
+        z.writestr("loose.dcm", "at the top")
+    return str(path)
+
+
+def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path):
+    session = ready_session(studio, tmp_path)
+    out = studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW, -1)
+    message = out[3]
+    assert "Added 3 test scans" in message
+    assert "'ultrasound' is not one of the classes" in message and "'(none)'" in message
+    assert "File 5 of the zip" in message  # the text file, reported by position
+    assert "**computed tomography**: 2" in out[4] and "**magnetic resonance**: 1" in out[4]
+    more = studio.add_test_scans(session, None, [real_scan("MR_small.dcm", tmp_path)], ROWS[1][0],
+                                 AUTO_WINDOW, -1)
+    assert "Added 1 test scan." in more[3]
+
+    _, status, table, zero_fig, tuned_fig = studio.evaluate(session)
+    assert "4 test scans" in status and "tuned prompts" in status
+    assert list(table.columns) == ["metric", "zero-shot", "tuned"]
+    assert table.iloc[0, 0] == "accuracy" and 0 <= table.iloc[0, 2] <= 100
+    assert zero_fig is not None and tuned_fig is not None and len(tuned_fig.axes) >= 1
+    cached = len(session.features)
+    studio.evaluate(session)
+    assert len(session.features) == cached  # images are encoded once per session
+
+
+def test_evaluation_needs_a_test_set_and_works_before_tuning(studio, tmp_path):
+    session = Session()
+    studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    with pytest.raises(gr.Error, match="Add labelled test scans"):
+        studio.evaluate(session)
+    with pytest.raises(gr.Error, match="Choose a zip"):
+        studio.add_test_scans(session, None, None, ROWS[0][0], AUTO_WINDOW, -1)
+    bad = tmp_path / "notazip.zip"
+    bad.write_text("plain text")
+    with pytest.raises(gr.Error, match="zip file holding one folder per class"):
+        studio.add_test_scans(session, str(bad), None, ROWS[0][0], AUTO_WINDOW, -1)
+    studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW, -1)
+    _, status, table, _, tuned_fig = studio.evaluate(session)
+    assert "zero-shot: no tuned prompts yet" in status
+    assert list(table.columns) == ["metric", "zero-shot"] and tuned_fig is None
