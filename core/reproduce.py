@@ -224,10 +224,7 @@ def load_dataset(folder: str | Path) -> Dataset:
         raise DatasetError(f"There is no data set folder {folder}. --root must hold one folder per "
                            "data set (e.g. ROOT/BTMRI with split_BTMRI.json).")
     split_file = _find_split_file(folder)
-    try:
-        split = json.loads(split_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{split_file} is not readable JSON ({exc}).") from exc
+    split = _read_json(split_file)
     if not isinstance(split, dict):
         raise DatasetError(f"{split_file} must hold an object with 'train' and 'test' lists.")
     for name in ("train", "test"):
@@ -318,13 +315,17 @@ def _items(rows: list[tuple[str, int, str]], image_dir: Path, split_file: Path) 
     return items
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path} is not readable JSON ({exc}).") from exc
+
+
 def _read_descriptions(path: Path, classnames: list[str]) -> dict[str, list[str]]:
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path} is not readable JSON ({exc}).") from exc
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise DatasetError(f"{path.name} must map class names to lists of sentences.")
     by_key = {" ".join(n.split()).casefold(): n for n in classnames}

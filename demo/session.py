@@ -134,18 +134,25 @@ class Session:
         self.require_task()
         if label not in self.classes:
             raise PromptError(f"Choose which class these examples belong to ({', '.join(self.classes)}).")
+        items = [(label, path, f"File {n}") for n, path in enumerate(paths, start=1)]
+        return self._read_into(self.examples, "examples", items, window, index,
+                               lambda lab, kept: f"{lab} #{sum(e.label == lab for e in kept) + 1}")
+
+    def _read_into(self, target: list[Example], kind: str, items, window, index, name
+                   ) -> tuple[int, list[str]]:
+        """Read (class, path, where) items into `target`; a bad file is reported by `where`
+        (a position, never its name, which may identify a patient) and loses nothing else."""
         added, problems = 0, []
-        for position, path in enumerate(paths, start=1):
+        for label, path, where in items:
             try:
-                if len(self.examples) >= MAX_EXAMPLES:
-                    raise ScanError(f"At most {MAX_EXAMPLES} examples can be kept in one session.")
+                if len(target) >= MAX_EXAMPLES:
+                    raise ScanError(f"At most {MAX_EXAMPLES} {kind} can be kept in one session.")
                 picture = scan_picture(load_scan(path), window, index)
-                count = sum(e.label == label for e in self.examples) + 1
-                self.examples.append(Example(next(_ids), label, picture, thumbnail(picture),
-                                             f"{label} #{count}"))
+                target.append(Example(next(_ids), label, picture, thumbnail(picture),
+                                      name(label, target)))
                 added += 1
             except StudioError as exc:
-                problems.append(f"File {position}: {exc}")
+                problems.append(f"{where}: {exc}")
             finally:
                 self.uploaded(path)
         return added, problems
@@ -206,20 +213,8 @@ class Session:
         return added, problems + unreadable
 
     def _add_test(self, items, window, index) -> tuple[int, list[str]]:
-        added, problems = 0, []
-        for label, path, where in items:
-            try:
-                if len(self.test_set) >= MAX_EXAMPLES:
-                    raise ScanError(f"At most {MAX_EXAMPLES} test scans can be kept in one session.")
-                picture = scan_picture(load_scan(path), window, index)
-                self.test_set.append(Example(next(_ids), label, picture, thumbnail(picture),
-                                             f"{label} (test)"))
-                added += 1
-            except StudioError as exc:
-                problems.append(f"{where}: {exc}")
-            finally:
-                self.uploaded(path)
-        return added, problems
+        return self._read_into(self.test_set, "test scans", items, window, index,
+                               lambda label, kept: f"{label} (test)")
 
     def test_counts(self) -> dict[str, int]:
         return {c: sum(e.label == c for e in self.test_set) for c in self.classes}
