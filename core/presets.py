@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from core.errors import PromptError
-from core.prompts import PromptConfig
+from core.prompt_config import PromptConfig
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,8 @@ CoOp; an untrained module with no vision prompts is the zero-shot classifier.
 from __future__ import annotations
 
 import json
-import math
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -26,94 +25,13 @@ import torch.nn.functional as F
 
 from core.backbone import Backbone
 from core.errors import CheckpointError, PromptError
+from core.prompt_config import MAX_VISION_PROMPTS, PromptConfig  # noqa: F401 - part of this API
 
 CHECKPOINT_FORMAT = "biomed-dpt-prompts"
 CHECKPOINT_VERSION = 1
 MAX_CHECKPOINT_BYTES = 16 * 1024 * 1024
 MAX_CLASSES = 100
-MAX_VISION_PROMPTS = 64
 _TEXT_BATCH = 32
-
-
-@dataclass(frozen=True)
-class PromptConfig:
-    """How the prompts are built. Validates itself; every error says how to fix it.
-
-    template: the clinical sentence with `{}` where the class name goes.
-    ctx_init: the words the learnable context starts from and replaces. None: the template's text
-        before `{}`. "": no words, a random context of `n_ctx` vectors placed before the template.
-    n_ctx: the context length for a random context (ignored, and must agree, for a text one).
-    """
-
-    template: str = "a photo of a {}."
-    ctx_init: str | None = None
-    n_ctx: int | None = None
-    n_vision_prompts: int = 4
-    lambda_l1: float = 12.5
-    lambda_kl: float = 0.25
-    init_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.template, str) or self.template.count("{}") != 1:
-            raise PromptError(f"The template {self.template!r} must contain exactly one '{{}}' "
-                              "where the class name goes, e.g. 'a MR photo of a {} in the brain.'")
-        if re.search(r"\{[^}]|[^{]\}|\{\{|\}\}", self.template.replace("{}", "")):
-            raise PromptError(f"The template {self.template!r} has stray braces; keep only one '{{}}'.")
-        prefix = self.template_prefix
-        if self.ctx_init:
-            init = " ".join(self.ctx_init.split())
-            if not prefix.startswith(init):
-                if len(init) > len(prefix):
-                    raise PromptError(
-                        f"The context words {self.ctx_init!r} are longer than the part of the "
-                        f"template before the class name ({prefix!r}); they must be its start.")
-                raise PromptError(f"The context words {self.ctx_init!r} must be the start of the "
-                                  f"template's text before the class name ({prefix!r}).")
-            if len(init) < len(prefix) and prefix[len(init)] != " ":
-                raise PromptError(f"The context words {self.ctx_init!r} must end at a word "
-                                  f"boundary of the template ({prefix!r}).")
-        if self.n_ctx is not None and (not isinstance(self.n_ctx, int) or not 1 <= self.n_ctx <= 64):
-            raise PromptError(f"n_ctx must be a whole number from 1 to 64, not {self.n_ctx!r}.")
-        if not isinstance(self.n_vision_prompts, int) or not 0 <= self.n_vision_prompts <= MAX_VISION_PROMPTS:
-            raise PromptError(f"n_vision_prompts must be a whole number from 0 to "
-                              f"{MAX_VISION_PROMPTS}, not {self.n_vision_prompts!r}.")
-        for name in ("lambda_l1", "lambda_kl"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise PromptError(f"{name} must be a number >= 0, not {value!r}.")
-
-    @property
-    def template_prefix(self) -> str:
-        """The template's words before the class name."""
-        return " ".join(self.template.split("{}")[0].split())
-
-    @property
-    def context_words(self) -> str:
-        """The words the context is initialised from ('' for a random context)."""
-        return self.template_prefix if self.ctx_init is None else " ".join(self.ctx_init.split())
-
-    @property
-    def uses_teacher(self) -> bool:
-        return self.lambda_l1 > 0 or self.lambda_kl > 0
-
-    @classmethod
-    def coop(cls, template: str, **changes) -> PromptConfig:
-        """CoOp: learnable text context only; no vision prompts, no teacher."""
-        return cls(template=template, **{"n_vision_prompts": 0, "lambda_l1": 0.0,
-                                         "lambda_kl": 0.0, **changes})
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> PromptConfig:
-        data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise CheckpointError(f"Unknown prompt settings {sorted(unknown)}: the file was made by "
-                                  "a newer version of the app.")
-        return cls(**data)
 
 
 class DualPrompt(nn.Module):

@@ -3,6 +3,9 @@
 The backbone is loaded once and shared read-only; each browser session's work lives in its own
 `Session` (a `gr.State`). Errors meant for people become `gr.Error` with their message; anything
 unexpected is logged and shown as a short apology, never as a traceback.
+
+The deep-learning stack (torch, open_clip, ...) is imported inside the handlers, not here, so the
+interface can be served while the model loads in the background.
 """
 from __future__ import annotations
 
@@ -12,21 +15,21 @@ import inspect
 import logging
 import queue
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 import pandas as pd
 
 from core import presets
-from core.backbone import Backbone, load_backbone
 from core.errors import BackboneUnavailable, StudioError
-from core.evaluate import confusion_figure, summary_rows
 from core.imaging import WINDOW_PRESETS
-from core.prompts import DualPrompt
-from core.train import Progress, TrainConfig, fit
-from demo.report import write_report
-from demo.session import Session
 from demo.spaces_support import gpu
+
+if TYPE_CHECKING:
+    from core.backbone import Backbone
+    from core.prompts import DualPrompt
+    from core.train import Progress, TrainConfig
+    from demo.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,24 @@ def friendly(handler: Callable) -> Callable:
     return call
 
 
+def _warm_up() -> None:
+    """Import what the handlers import lazily, so that no person's first click pays for it."""
+    import core.evaluate  # noqa: F401
+    import core.explain  # noqa: F401
+    import core.train  # noqa: F401
+    import demo.report  # noqa: F401
+    import demo.session  # noqa: F401
+
+
+def ensure(session: Session | None) -> Session:
+    """The browser session's Session, made at its first event."""
+    if session is None:
+        from demo.session import Session
+
+        session = Session()
+    return session
+
+
 def window_value(choice: str | None):
     return None if not choice or choice == AUTO_WINDOW else choice
 
@@ -82,25 +103,59 @@ class Studio:
         self.problem = problem
         self.time_budget_s = time_budget_s
         self.precision = precision
+        self._ready = threading.Event()
+        if backbone is not None or problem is not None:
+            self._ready.set()
 
     @classmethod
-    def start(cls, spec: str, device: str | None = None, **options) -> Studio:
-        """Load the backbone; if it cannot be loaded the app still starts and says why."""
-        try:
-            return cls(load_backbone(spec, device), **options)
-        except BackboneUnavailable as exc:
-            log.warning("backbone %s unavailable: %s", spec, exc)
-            return cls(None, str(exc), **options)
+    def start(cls, spec: str, device: str | None = None, background: bool = False,
+              **options) -> Studio:
+        """Load the backbone (in a background thread if asked, so the page can be served
+        meanwhile); if it cannot be loaded the app still runs and says why."""
+        studio = cls(None, None, **options)
 
-    def backbone(self) -> Backbone:
+        def load() -> None:
+            try:
+                from core.backbone import load_backbone
+
+                studio.bb = load_backbone(spec, device)
+                _warm_up()
+            except BackboneUnavailable as exc:
+                log.warning("backbone %s unavailable: %s", spec, exc)
+                studio.problem = str(exc)
+            except Exception as exc:  # a broken install must still leave a working page
+                log.exception("loading backbone %s failed", spec)
+                studio.problem = f"Loading it failed unexpectedly ({type(exc).__name__})."
+            finally:
+                studio._ready.set()
+
+        if background:
+            threading.Thread(target=load, daemon=True, name="load-model").start()
+        else:
+            load()
+        return studio
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def backbone(self, wait_s: float = 600.0) -> Backbone:
+        if not self._ready.wait(timeout=wait_s):
+            raise gr.Error("The model is still loading; try again in a minute.")
         if self.bb is None:
             raise gr.Error(f"The model is not loaded. {self.problem}")
         return self.bb
 
     def status(self) -> str:
+        if not self.ready:
+            return "⏳ Loading the model… You can set up the task meanwhile."
         if self.bb is None:
             return f"⚠️ **The model could not be loaded.** {self.problem}"
         return f"Model: `{self.bb.name}` on {self.bb.device.type.upper()}"
+
+    def status_until_ready(self):
+        """For a timer: the status, and the timer switched off once the model is ready."""
+        return self.status(), gr.update(active=not self.ready)
 
     # ---- step 1: task -------------------------------------------------------------------------
     def modality_changed(self, modality: str):
@@ -125,6 +180,7 @@ class Studio:
     @friendly
     def set_task(self, session: Session, modality: str, organ: str | None, template: str,
                  rows, lambda_l1: float, lambda_kl: float):
+        session = ensure(session)
         session.set_task(self.backbone(), template or "", _rows(rows), modality, organ,
                          (lambda_l1, lambda_kl))
         classes = session.classes
@@ -135,12 +191,14 @@ class Studio:
 
     # ---- step 2: examples ---------------------------------------------------------------------
     def _examples_view(self, session: Session):
+        session = ensure(session)
         gallery = [(e.thumbnail, e.name) for e in session.examples]
         counts = " · ".join(f"**{c}**: {n}" for c, n in session.counts().items()) or "No task yet."
         return gallery, counts
 
     @friendly
     def add_examples(self, session: Session, files, label: str, window: str, index):
+        session = ensure(session)
         paths = [_path(f) for f in (files or [])]
         if not paths:
             raise gr.Error("Choose one or more scans to add.")
@@ -152,18 +210,22 @@ class Studio:
         return (session, None, message, *self._examples_view(session))
 
     def select_example(self, session: Session, event: gr.SelectData):
+        session = ensure(session)
         session.selected = event.index
         example = session.examples[event.index]
         return session, f"Selected {example.name}. Press “Remove selected example” to drop it."
 
     @friendly
     def remove_selected(self, session: Session):
+        session = ensure(session)
         removed = session.remove_selected()
         message = f"Removed {removed.name}." if removed else "Click an example first to select it."
         return (session, message, *self._examples_view(session))
 
     # ---- step 3: tune -------------------------------------------------------------------------
     def training_config(self, recipe: str, steps, epochs, seed) -> TrainConfig:
+        from core.train import TrainConfig
+
         common = dict(seed=int(seed), time_budget_s=self.time_budget_s)
         if recipe == "paper":
             return TrainConfig.paper(epochs=int(epochs), **common)
@@ -173,6 +235,9 @@ class Studio:
     @gpu(duration=120)
     def tune(self, session: Session, recipe: str, lambda_l1: float, lambda_kl: float, steps,
              epochs, seed, progress=gr.Progress()):
+        session = ensure(session)
+        from core.train import fit
+
         bb = self.backbone()
         images, labels = session.training_set()
         dp = session.new_prompts(bb, (lambda_l1, lambda_kl))
@@ -206,12 +271,14 @@ class Studio:
         yield session, _summary(history, dp), _plot(points), gr.update(choices=dp.classnames)
 
     def stop(self, session: Session):
+        session = ensure(session)
         session.stop.set()
         return "Stopping after the current step…"
 
     # ---- step 5: evaluate ---------------------------------------------------------------------
     @friendly
     def add_test_scans(self, session: Session, zipped, files, label: str, window: str, index):
+        session = ensure(session)
         if zipped is None and not files:
             raise gr.Error("Choose a zip of class folders, or scans and their class.")
         added, problems = 0, []
@@ -231,6 +298,9 @@ class Studio:
     @friendly
     @gpu(duration=120)
     def evaluate(self, session: Session):
+        session = ensure(session)
+        from core.evaluate import confusion_figure, summary_rows
+
         results = session.evaluate(self.backbone(), self.precision)
         headers, rows = summary_rows(results)
         figures = {name: confusion_figure(result, title=f"{name}: accuracy {result.accuracy:.1%}")
@@ -246,6 +316,7 @@ class Studio:
     @friendly
     @gpu(duration=60)
     def predict(self, session: Session, file, window: str, index, alpha: float):
+        session = ensure(session)
         if file is None:
             raise gr.Error("Choose a scan to classify.")
         bb = self.backbone()
@@ -263,12 +334,16 @@ class Studio:
 
     @friendly
     def change_map(self, session: Session, class_name: str, alpha: float):
+        session = ensure(session)
         if session.prediction is None or not class_name:
             return session, None
         return session, session.overlay_for(self.backbone(), class_name, alpha)
 
     @friendly
     def report(self, session: Session, class_name: str, alpha: float):
+        session = ensure(session)
+        from demo.report import write_report
+
         p = session.prediction
         if p is None:
             raise gr.Error("Predict a scan first.")
@@ -279,6 +354,7 @@ class Studio:
     # ---- step 6: prompts ----------------------------------------------------------------------
     @friendly
     def save_prompts(self, session: Session):
+        session = ensure(session)
         if session.tuned is None:
             raise gr.Error("Tune the prompts first (step 3), then download them.")
         info = {"recipe": session.history.config.recipe if session.history else None,
@@ -289,8 +365,11 @@ class Studio:
 
     @friendly
     def load_prompts(self, session: Session, file):
+        session = ensure(session)
         if file is None:
             raise gr.Error("Choose a .safetensors prompt file saved by this app.")
+        from core.prompts import DualPrompt
+
         path = _path(file)
         try:
             dp = DualPrompt.load(path, self.backbone())

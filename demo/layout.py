@@ -11,19 +11,13 @@ import argparse
 import gradio as gr
 
 from core import presets
-from demo.handlers import AUTO_WINDOW, PLOT_COLUMNS, WINDOW_CHOICES, Studio
-from demo.session import Session
+from demo.handlers import AUTO_WINDOW, WINDOW_CHOICES, Studio
 from demo.strings import EN, KO
 
 I18N = gr.I18n(en=EN, ko=KO)
 QUEUE_SIZE = 16
 MAX_UPLOAD = "200mb"
 CSS = ".disclaimer {border-left: 4px solid #c33; padding-left: 10px;}"
-
-
-def new_session() -> Session:
-    """Each browser session starts with its own empty Session."""
-    return Session()
 
 
 def t(key: str):
@@ -37,11 +31,14 @@ def build_demo(studio: Studio) -> gr.Blocks:
     first_organ = first.organs[0] if first.organs else None
 
     with gr.Blocks(title="Biomed-DPT Studio", delete_cache=(1800, 3600)) as demo:
-        session = gr.State(new_session, delete_callback=lambda s: s.close())
+        # Each browser session's Session is made by its first event (see handlers.ensure), so
+        # the page is served before the deep-learning stack it needs is imported.
+        session = gr.State(None, delete_callback=lambda s: s and s.close())
         gr.Markdown(f"# {EN['title']}")
         gr.Markdown(t("intro"))
         gr.Markdown(t("disclaimer"), elem_classes="disclaimer")
-        gr.Markdown(studio.status())
+        status = gr.Markdown(studio.status())
+        poll = gr.Timer(2.0, active=not studio.ready)
 
         with gr.Tab(t("tab_task")):
             preset = gr.Dropdown([(task.title, task.id) for task in tasks], value=None,
@@ -136,6 +133,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
             prompts_status = gr.Markdown()
 
         # ---- wiring ---------------------------------------------------------------------
+        demo.load(studio.status, None, status, queue=False, api_name="status")
+        poll.tick(studio.status_until_ready, None, [status, poll], queue=False)
         modality.change(studio.modality_changed, modality, [organ, template], queue=False)
         organ.change(studio.organ_changed, [modality, organ], template, queue=False)
         preset.change(studio.preset_chosen, preset,
@@ -199,5 +198,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, argparse.Namespace]:
     args = parse_args(argv)
-    studio = Studio.start(args.backbone, args.device, time_budget_s=args.time_budget)
+    studio = Studio.start(args.backbone, args.device, background=True,
+                          time_budget_s=args.time_budget)
     return build_demo(studio), args

@@ -20,7 +20,7 @@ from core.explain import model_view, overlay, relevance_maps
 from core.evaluate import EvaluationResult, FeatureCache, compare, evaluate
 from core.imaging import Scan, labelled_zip, load_scan, suggest_modality, to_rgb
 from core.prompts import DualPrompt, PromptConfig
-from core.train import History, TrainConfig
+from core.train import History
 
 MAX_EXAMPLES = 400
 MAX_CLASSES = 20

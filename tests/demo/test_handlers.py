@@ -223,3 +223,20 @@ def test_evaluation_needs_a_test_set_and_works_before_tuning(studio, tmp_path):
     _, status, table, _, tuned_fig = studio.evaluate(session)
     assert "zero-shot: no tuned prompts yet" in status
     assert list(table.columns) == ["metric", "zero-shot"] and tuned_fig is None
+
+
+def test_model_loads_in_the_background_and_the_page_says_so():
+    studio = Studio.start("no-such-backbone", background=True)
+    studio._ready.wait(60)
+    assert "could not be loaded" in studio.status() and "Unknown backbone" in studio.status()
+    text, timer = studio.status_until_ready()
+    assert timer["active"] is False
+    loading = Studio(None)
+    assert loading.status().startswith("⏳") and loading.status_until_ready()[1]["active"] is True
+    with pytest.raises(gr.Error, match="still loading"):
+        loading.backbone(wait_s=0.01)
+
+
+def test_a_session_is_made_by_its_first_event(studio):
+    out = studio.set_task(None, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    assert isinstance(out[0], Session) and out[0].classes == [r[0] for r in ROWS]
