@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default=None)
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--shots", type=int, default=16)
-    parser.add_argument("--recipes", default="fast,paper", help="comma list of fast, paper")
+    parser.add_argument("--recipes", default="fast,paper",
+                        help="comma list of fast, paper; 'none' for the per-step figures only")
     parser.add_argument("--precisions", default="auto",
                         help="comma list of fp32, bf16 for training; 'auto': fp32, plus bf16 "
                              "where it is native")
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     train: dict = {}
     recipes = {"fast": TrainConfig.fast, "paper": lambda **kw: TrainConfig.paper(
         epochs=args.paper_epochs, **kw)}
-    for recipe in args.recipes.split(","):
+    for recipe in [r for r in args.recipes.split(",") if r and r != "none"]:
         for precision in precisions:
             if recipe == "paper" and precision != "fp32":
                 continue  # the paper's recipe is fp32 by definition
