@@ -11,6 +11,7 @@ import argparse
 import gradio as gr
 
 from core import presets
+from core.overlay import colorbar
 from demo.handlers import AUTO_WINDOW, WINDOW_CHOICES, Studio
 from demo.strings import EN, KO
 
@@ -101,6 +102,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 with gr.Column():
                     heat = gr.Image(type="pil", label=t("map"), interactive=False, height=360,
                                     elem_id="attention-map")
+                    gr.Image(colorbar(width=360), show_label=False, interactive=False,
+                             container=False, height=44, buttons=[])
                     map_class = gr.Dropdown([], label=t("map_class"))
                     alpha = gr.Slider(0, 1, value=0.45, step=0.05, label=t("opacity"))
                     report = gr.DownloadButton(t("report"))
