@@ -36,9 +36,21 @@ def page(tmp_path):
 
 
 def choose(page, label: str, option: str) -> None:
-    """Pick an option of a Gradio dropdown by its label, as a mouse user would."""
-    page.get_by_label(label, exact=True).first.click()
-    page.get_by_role("option", name=option, exact=True).first.click()
+    """Pick an option of a Gradio dropdown by its label, as a mouse user would. A click on the
+    box toggles its list, so if the list does not show (it was already open), click again."""
+    from playwright.sync_api import TimeoutError as NotYet
+
+    box = page.get_by_label(label, exact=True).first
+    item = page.get_by_role("option", name=option, exact=True).first
+    for _ in range(3):
+        box.click()
+        try:
+            item.click(timeout=5_000)
+            break
+        except NotYet:
+            page.keyboard.press("Escape")
+    expected = page.get_by_label(label, exact=True).first
+    assert expected.input_value() == option
 
 
 def fill_cell(page, row: int, column: int, text: str) -> None:
