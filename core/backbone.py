@@ -653,6 +653,12 @@ def _build_random(spec: str):
             config = _biomedclip_like_config(vit, 512 if spec == "random-biomedclip" else 64, folder)
             _write_bert_folder(folder, **bert)
         (folder / "open_clip_config.json").write_text(json.dumps(config))
+        # Import the model libraries before seeding, so that nothing they do when first imported
+        # can move the random stream the weights are drawn from.
+        import open_clip  # noqa: F401
+        import timm  # noqa: F401
+        import transformers  # noqa: F401
+
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_RANDOM_SEED)
             return _create(folder, has_weights=False)
