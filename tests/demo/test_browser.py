@@ -37,20 +37,22 @@ def page(tmp_path):
 
 def choose(page, label: str, option: str) -> None:
     """Pick an option of a Gradio dropdown by its label, as a mouse user would. A click on the
-    box toggles its list, so if the list does not show (it was already open), click again."""
+    box toggles its list, and the list can redraw under the pointer; so try again, as a person
+    would, until the box shows the choice."""
     from playwright.sync_api import TimeoutError as NotYet
+    from playwright.sync_api import expect
 
     box = page.get_by_label(label, exact=True).first
     item = page.get_by_role("option", name=option, exact=True).first
-    for _ in range(3):
+    for _ in range(4):
         box.click()
         try:
             item.click(timeout=5_000)
-            break
-        except NotYet:
+            expect(box).to_have_value(option, timeout=5_000)
+            return
+        except (NotYet, AssertionError):
             page.keyboard.press("Escape")
-    expected = page.get_by_label(label, exact=True).first
-    assert expected.input_value() == option
+    raise AssertionError(f"could not choose {option!r} in {label!r}")
 
 
 def fill_cell(page, row: int, column: int, text: str) -> None:
