@@ -148,8 +148,11 @@ class Backbone:
 
     @property
     def embed_dim(self) -> int:
-        with torch.no_grad():
-            return int(self.encode_text_embeds(*self._probe_text()).shape[-1])
+        """Width of the joint image-text feature space."""
+        if self.hf_text:
+            return int(self.model.text.output_dim)
+        proj = self.model.text_projection
+        return int(proj.out_features if isinstance(proj, nn.Linear) else proj.shape[-1])
 
     @property
     def context_length(self) -> int:
@@ -183,10 +186,6 @@ class Backbone:
         if self.hf_text:
             return self.model.text.transformer.get_input_embeddings()
         return self.model.token_embedding
-
-    def _probe_text(self) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.tensor([self.text_ids(["x"])[0]], device=self.device)
-        return self.embed_tokens(ids), torch.tensor([ids.shape[1]], device=self.device)
 
     # ---- text stages ----------------------------------------------------------------------
     def text_ids(self, texts: Sequence[str]) -> list[list[int]]:

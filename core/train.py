@@ -265,13 +265,19 @@ def _lr_at(cfg: TrainConfig, unit: int, total_units: int, scale: float = 1.0) ->
     return 0.5 * cfg.lr * scale * (1 + math.cos(math.pi * unit / total_units))
 
 
+def _batches_per_epoch(n: int, cfg: TrainConfig) -> int:
+    """Full batches of an epoch (the last incomplete one is dropped); one when the batch holds
+    every example, or more than there are."""
+    if cfg.batch_size is None or cfg.batch_size >= n:
+        return 1
+    return n // cfg.batch_size
+
+
 def _batches(n: int, cfg: TrainConfig, generator: torch.Generator) -> list[torch.Tensor]:
     """Index batches of one epoch (or one step when step-based)."""
-    if cfg.batch_size is None or cfg.batch_size >= n:
-        return [torch.randperm(n, generator=generator)]
     order = torch.randperm(n, generator=generator)
-    full = n // cfg.batch_size  # the last incomplete batch is dropped
-    return [order[b * cfg.batch_size:(b + 1) * cfg.batch_size] for b in range(full)]
+    size = n if cfg.batch_size is None else min(cfg.batch_size, n)
+    return [order[b * size:(b + 1) * size] for b in range(_batches_per_epoch(n, cfg))]
 
 
 def _train_loop(dp: DualPrompt, view_feats: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
@@ -287,7 +293,7 @@ def _train_loop(dp: DualPrompt, view_feats: torch.Tensor, labels: torch.Tensor, 
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch_based = cfg.epochs is not None
     units = cfg.epochs if epoch_based else cfg.steps
-    per_unit = len(_batches(n, cfg, torch.Generator().manual_seed(0))) if epoch_based else 1
+    per_unit = _batches_per_epoch(n, cfg) if epoch_based else 1
     total_steps = units * per_unit
     scale = bb.word_embedding_rms if cfg.lr_relative else 1.0
     step = 0

@@ -108,6 +108,7 @@ class Session:
             self.modality, self.organ = modality, organ
         self.examples = [e for e in self.examples if e.label in classes]
         self.selected = None
+        self._zero = ((self.template, tuple(classes)), zero_shot)  # predict re-uses it
         return zero_shot
 
     def prompt_config(self, **changes) -> PromptConfig:
