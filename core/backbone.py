@@ -87,13 +87,28 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(found.get("avx512_bf16") or found.get("amx_bf16"))
 
 
+PRECISION_ENV = "BIOMED_DPT_PRECISION"
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' where the hardware has native bfloat16, else 'fp32'."""
+    """'auto' -> 'bf16' where the hardware has native bfloat16, else 'fp32'. The environment
+    variable BIOMED_DPT_PRECISION (fp32 or bf16) decides 'auto' instead of the hardware, so a
+    test run can force either compute path on any machine (bf16 runs, emulated, everywhere)."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
     if precision == "auto":
+        forced = os.environ.get(PRECISION_ENV, "").strip().lower()
+        if forced in ("fp32", "bf16"):
+            return forced
+        if forced:
+            raise ValueError(f"{PRECISION_ENV} must be fp32 or bf16, not {forced!r}")
         return "bf16" if bf16_supported(device) else "fp32"
     return precision
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast switched off: logits, softmax and losses, every number shown, in fp32."""
+    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -119,6 +134,7 @@ class Backbone:
     std: tuple[float, float, float] = CLIP_STD
     image_size: int = 224
     _fingerprint: str | None = field(default=None, repr=False)
+    _dropout_tower: nn.Module | None = field(default=None, repr=False)
 
     # ---- tower families -------------------------------------------------------------------
     @property
@@ -208,18 +224,23 @@ class Backbone:
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self._word_embeddings(ids)
 
-    def encode_text_embeds(self, embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, L, W) word embeddings whose first `lengths[b]` positions are real -> (B, D)."""
+    def encode_text_embeds(self, embeds: torch.Tensor, lengths: torch.Tensor,
+                           dropout: bool = False) -> torch.Tensor:
+        """(B, L, W) word embeddings whose first `lengths[b]` positions are real -> (B, D).
+        `dropout`: run the text tower with its dropout active (as the method's released code
+        trains), through a twin of the tower that shares its weights, so that no module's mode
+        ever changes and concurrent callers never see each other's setting."""
         positions = torch.arange(embeds.shape[1], device=embeds.device)
+        tower = self._text_tower(dropout)
         if self.hf_text:
             text = self.model.text
             mask = (positions[None, :] < lengths[:, None]).long()
-            out = text.transformer(inputs_embeds=embeds, attention_mask=mask)
+            out = tower(inputs_embeds=embeds, attention_mask=mask)
             return text.proj(text.pooler(out, mask))
         m = self.model
         x = embeds + m.positional_embedding[: embeds.shape[1]].to(embeds.dtype)
         length = embeds.shape[1]
-        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+        x = tower(x, attn_mask=m.attn_mask[:length, :length])
         x = m.ln_final(x)
         if m.text_pool_type == "first":
             pooled = x[:, 0]
@@ -230,16 +251,19 @@ class Backbone:
             return pooled
         return proj(pooled) if isinstance(proj, nn.Linear) else pooled @ proj
 
-    @contextlib.contextmanager
-    def text_dropout(self, enabled: bool) -> Iterator[None]:
-        """Run the text tower with its dropout active (as the method's released code trains)."""
-        tower = self.model.text if self.hf_text else self.model.transformer
-        was_training = tower.training
-        tower.train(enabled)
-        try:
-            yield
-        finally:
-            tower.train(was_training)
+    def _text_tower(self, dropout: bool) -> nn.Module:
+        """The text transformer in evaluation mode, or (dropout) its twin in training mode: a
+        structural copy sharing every parameter and buffer, made once."""
+        tower = self.model.text.transformer if self.hf_text else self.model.transformer
+        if not dropout:
+            return tower
+        if self._dropout_tower is None:
+            import copy
+
+            shared = {id(t): t for t in (*tower.parameters(), *tower.buffers())}
+            twin = copy.deepcopy(tower, memo=shared)
+            self._dropout_tower = twin.train()
+        return self._dropout_tower
 
     # ---- image stage ----------------------------------------------------------------------
     def encode_image(self, pixels: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.backbone import Backbone
+from core.backbone import Backbone, full_precision
 from core.errors import CheckpointError, PromptError
 from core.prompt_config import MAX_VISION_PROMPTS, PromptConfig  # noqa: F401 - part of this API
 
@@ -110,10 +110,11 @@ class DualPrompt(nn.Module):
         return ids, torch.tensor([len(r) for r in rows])
 
     # ---- features ---------------------------------------------------------------------------
-    def text_features(self) -> torch.Tensor:
+    def text_features(self, dropout: bool = False) -> torch.Tensor:
         """(C, D) L2-normalised features of the learned prompts. Cached while ctx is unchanged
-        and no gradient is being recorded."""
-        caching = not torch.is_grad_enabled()
+        and no gradient is being recorded. `dropout`: the text tower's dropout active (training
+        as the released code does)."""
+        caching = not torch.is_grad_enabled() and not dropout
         key = (self.ctx._version, torch.is_autocast_enabled(self.ctx.device.type))
         if caching and self._text_cache is not None and self._text_cache[0] == key:
             return self._text_cache[1]
@@ -121,7 +122,8 @@ class DualPrompt(nn.Module):
         embeds = self.token_embeds
         ctx = self.ctx.to(embeds.dtype).unsqueeze(0).expand(embeds.shape[0], -1, -1)
         embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + n:]], dim=1)
-        feats = F.normalize(self.backbone.encode_text_embeds(embeds, self.lengths).float(), dim=-1)
+        feats = F.normalize(self.backbone.encode_text_embeds(embeds, self.lengths, dropout).float(),
+                            dim=-1)
         if caching:
             self._text_cache = (key, feats)
         return feats
@@ -154,16 +156,15 @@ class DualPrompt(nn.Module):
         bb = self.backbone
         ids = bb.text_ids(list(sentences))
         out = []
-        with bb.text_dropout(False):
-            for i in range(0, len(ids), _TEXT_BATCH):
-                chunk = ids[i:i + _TEXT_BATCH]
-                length = max(len(r) for r in chunk)
-                batch = torch.full((len(chunk), length), bb.pad_id, dtype=torch.long)
-                for j, row in enumerate(chunk):
-                    batch[j, : len(row)] = torch.tensor(row)
-                batch = batch.to(bb.device)
-                lengths = torch.tensor([len(r) for r in chunk], device=bb.device)
-                out.append(bb.encode_text_embeds(bb.embed_tokens(batch), lengths).float())
+        for i in range(0, len(ids), _TEXT_BATCH):
+            chunk = ids[i:i + _TEXT_BATCH]
+            length = max(len(r) for r in chunk)
+            batch = torch.full((len(chunk), length), bb.pad_id, dtype=torch.long)
+            for j, row in enumerate(chunk):
+                batch[j, : len(row)] = torch.tensor(row)
+            batch = batch.to(bb.device)
+            lengths = torch.tensor([len(r) for r in chunk], device=bb.device)
+            out.append(bb.encode_text_embeds(bb.embed_tokens(batch), lengths).float())
         return F.normalize(torch.cat(out), dim=-1)
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -172,14 +173,18 @@ class DualPrompt(nn.Module):
         return F.normalize(self.backbone.encode_image(pixels, prompts).float(), dim=-1)
 
     def logits(self, image_feats: torch.Tensor, text_feats: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C) = logit_scale * f @ t.T with the learned prompts (or the given text features)."""
+        """(B, C) = logit_scale * f @ t.T with the learned prompts (or the given text features),
+        always in fp32: the towers may run under bf16 autocast, the scores never do."""
         text = self.text_features() if text_feats is None else text_feats
-        return self.backbone.logit_scale * image_feats.float() @ text.T
+        with full_precision(image_feats.device):
+            return self.backbone.logit_scale.float() * image_feats.float() @ text.float().T
 
     @torch.no_grad()
     def predict_proba(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, C) class probabilities for preprocessed pixels."""
-        return self.logits(self.image_features(pixels)).softmax(dim=-1)
+        """(B, C) class probabilities (fp32) for preprocessed pixels."""
+        logits = self.logits(self.image_features(pixels))
+        with full_precision(logits.device):
+            return logits.softmax(dim=-1)
 
     # ---- loss -------------------------------------------------------------------------------
     def loss(self, image_feats: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -187,19 +192,22 @@ class DualPrompt(nn.Module):
         total, parts, _ = self.loss_and_logits(image_feats, labels)
         return total, parts
 
-    def loss_and_logits(self, image_feats: torch.Tensor, labels: torch.Tensor
+    def loss_and_logits(self, image_feats: torch.Tensor, labels: torch.Tensor,
+                        dropout: bool = False
                         ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        text = self.text_features()
+        """The loss (fp32 whatever the towers' precision), its parts and the logits."""
+        text = self.text_features(dropout)
         logits = self.logits(image_feats, text)
-        ce = F.cross_entropy(logits, labels)
-        l1 = kl = torch.zeros((), device=logits.device)
-        if self.cfg.uses_teacher:
-            teacher = self.teacher_features()
-            l1 = (text - teacher).abs().mean()
-            teacher_logits = self.logits(image_feats, teacher)
-            kl = F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher_logits, dim=-1),
-                          reduction="sum", log_target=True) / logits.numel()
-        total = ce + self.cfg.lambda_l1 * l1 + self.cfg.lambda_kl * kl
+        with full_precision(logits.device):
+            ce = F.cross_entropy(logits, labels)
+            l1 = kl = torch.zeros((), device=logits.device)
+            if self.cfg.uses_teacher:
+                teacher = self.teacher_features()
+                l1 = (text.float() - teacher.float()).abs().mean()
+                teacher_logits = self.logits(image_feats, teacher)
+                kl = F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher_logits, dim=-1),
+                              reduction="sum", log_target=True) / logits.numel()
+            total = ce + self.cfg.lambda_l1 * l1 + self.cfg.lambda_kl * kl
         parts = {"ce": ce.item(), "l1": l1.item(), "kl": kl.item()}
         return total, parts, logits
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from core.backbone import Backbone, autocast, load_backbone, resolve_precision
+from core.backbone import Backbone, autocast, full_precision, load_backbone, resolve_precision
 from core.errors import DatasetError, PromptError, StudioError
 from core.evaluate import (DEFAULT_STORE_DIR, FeatureStore, StoreKey, evaluate_features,
                            result_from_probabilities)
@@ -395,10 +395,15 @@ class KgCoOpPrompt(DualPrompt):
         self.weight = float(weight)
         self.register_buffer("anchor", self.template_features(), persistent=False)
 
-    def loss_and_logits(self, image_feats: torch.Tensor, labels: torch.Tensor
+    def loss_and_logits(self, image_feats: torch.Tensor, labels: torch.Tensor,
+                        dropout: bool = False
                         ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        text = self.text_features()
+        text = self.text_features(dropout)
         logits = self.logits(image_feats, text)
+        with full_precision(logits.device):
+            return self._kg_loss(text, logits, labels)
+
+    def _kg_loss(self, text, logits, labels):
         ce = F.cross_entropy(logits, labels)
         kg = (1 - (text * self.anchor).sum(dim=-1)).mean()
         return ce + self.weight * kg, {"ce": ce.item(), "kg": kg.item()}, logits
@@ -444,10 +449,15 @@ class BiomedCoOpPrompt(DualPrompt):
             kept.append(int(keep.sum()))
         return torch.stack(full), torch.stack(pruned), kept
 
-    def loss_and_logits(self, image_feats: torch.Tensor, labels: torch.Tensor
+    def loss_and_logits(self, image_feats: torch.Tensor, labels: torch.Tensor,
+                        dropout: bool = False
                         ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        text = self.text_features()
+        text = self.text_features(dropout)
         logits = self.logits(image_feats, text)
+        with full_precision(logits.device):
+            return self._coop_loss(image_feats, text, logits, labels)
+
+    def _coop_loss(self, image_feats, text, logits, labels):
         ce = F.cross_entropy(logits, labels)
         mse = F.mse_loss(text, self.mse_target)
         teacher_logits = self.logits(image_feats, self.kd_teacher)

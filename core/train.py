@@ -298,32 +298,32 @@ def _train_loop(dp: DualPrompt, view_feats: torch.Tensor, labels: torch.Tensor, 
     scale = bb.word_embedding_rms if cfg.lr_relative else 1.0
     step = 0
     dp.train()
-    with bb.text_dropout(cfg.text_dropout):
-        for unit in range(units):
-            lr = _lr_at(cfg, unit, units, scale)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            view_of = torch.randint(n_views, (n,), generator=generator)
-            batches = _batches(n, cfg, generator)
-            for batch in batches if epoch_based else batches[:1]:
-                if stop_requested():
-                    return "user"
-                if cfg.time_budget_s is not None and time.perf_counter() - started > cfg.time_budget_s:
-                    return "time budget"
-                feats = view_feats[view_of[batch], batch]
-                with autocast(bb.device, precision):
-                    loss, parts, logits = dp.loss_and_logits(feats, labels[batch])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                accuracy = (logits.argmax(dim=-1) == labels[batch]).float().mean().item()
-                record = {"step": step, "epoch": unit if epoch_based else None,
-                          "loss": loss.item(), **parts, "accuracy": accuracy, "lr": lr,
-                          "elapsed_s": time.perf_counter() - started}
-                history.steps.append(record)
-                emit(Progress("train", step, total_steps, record["elapsed_s"], loss.item(), parts,
-                              accuracy, lr, record["epoch"]))
+    for unit in range(units):
+        lr = _lr_at(cfg, unit, units, scale)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        view_of = torch.randint(n_views, (n,), generator=generator)
+        batches = _batches(n, cfg, generator)
+        for batch in batches if epoch_based else batches[:1]:
+            if stop_requested():
+                return "user"
+            if cfg.time_budget_s is not None and time.perf_counter() - started > cfg.time_budget_s:
+                return "time budget"
+            feats = view_feats[view_of[batch], batch]
+            with autocast(bb.device, precision):
+                loss, parts, logits = dp.loss_and_logits(feats, labels[batch],
+                                                         dropout=cfg.text_dropout)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            accuracy = (logits.argmax(dim=-1) == labels[batch]).float().mean().item()
+            record = {"step": step, "epoch": unit if epoch_based else None,
+                      "loss": loss.item(), **parts, "accuracy": accuracy, "lr": lr,
+                      "elapsed_s": time.perf_counter() - started}
+            history.steps.append(record)
+            emit(Progress("train", step, total_steps, record["elapsed_s"], loss.item(), parts,
+                          accuracy, lr, record["epoch"]))
     return None
 
 

@@ -73,11 +73,33 @@ def test_truncated_text_equals_text_padded_to_full_context(bb):
     assert torch.allclose(truncated, padded, atol=1e-5)
 
 
-def test_text_dropout_switch_restores_mode(bb):
-    tower = bb.model.text if bb.hf_text else bb.model.transformer
-    with bb.text_dropout(True):
-        assert tower.training
-    assert not tower.training
+def test_text_dropout_runs_on_a_weight_sharing_twin_and_changes_no_shared_state(bb):
+    tower = bb.model.text.transformer if bb.hf_text else bb.model.transformer
+    ids = torch.tensor(bb.text_ids(["a photo of a glioma in the brain."]))
+    embeds, lengths = bb.embed_tokens(ids), torch.tensor([ids.shape[1]])
+    with torch.no_grad():
+        plain = bb.encode_text_embeds(embeds, lengths)
+        torch.manual_seed(0)
+        dropped = bb.encode_text_embeds(embeds, lengths, dropout=True)
+        again = bb.encode_text_embeds(embeds, lengths)
+    assert not tower.training and not any(m.training for m in tower.modules())
+    assert torch.equal(plain, again)  # the shared tower never left evaluation mode
+    twin = bb._text_tower(True)
+    assert twin is not tower and twin.training
+    assert all(a is b for a, b in zip(twin.parameters(), tower.parameters()))
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in tower.modules()):
+        assert not torch.allclose(plain, dropped)
+
+
+def test_precision_can_be_forced_from_the_environment(monkeypatch):
+    cpu = torch.device("cpu")
+    for forced in ("fp32", "bf16"):
+        monkeypatch.setenv("BIOMED_DPT_PRECISION", forced)
+        assert resolve_precision("auto", cpu) == forced
+        assert resolve_precision("fp32", cpu) == "fp32"  # an explicit choice is kept
+    monkeypatch.setenv("BIOMED_DPT_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="BIOMED_DPT_PRECISION"):
+        resolve_precision("auto", cpu)
 
 
 def test_unknown_spec_says_what_is_accepted():
@@ -85,7 +107,8 @@ def test_unknown_spec_says_what_is_accepted():
         load_backbone("biomed-clip-please")
 
 
-def test_precision_resolution():
+def test_precision_resolution(monkeypatch):
+    monkeypatch.delenv("BIOMED_DPT_PRECISION", raising=False)
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"

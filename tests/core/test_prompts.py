@@ -320,3 +320,25 @@ def test_missing_and_oversized_files_are_refused(backbones, tmp_path):
         f.truncate(17 * 2**20)
     with pytest.raises(CheckpointError, match="MB"):
         DualPrompt.load(big, bb)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_scores_and_losses_are_fp32_whatever_the_compute_precision(bb, precision):
+    """bf16 autocast runs (emulated where the CPU lacks it) on any machine: the towers may run
+    in bf16, the logits, probabilities and loss a person is shown never do."""
+    from core.backbone import autocast
+    from tests.helpers import tinted_pixels
+
+    dp = DualPrompt(bb, BRAIN_CLASSES, PromptConfig(template=BRAIN_TEMPLATE)).eval()
+    pixels, labels = tinted_pixels(4, 2)
+    with autocast(bb.device, precision):
+        probs = dp.predict_proba(pixels)
+        feats = dp.image_features(pixels)
+        loss, parts, logits = dp.loss_and_logits(feats, torch.tensor(labels))
+    assert probs.dtype == logits.dtype == loss.dtype == torch.float32
+    assert torch.allclose(probs.sum(dim=-1), torch.ones(len(labels)), atol=1e-6)
+    expected = F.cross_entropy(bb.logit_scale.float() * feats.float() @ dp.text_features().float().T,
+                               torch.tensor(labels))
+    if precision == "fp32":
+        assert parts["ce"] == pytest.approx(expected.item(), rel=1e-5)
+    assert math.isfinite(loss.item())
