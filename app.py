@@ -1,7 +1,11 @@
 """Biomed-DPT Studio: `python app.py` opens the clinician app in a browser (`--help` for flags)."""
 import logging
 
-from demo.layout import create_app, launch_options
+from demo import storage
+
+storage.start()  # the private folder for uploads and downloads, before gradio reads it
+
+from demo.layout import create_app, launch_options  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 demo, args = create_app()

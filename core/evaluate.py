@@ -295,19 +295,27 @@ def compare(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor,
             "tuned": evaluate(dp, images, labels, batch_size, precision, cache, progress)}
 
 
-def summary_rows(results: Mapping[str, EvaluationResult]) -> tuple[list[str], list[list]]:
-    """(headers, rows) of a side-by-side table: overall metrics then per-class F1 and recall,
-    in percent with one decimal, one column per result (e.g. zero-shot and tuned)."""
+DEFAULT_ROW_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+                      "macro_f1": "macro F1", "precision": "precision: {name}",
+                      "recall": "recall: {name}", "f1": "F1: {name}"}
+
+
+def summary_rows(results: Mapping[str, EvaluationResult], labels: Mapping[str, str] | None = None
+                 ) -> tuple[list[str], list[list]]:
+    """(headers, rows) of a side-by-side table: overall metrics then per-class precision,
+    recall and F1, in percent with one decimal, one column per result (e.g. zero-shot and
+    tuned). `labels` overrides the row names (`DEFAULT_ROW_LABELS`' keys; per-class ones have
+    a {name} slot), e.g. to translate them."""
     names = list(results)
     first = results[names[0]]
+    label = {**DEFAULT_ROW_LABELS, **(labels or {})}
     rows: list[list] = []
-    for label, attr in (("accuracy", "accuracy"), ("balanced accuracy", "balanced_accuracy"),
-                        ("macro F1", "macro_f1")):
-        rows.append([label] + [_pct(getattr(results[n], attr)) for n in names])
-    for cls in first.classnames:
-        rows.append([f"F1: {cls}"] + [_pct(results[n].per_class[cls].f1) for n in names])
-    for cls in first.classnames:
-        rows.append([f"recall: {cls}"] + [_pct(results[n].per_class[cls].recall) for n in names])
+    for attr in ("accuracy", "balanced_accuracy", "macro_f1"):
+        rows.append([label[attr]] + [_pct(getattr(results[n], attr)) for n in names])
+    for attr in ("precision", "recall", "f1"):
+        for cls in first.classnames:
+            rows.append([label[attr].format(name=cls)]
+                        + [_pct(getattr(results[n].per_class[cls], attr)) for n in names])
     return ["metric"] + names, rows
 
 
@@ -453,7 +461,8 @@ def _read_store(path: Path, key: StoreKey) -> tuple[dict[str, int], torch.Tensor
 # Figure
 # --------------------------------------------------------------------------------------------
 def confusion_figure(result: EvaluationResult, classnames: Sequence[str] | None = None,
-                     title: str | None = None):
+                     title: str | None = None,
+                     axis_labels: tuple[str, str] = ("predicted class", "true class")):
     """A matplotlib Figure of the confusion matrix: counts in the cells, colour = fraction of the
     true class (row-normalised, so rare classes are as visible as common ones). Built on
     `matplotlib.figure.Figure`, with no pyplot global state, so it is safe in a web server."""
@@ -477,8 +486,8 @@ def confusion_figure(result: EvaluationResult, classnames: Sequence[str] | None 
                     color="white" if fractions[t, p] > 0.5 else "black")
     ax.set_xticks(range(n), labels=names, rotation=45, ha="right", fontsize=font)
     ax.set_yticks(range(n), labels=names, fontsize=font)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
     ax.set_title(title or f"accuracy {result.accuracy:.1%}, balanced {result.balanced_accuracy:.1%}"
                  f" (n = {result.n})")
     fig.colorbar(image, ax=ax, label="fraction of the true class", shrink=0.8)

@@ -1,21 +1,26 @@
 """Event handlers: plain functions from widget values (and the session) to widget values.
 
 The backbone is loaded once and shared read-only; each browser session's work lives in its own
-`Session` (a `gr.State`). Errors meant for people become `gr.Error` with their message; anything
-unexpected is logged and shown as a short apology, never as a traceback.
+`Session` (a `gr.State`). A problem the user can fix is shown where they are looking: in the
+step's status line and as a toast, in their language; the other outputs are left as they were
+(no red "Error" badges, nothing lost) and no traceback is logged. Anything unexpected is logged
+and answered with a short apology.
 
-The deep-learning stack (torch, open_clip, ...) is imported inside the handlers, not here, so the
-interface can be served while the model loads in the background.
+The deep-learning stack (torch, open_clip, ...) is imported by the model loader and, after it,
+by the handlers, never by both at once: every handler that needs it waits until the model has
+loaded (or failed to), so no import can deadlock and no early request can break the load.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
 
 import gradio as gr
 import pandas as pd
@@ -23,53 +28,102 @@ import pandas as pd
 from core import presets
 from core.errors import BackboneUnavailable, StudioError
 from core.imaging import WINDOW_PRESETS
+from demo import storage
+from demo.messages import (TASK_TITLES_KO, UserError, language, modality_name, text,
+                           window_label)
 from demo.spaces_support import gpu
-
-if TYPE_CHECKING:
-    from core.backbone import Backbone
-    from core.prompts import DualPrompt
-    from core.train import Progress, TrainConfig
-    from demo.session import Session
+from demo.tuning_line import TuningLine
 
 log = logging.getLogger(__name__)
 
-AUTO_WINDOW = "file's own / automatic"
-WINDOW_CHOICES = [AUTO_WINDOW] + list(WINDOW_PRESETS)
-PLOT_COLUMNS = ["step", "value", "series"]
+AUTO_WINDOW = "auto"
+MANUAL_WINDOW = "manual"
+LEGACY_AUTO = "file's own / automatic"
+COLOUR_MAPS = ("jet", "cividis")
+DEMO_SPEC = "tiny-biomedclip"
+WAIT_FOR_MODEL_S = 120.0
+LINE_POLL_S = 1.0
 
 
-@contextlib.contextmanager
-def _shown_as_messages(name: str):
+def window_choices(lang: str, modality: str | None) -> list[tuple[str, str]]:
+    """The window control's choices for a modality: CT presets on CT only."""
+    choices = [(window_label(lang, AUTO_WINDOW), AUTO_WINDOW),
+               (window_label(lang, MANUAL_WINDOW), MANUAL_WINDOW)]
+    if modality == "CT":
+        choices += [(window_label(lang, name), name) for name in WINDOW_PRESETS]
+    return choices
+
+
+def window_value(choice: str | None, level: float | None = None, width: float | None = None):
+    """Widget values -> what `to_rgb` takes: None (the file's own / automatic), a preset name,
+    or (level, width)."""
+    if not choice or choice in (AUTO_WINDOW, LEGACY_AUTO):
+        return None
+    if choice == MANUAL_WINDOW:
+        if level is None or width is None or not float(width) > 0:
+            raise UserError("manual_needs_width")
+        return float(level), float(width)
+    return choice
+
+
+def slice_value(index: float | int | None) -> int | None:
+    return None if index is None or int(index) < 0 else int(index)
+
+
+# ---- how replies are made -----------------------------------------------------------------
+def _request_of(fn: Callable, args, kwargs):
     try:
-        yield
-    except gr.Error:
-        raise
-    except StudioError as exc:
-        raise gr.Error(str(exc)) from None
-    except Exception:
-        log.exception("unexpected error in %s", name)
-        raise gr.Error("Something went wrong on our side; your work so far is kept. "
-                       "Please try again.") from None
+        return inspect.signature(fn).bind_partial(*args, **kwargs).arguments.get("request")
+    except TypeError:
+        return None
 
 
-def friendly(handler: Callable) -> Callable:
-    """Show people a message they can act on, never a traceback."""
-    if inspect.isgeneratorfunction(handler):
+def _problem_reply(lang: str, exc: BaseException, outputs: int, status: int | None):
+    message = exc.text(lang) if isinstance(exc, UserError) else str(exc)
+    gr.Warning(message, title=text(lang, "toast_problem"))
+    reply = [gr.skip()] * outputs
+    if status is not None:
+        reply[status] = "⚠️ " + message
+    return reply[0] if outputs == 1 else tuple(reply)
+
+
+def answers(outputs: int, status: int | None = None):
+    """Decorate a handler with `outputs` outputs, `status` the index of its status line: a
+    `StudioError` becomes a message there and a toast (the other outputs unchanged), anything
+    else is logged once and answered with an apology."""
+    def wrap(handler: Callable) -> Callable:
+        def problem(args, kwargs, exc):
+            lang = language(_request_of(handler, args, kwargs))
+            if not isinstance(exc, StudioError):
+                log.error("unexpected error in %s", handler.__name__, exc_info=exc)
+                exc = UserError("unexpected")
+            return _problem_reply(lang, exc, outputs, status)
+
+        if inspect.isgeneratorfunction(handler):
+            @functools.wraps(handler)
+            def stream(*args, **kwargs):
+                try:
+                    yield from handler(*args, **kwargs)
+                except (gr.Error, GeneratorExit):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - answered, never shown as a trace
+                    yield problem(args, kwargs, exc)
+            return stream
+
         @functools.wraps(handler)
-        def stream(*args, **kwargs):
-            with _shown_as_messages(handler.__name__):
-                yield from handler(*args, **kwargs)
-        return stream
-
-    @functools.wraps(handler)
-    def call(*args, **kwargs):
-        with _shown_as_messages(handler.__name__):
-            return handler(*args, **kwargs)
-    return call
+        def call(*args, **kwargs):
+            try:
+                return handler(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                return problem(args, kwargs, exc)
+        return call
+    return wrap
 
 
 def _warm_up() -> None:
-    """Import what the handlers import lazily, so that no person's first click pays for it."""
+    """Import what the handlers import lazily, in the loader's thread."""
     import core.evaluate  # noqa: F401
     import core.explain  # noqa: F401
     import core.train  # noqa: F401
@@ -77,87 +131,197 @@ def _warm_up() -> None:
     import demo.session  # noqa: F401
 
 
-def ensure(session: Session | None) -> Session:
-    """The browser session's Session, made at its first event."""
-    if session is None:
-        from demo.session import Session
-
-        session = Session()
-    return session
-
-
-def window_value(choice: str | None):
-    return None if not choice or choice == AUTO_WINDOW else choice
+def _uploads(files) -> list[tuple[str, str]]:
+    """(path, name as uploaded) of each file Gradio gives (paths, dicts or objects)."""
+    out = []
+    for f in files or []:
+        path = _path(f)
+        if path:
+            out.append((path, _shown_name(f, path)))
+    return out
 
 
-def slice_value(index: float | int | None) -> int | None:
-    return None if index is None or int(index) < 0 else int(index)
+def _path(file) -> str | None:
+    if file is None:
+        return None
+    if isinstance(file, (str, Path)):
+        return str(file)
+    if isinstance(file, dict):
+        return file.get("path") or file.get("name")
+    return getattr(file, "path", None) or getattr(file, "name", None)
+
+
+def _shown_name(file, path: str) -> str:
+    name = (file.get("orig_name") if isinstance(file, dict) else None) or Path(path).name
+    return "`" + name.replace("`", "'") + "`"
 
 
 class Studio:
     """The app's handlers around one shared backbone."""
 
-    def __init__(self, backbone: Backbone | None, problem: str | None = None,
+    def __init__(self, backbone=None, problem: str | None = None,
                  time_budget_s: float | None = None, precision: str = "auto") -> None:
         self.bb = backbone
         self.problem = problem
         self.time_budget_s = time_budget_s
         self.precision = precision
+        self.spec: str | None = getattr(backbone, "name", None)
+        self.device: str | None = None
         self._ready = threading.Event()
+        self._load_started = time.monotonic()
+        self._load_lock = threading.Lock()
         if backbone is not None or problem is not None:
             self._ready.set()
+        self.files = storage.SessionFiles()
+        self.sessions: dict[str, Any] = {}
+        self.line = TuningLine()
 
+    # ---- the model ------------------------------------------------------------------------
     @classmethod
     def start(cls, spec: str, device: str | None = None, background: bool = False,
               **options) -> Studio:
         """Load the backbone (in a background thread if asked, so the page can be served
-        meanwhile); if it cannot be loaded the app still runs and says why."""
+        meanwhile); if it cannot be loaded the app still runs, says why, and offers a retry and
+        the demo model."""
         studio = cls(None, None, **options)
+        studio.device = device
+        studio.load(spec, background)
+        return studio
 
-        def load() -> None:
+    def load(self, spec: str, background: bool = True) -> None:
+        with self._load_lock:
+            if not self._ready.is_set() and self.spec is not None:
+                return  # a load is under way
+            self.spec, self.problem, self.bb = spec, None, None
+            self._ready.clear()
+            self._load_started = time.monotonic()
+
+        def run() -> None:
             try:
                 from core.backbone import load_backbone
 
-                studio.bb = load_backbone(spec, device)
+                self.bb = load_backbone(spec, self.device)
                 _warm_up()
             except BackboneUnavailable as exc:
                 log.warning("backbone %s unavailable: %s", spec, exc)
-                studio.problem = str(exc)
+                self.problem = str(exc)
             except Exception as exc:  # a broken install must still leave a working page
                 log.exception("loading backbone %s failed", spec)
-                studio.problem = f"Loading it failed unexpectedly ({type(exc).__name__})."
+                self.problem = f"Loading it failed unexpectedly ({type(exc).__name__})."
             finally:
-                studio._ready.set()
+                self._ready.set()
 
         if background:
-            threading.Thread(target=load, daemon=True, name="load-model").start()
+            threading.Thread(target=run, daemon=True, name="load-model").start()
         else:
-            load()
-        return studio
+            run()
 
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def backbone(self, wait_s: float = 600.0) -> Backbone:
+    @property
+    def demo_model(self) -> bool:
+        return self.bb is not None and self.bb.name.startswith(("tiny-", "random-"))
+
+    def backbone(self, wait_s: float = WAIT_FOR_MODEL_S):
         if not self._ready.wait(timeout=wait_s):
-            raise gr.Error("The model is still loading; try again in a minute.")
+            raise UserError("still_loading", seconds=time.monotonic() - self._load_started)
         if self.bb is None:
-            raise gr.Error(f"The model is not loaded. {self.problem}")
+            raise UserError("not_loaded", problem=self.problem)
         return self.bb
 
-    def status(self) -> str:
+    def status(self, lang: str = "en") -> str:
         if not self.ready:
-            return "⏳ Loading the model… You can set up the task meanwhile."
+            return text(lang, "loading", seconds=time.monotonic() - self._load_started)
         if self.bb is None:
-            return f"⚠️ **The model could not be loaded.** {self.problem}"
-        return f"Model: `{self.bb.name}` on {self.bb.device.type.upper()}"
+            return (text(lang, "model_failed", problem=self.problem) + "\n\n"
+                    + text(lang, "model_failed_actions"))
+        if self.demo_model:
+            return text(lang, "demo_model", name=self.bb.name)
+        return text(lang, "model_ready", name=self.bb.name, device=self.bb.device.type.upper())
 
-    def status_until_ready(self):
-        """For a timer: the status, and the timer switched off once the model is ready."""
-        return self.status(), gr.update(active=not self.ready)
+    def _model_view(self, request):
+        lang = language(request)
+        failed = self.ready and self.bb is None
+        return (self.status(lang), gr.update(active=not self.ready), gr.update(visible=failed))
 
-    # ---- step 1: task -------------------------------------------------------------------------
+    def status_until_ready(self, request: gr.Request = None):
+        """For a timer: the status, the timer (off once loaded) and the fix-it buttons."""
+        return self._model_view(request)
+
+    def retry_load(self, request: gr.Request = None):
+        if self.ready and self.bb is None and self.spec:
+            self.load(self.spec)
+        return self._model_view(request)
+
+    def use_demo_model(self, request: gr.Request = None):
+        if self.ready and self.bb is None:
+            self.load(DEMO_SPEC)
+        return self._model_view(request)
+
+    def on_load(self, request: gr.Request = None):
+        """The page opened: status, fix-it buttons, and the server-made choices in the
+        browser's language."""
+        lang = language(request)
+        status, poll, actions = self._model_view(request)
+        tasks = [(TASK_TITLES_KO.get(t.id, t.title) if lang == "ko" else t.title, t.id)
+                 for t in presets.load_tasks()]
+        windows = gr.update(choices=window_choices(lang, "MRI"), value=AUTO_WINDOW)
+        modalities = [(modality_name(lang, m.id), m.id) for m in presets.load_modalities()]
+        from demo.report import training_curve
+
+        return (status, poll, actions, gr.update(choices=tasks), gr.update(choices=modalities),
+                windows, windows, windows, training_curve([], 1, lang))
+
+    # ---- sessions and their files ------------------------------------------------------------
+    def _session(self, session, request=None):
+        """The browser session's Session, made at its first event (after the model load, so
+        the stack it imports is never imported by two threads at once)."""
+        self.backbone()
+        from demo.session import Session
+
+        if session is None:
+            session = Session()
+        owner = getattr(request, "session_hash", None) or getattr(session, "owner", None)
+        if not owner:
+            owner = f"local-{id(session):x}"
+        session.owner = owner
+        self.sessions[owner] = session
+        return session
+
+    def _keep(self, session, paths) -> None:
+        self.files.remember(session.owner, paths)
+
+    def remember_upload(self, files, request: gr.Request = None) -> None:
+        """An upload arrived (before any button is pressed): it is this session's, and is
+        deleted with it."""
+        owner = getattr(request, "session_hash", None)
+        if owner:
+            items = files if isinstance(files, list) else [files]
+            self.files.remember(owner, [p for p in map(_path, items) if p])
+
+    def close_session(self, request: gr.Request = None) -> None:
+        """The page was closed: delete the session's files and forget its work."""
+        owner = getattr(request, "session_hash", None)
+        if not owner:
+            return
+        session = self.sessions.pop(owner, None)
+        if session is not None:
+            session.close()
+        self.files.close(owner)
+
+    def forget(self, session) -> None:
+        """gr.State's delete callback (an hour after the page closed, or at expiry)."""
+        if session is None:
+            return
+        owner = getattr(session, "owner", None)
+        session.close()
+        if owner:
+            self.sessions.pop(owner, None)
+            self.files.close(owner)
+
+    # ---- step 1: task ---------------------------------------------------------------------
     def modality_changed(self, modality: str):
         organs = presets.modality(modality).organs
         organ = organs[0] if organs else None
@@ -166,64 +330,117 @@ class Studio:
     def organ_changed(self, modality: str, organ: str | None):
         return presets.template_for(modality, organ)
 
-    def preset_chosen(self, task_id: str | None):
+    def preset_chosen(self, task_id: str | None, request: gr.Request = None):
         if not task_id:
-            return (gr.update(),) * 6
+            return (gr.skip(),) * 7
+        lang = language(request)
         task = presets.task(task_id)
         rows = [[c, "\n".join(task.descriptions.get(c, ()))] for c in task.classes]
         organs = list(presets.modality(task.modality).organs)
         if task.organ and task.organ not in organs:
             organs.append(task.organ)
+        title = TASK_TITLES_KO.get(task.id, task.title) if lang == "ko" else task.title
+        about = text(lang, "task_chosen", title=title, description=task.description)
+        if lang == "ko":
+            about = title
         return (task.modality, gr.update(choices=organs, value=task.organ), task.template,
-                rows, task.lambda_l1, task.lambda_kl)
+                rows, task.lambda_l1, task.lambda_kl, about)
 
-    @friendly
-    def set_task(self, session: Session, modality: str, organ: str | None, template: str,
-                 rows, lambda_l1: float, lambda_kl: float):
-        session = ensure(session)
-        session.set_task(self.backbone(), template or "", _rows(rows), modality, organ,
-                         (lambda_l1, lambda_kl))
+    @answers(9, status=1)
+    def set_task(self, session: Any, modality: str, organ: str | None, template: str,
+                 rows, lambda_l1: float, lambda_kl: float, request: gr.Request = None):
+        lang = language(request)
+        session = self._session(session, request)
+        change = session.set_task(self.backbone(), template or "", _rows(rows), modality, organ,
+                                  (lambda_l1, lambda_kl))
         classes = session.classes
-        message = (f"Task set: {len(classes)} classes ({', '.join(classes)}). "
-                   "Now add a few examples of each (step 2).")
+        lines = [text(lang, "task_set", n=len(classes), classes=", ".join(classes))]
+        lines += [text(lang, "renamed", old=a, new=b, n=n) for a, b, n in change.renamed]
+        lines += [text(lang, "class_removed", name=c, n=n) for c, n in change.removed if n]
         choose = gr.update(choices=classes, value=classes[0])
-        return (session, message, choose, choose, *self._examples_view(session))
+        windows = self._windows(lang, session.modality)
+        return (session, "\n\n".join(lines), choose, choose, *self._examples_view(session, lang),
+                *windows)
 
-    # ---- step 2: examples ---------------------------------------------------------------------
-    def _examples_view(self, session: Session):
-        session = ensure(session)
+    def _windows(self, lang: str, modality: str | None):
+        return (gr.update(choices=window_choices(lang, modality), value=AUTO_WINDOW),) * 3
+
+    # ---- step 2: examples -----------------------------------------------------------------
+    def _examples_view(self, session, lang: str):
         gallery = [(e.thumbnail, e.name) for e in session.examples]
-        counts = " · ".join(f"**{c}**: {n}" for c, n in session.counts().items()) or "No task yet."
+        counts = (" · ".join(f"**{c}**: {n}" for c, n in session.counts().items())
+                  or text(lang, "counts_none"))
         return gallery, counts
 
-    @friendly
-    def add_examples(self, session: Session, files, label: str, window: str, index):
-        session = ensure(session)
-        paths = [_path(f) for f in (files or [])]
-        if not paths:
-            raise gr.Error("Choose one or more scans to add.")
-        added, problems = session.add_examples(paths, label, window_value(window),
+    @answers(5, status=2)
+    def add_examples(self, session: Any, files, label: str, window: str, level=None,
+                     width=None, index=-1, request: gr.Request = None):
+        lang = language(request)
+        session = self._session(session, request)
+        uploads = _uploads(files)
+        self._keep(session, [p for p, _ in uploads])
+        if not uploads:
+            raise UserError("choose_files")
+        added, problems = session.add_examples(uploads, label, window_value(window, level, width),
                                                slice_value(index))
-        message = f"Added {added} example{'s' if added != 1 else ''} of {label}."
-        if problems:
-            message += " Some files were not added:\n- " + "\n- ".join(problems)
-        return (session, None, message, *self._examples_view(session))
+        key = "added_example" if added == 1 else "added_examples"
+        message = text(lang, key, n=added, label=label) + _problems_text(lang, problems,
+                                                                         "not_added")
+        return (session, None, message, *self._examples_view(session, lang))
 
-    def select_example(self, session: Session, event: gr.SelectData):
-        session = ensure(session)
+    @answers(2)
+    def preview(self, files, window: str, level=None, width=None, index=-1,
+                request: gr.Request = None):
+        """The scan viewer: the first chosen file as the model will see it, with its size and
+        frames. Light: reads the file, needs no model."""
+        from core.imaging import load_scan
+        from core.overlay import model_view
+        from demo.session import frame_used, scan_picture
+
+        lang = language(request)
+        uploads = _uploads(files if isinstance(files, list) else [files] if files else [])
+        if not uploads:
+            return None, ""
+        path, name = uploads[0]
+        try:
+            scan = load_scan(path)
+            picture, note = scan_picture(scan, window_value(window, level, width),
+                                         slice_value(index))
+        except StudioError as exc:
+            detail = exc.text(lang) if isinstance(exc, UserError) else str(exc)
+            return None, name + ": " + text(lang, "preview_failed", detail=detail)
+        frames = ""
+        if scan.n_frames > 1:
+            shown = frame_used(scan, slice_value(index))
+            frames = text(lang, "preview_frames", label=scan.frame_label,
+                          index=scan.n_frames // 2 if shown is None else shown,
+                          last=scan.n_frames - 1)
+        kind = scan.modality or scan.source_format
+        about = name + ": " + text(lang, "preview", kind=kind, rows=scan.rows,
+                                   columns=scan.columns, frames=frames)
+        if note is not None:
+            about += " " + note.text(lang)
+        return model_view(picture), about
+
+    def select_example(self, session: Any, event: gr.SelectData, request: gr.Request = None):
+        lang = language(request)
+        if session is None or event is None or not 0 <= event.index < len(session.examples):
+            return session, text(lang, "select_first")
         session.selected = event.index
         example = session.examples[event.index]
-        return session, f"Selected {example.name}. Press “Remove selected example” to drop it."
+        return session, text(lang, "selected", name=example.name)
 
-    @friendly
-    def remove_selected(self, session: Session):
-        session = ensure(session)
+    @answers(4, status=1)
+    def remove_selected(self, session: Any, request: gr.Request = None):
+        lang = language(request)
+        session = self._session(session, request)
         removed = session.remove_selected()
-        message = f"Removed {removed.name}." if removed else "Click an example first to select it."
-        return (session, message, *self._examples_view(session))
+        message = (text(lang, "removed", name=removed.name) if removed
+                   else text(lang, "select_first"))
+        return (session, message, *self._examples_view(session, lang))
 
-    # ---- step 3: tune -------------------------------------------------------------------------
-    def training_config(self, recipe: str, steps, epochs, seed) -> TrainConfig:
+    # ---- step 3: tune ---------------------------------------------------------------------
+    def training_config(self, recipe: str, steps, epochs, seed):
         from core.train import TrainConfig
 
         common = dict(seed=int(seed), time_budget_s=self.time_budget_s)
@@ -231,18 +448,37 @@ class Studio:
             return TrainConfig.paper(epochs=int(epochs), **common)
         return TrainConfig.fast(steps=int(steps), precision=self.precision, **common)
 
-    @friendly
-    @gpu(duration=120)
-    def tune(self, session: Session, recipe: str, lambda_l1: float, lambda_kl: float, steps,
-             epochs, seed, progress=gr.Progress()):
-        session = ensure(session)
-        from core.train import fit
-
+    @answers(5, status=1)
+    def tune(self, session: Any, recipe: str, lambda_l1: float, lambda_kl: float, steps,
+             epochs, seed, request: gr.Request = None, progress=gr.Progress()):
+        lang = language(request)
+        session = self._session(session, request)
         bb = self.backbone()
         images, labels = session.training_set()
-        dp = session.new_prompts(bb, (lambda_l1, lambda_kl))
         cfg = self.training_config(recipe, steps, epochs, seed)
         session.stop.clear()
+        ticket = self.line.join()
+        try:
+            while not self.line.wait_turn(ticket, LINE_POLL_S):
+                if session.stop.is_set():
+                    key = "stopped_early_kept" if session.tuned is not None else "stopped_early_none"
+                    yield session, text(lang, key), gr.skip(), gr.skip(), gr.skip()
+                    return
+                place = self.line.position(ticket)
+                yield (session, text(lang, "line_wait", position=place,
+                                     seconds=self.line.estimate_s(place)),
+                       gr.skip(), gr.skip(), gr.skip())
+            yield from self._tune_now(session, bb, images, labels, cfg,
+                                      (lambda_l1, lambda_kl), lang, progress)
+        finally:
+            self.line.leave(ticket)
+
+    @gpu(duration=120)
+    def _tune_now(self, session, bb, images, labels, cfg, lambdas, lang, progress):
+        from core.train import fit
+        from demo.report import training_curve
+
+        dp = session.new_prompts(bb, lambdas)
         events: queue.Queue = queue.Queue()
         outcome: dict[str, Any] = {}
 
@@ -256,143 +492,197 @@ class Studio:
                 events.put(None)
 
         threading.Thread(target=run, daemon=True, name="tune").start()
-        points: list[list] = []
+        points: list[dict] = []
+        total = 1
         while (event := events.get()) is not None:
-            text = _progress_text(event, progress)
+            message = _progress_text(event, progress, lang)
             if event.phase == "train":
-                points += [[event.done, event.loss, "loss"], [event.done, event.accuracy, "accuracy"]]
+                total = event.total
+                points.append({"step": event.done, "loss": event.loss,
+                               "accuracy": event.accuracy})
                 if event.done % 5 and event.done != event.total:
-                    continue  # redraw every few steps: the plot, not the model, is the bottleneck
-            yield session, text, _plot(points), gr.update()
+                    continue  # redraw every few steps: the plot, not the model, is the cost
+                yield session, message, training_curve(points, total, lang), gr.skip(), gr.skip()
+            else:
+                yield session, message, gr.skip(), gr.skip(), gr.skip()
         if "error" in outcome:
             raise outcome["error"]
         history = outcome["history"]
+        if not history.steps:  # stopped before any step: nothing was learned, keep what was
+            key = "stopped_early_kept" if session.tuned is not None else "stopped_early_none"
+            yield session, text(lang, key), gr.skip(), gr.skip(), gr.skip()
+            return
         session.tuned, session.history = dp, history
-        yield session, _summary(history, dp), _plot(points), gr.update(choices=dp.classnames)
+        saved = self._prompts_file(session, dp)
+        yield (session, _summary(history, dp, lang), training_curve(points, total, lang),
+               gr.update(choices=dp.classnames), saved)
 
-    def stop(self, session: Session):
-        session = ensure(session)
-        session.stop.set()
-        return "Stopping after the current step…"
+    def _prompts_file(self, session, dp) -> str:
+        """The tuned prompts as the file the download button offers (made with the result it
+        belongs to, so one click downloads these prompts)."""
+        from demo.report import _slug
 
-    # ---- step 5: evaluate ---------------------------------------------------------------------
-    @friendly
-    def add_test_scans(self, session: Session, zipped, files, label: str, window: str, index):
-        session = ensure(session)
-        if zipped is None and not files:
-            raise gr.Error("Choose a zip of class folders, or scans and their class.")
+        info = {"recipe": session.history.config.recipe if session.history else None,
+                "examples": len(session.examples), "modality": session.modality,
+                "organ": session.organ}
+        task = "-".join(filter(None, [session.modality, session.organ]))
+        when = datetime.now().strftime("%Y-%m-%d_%H%M%S")
+        path = (self.files.downloads(session.owner)
+                / f"biomed-dpt-prompts_{_slug(task)}_{when}.safetensors")
+        dp.save(path, info=info)
+        return str(path)
+
+    def stop(self, session: Any, request: gr.Request = None):
+        if session is not None:
+            session.stop.set()
+        return text(language(request), "stopping")
+
+    # ---- step 4: predict ------------------------------------------------------------------
+    @answers(8, status=6)
+    def predict(self, session: Any, file, window: str, level=None, width=None, index=-1,
+                alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None):
+        lang = language(request)
+        session = self._session(session, request)
+        uploads = _uploads([file] if file else [])
+        self._keep(session, [p for p, _ in uploads])
+        if not uploads:
+            raise UserError("choose_scan")
+        bb = self.backbone()
+        p = self._predict(session, bb, uploads[0][0], window_value(window, level, width),
+                          slice_value(index))
+        probs = p.tuned or p.zero_shot
+        top = max(probs, key=probs.get)
+        notes = [text(lang, "predicted", top=top, p=probs[top])]
+        if session.tuned is None:
+            notes.append(text(lang, "zero_shot_only"))
+        if (p.suggested_modality and session.modality != "other"
+                and p.suggested_modality != session.modality):
+            notes.append(text(lang, "looks_like", found=modality_name(lang, p.suggested_modality),
+                              task=modality_name(lang, session.modality)))
+        elif p.colour_mismatch:
+            notes.append(text(lang, p.colour_mismatch, task=modality_name(lang, session.modality)))
+        cmap = cmap if cmap in COLOUR_MAPS else "jet"
+        heat = session.overlay_for(bb, top, alpha, cmap)
+        report = self._report(session, bb, top, alpha, cmap, lang)
+        return (session, p.tuned or None, p.zero_shot, p.view, heat,
+                gr.update(choices=p.classnames, value=top), " ".join(notes), report)
+
+    @gpu(duration=60)
+    def _predict(self, session, bb, path, window, index):
+        return session.predict(bb, path, window, index, self.precision)
+
+    @answers(3)
+    def change_map(self, session: Any, class_name: str, alpha: float, cmap: str = "jet",
+                   request: gr.Request = None):
+        lang = language(request)
+        if session is None or session.prediction is None or not class_name:
+            return session, gr.skip(), gr.skip()
+        bb = self.backbone()
+        cmap = cmap if cmap in COLOUR_MAPS else "jet"
+        heat = session.overlay_for(bb, class_name, alpha, cmap)
+        return session, heat, self._report(session, bb, class_name, alpha, cmap, lang)
+
+    def _report(self, session, bb, class_name: str, alpha: float, cmap: str, lang: str) -> str:
+        from demo.report import ReportContext, write_report
+
+        ctx = ReportContext(model=bb.name, demo_model=self.demo_model, modality=session.modality,
+                            organ=session.organ, classes=list(session.classes),
+                            template=session.template, explained=class_name,
+                            alpha=float(alpha), cmap=cmap, lang=lang)
+        folder = self.files.downloads(session.owner)
+        for old in folder.glob("biomed-dpt-report_*.png"):  # one report: the scan on screen
+            storage.delete_file(old)
+        return str(write_report(folder, session.prediction,
+                                session.map_for(bb, class_name), ctx))
+
+    # ---- step 5: evaluate -----------------------------------------------------------------
+    @answers(5, status=3)
+    def add_test_scans(self, session: Any, zipped, files, label: str, window: str, level=None,
+                       width=None, index=-1, request: gr.Request = None):
+        lang = language(request)
+        session = self._session(session, request)
+        zip_path = _path(zipped)
+        uploads = _uploads(files)
+        self._keep(session, [p for p, _ in uploads] + ([zip_path] if zip_path else []))
+        if zip_path is None and not uploads:
+            raise UserError("choose_test")
+        spec, where = window_value(window, level, width), slice_value(index)
         added, problems = 0, []
-        if zipped is not None:
-            n, bad = session.add_test_zip(_path(zipped), window_value(window), slice_value(index))
+        if zip_path is not None:
+            n, bad = session.add_test_zip(zip_path, spec, where)
             added, problems = added + n, problems + bad
-        if files:
-            n, bad = session.add_test_files([_path(f) for f in files], label,
-                                            window_value(window), slice_value(index))
+        if uploads:
+            n, bad = session.add_test_files(uploads, label, spec, where)
             added, problems = added + n, problems + bad
-        message = f"Added {added} test scan{'s' if added != 1 else ''}."
-        if problems:
-            message += " Some were not added:\n- " + "\n- ".join(problems)
+        key = "added_test" if added == 1 else "added_tests"
+        message = text(lang, key, n=added) + _problems_text(lang, problems, "tests_not_added")
         counts = " · ".join(f"**{c}**: {n}" for c, n in session.test_counts().items())
         return session, None, None, message, counts
 
-    @friendly
-    @gpu(duration=120)
-    def evaluate(self, session: Session):
-        session = ensure(session)
+    @answers(5, status=1)
+    def evaluate(self, session: Any, request: gr.Request = None):
+        lang = language(request)
+        session = self._session(session, request)
         from core.evaluate import confusion_figure, summary_rows
 
-        results = session.evaluate(self.backbone(), self.precision)
-        headers, rows = summary_rows(results)
-        figures = {name: confusion_figure(result, title=f"{name}: accuracy {result.accuracy:.1%}")
-                   for name, result in results.items()}
+        results = self._evaluate(session)
+        names = {"zero-shot": text(lang, "col_zero"), "tuned": text(lang, "col_tuned")}
+        labels = {"accuracy": text(lang, "m_accuracy"),
+                  "balanced_accuracy": text(lang, "m_balanced"),
+                  "macro_f1": text(lang, "m_macro_f1"), "precision": text(lang, "m_precision"),
+                  "recall": text(lang, "m_recall"), "f1": text(lang, "m_f1")}
+        headers, rows = summary_rows(results, labels)
+        headers = [text(lang, "col_metric")] + [names[h] for h in headers[1:]]
+        axes = (text(lang, "predicted_class"), text(lang, "true_class"))
+        figures = {name: confusion_figure(
+            result, title=text(lang, "confusion_title", which=names[name],
+                               accuracy=result.accuracy), axis_labels=axes)
+            for name, result in results.items()}
         best = results.get("tuned", results["zero-shot"])
-        message = (f"{best.n} test scans. Accuracy {best.accuracy:.1%}, balanced accuracy "
-                   f"{best.balanced_accuracy:.1%}" + (" (tuned prompts)." if "tuned" in results
-                                                      else " (zero-shot: no tuned prompts yet)."))
+        which = text(lang, "which_tuned" if "tuned" in results else "which_zero")
+        message = text(lang, "evaluated", n=best.n, accuracy=best.accuracy,
+                       balanced=best.balanced_accuracy, which=which)
+        overlap = session.overlap()
+        if overlap:
+            message += "\n\n" + text(lang, "overlap", n=overlap)
         return (session, message, pd.DataFrame(rows, columns=headers), figures["zero-shot"],
                 figures.get("tuned"))
 
-    # ---- step 4: predict ----------------------------------------------------------------------
-    @friendly
-    @gpu(duration=60)
-    def predict(self, session: Session, file, window: str, index, alpha: float):
-        session = ensure(session)
-        if file is None:
-            raise gr.Error("Choose a scan to classify.")
-        bb = self.backbone()
-        p = session.predict(bb, _path(file), window_value(window), slice_value(index),
-                            self.precision)
-        probs = p.tuned or p.zero_shot
-        top = max(probs, key=probs.get)
-        note = "" if session.tuned is not None else (
-            "No tuned prompts yet: showing the zero-shot classifier. Tune them in step 3.")
-        if p.suggested_modality and p.suggested_modality != session.modality:
-            note += (f" This file looks like {p.suggested_modality}, but the task is "
-                     f"{session.modality}.")
-        return (session, p.tuned or None, p.zero_shot, session.overlay_for(bb, top, alpha),
-                gr.update(choices=p.classnames, value=top), note.strip())
+    @gpu(duration=120)
+    def _evaluate(self, session):
+        return session.evaluate(self.backbone(), self.precision)
 
-    @friendly
-    def change_map(self, session: Session, class_name: str, alpha: float):
-        session = ensure(session)
-        if session.prediction is None or not class_name:
-            return session, None
-        return session, session.overlay_for(self.backbone(), class_name, alpha)
-
-    @friendly
-    def report(self, session: Session, class_name: str, alpha: float):
-        session = ensure(session)
-        from demo.report import write_report
-
-        p = session.prediction
-        if p is None:
-            raise gr.Error("Predict a scan first.")
-        heat = session.map_for(self.backbone(), class_name)
-        task = f"{session.modality}: {', '.join(session.classes)} — template “{session.template}”"
-        return str(write_report(session.new_file(".png"), p, task, class_name, heat, alpha))
-
-    # ---- step 6: prompts ----------------------------------------------------------------------
-    @friendly
-    def save_prompts(self, session: Session):
-        session = ensure(session)
-        if session.tuned is None:
-            raise gr.Error("Tune the prompts first (step 3), then download them.")
-        info = {"recipe": session.history.config.recipe if session.history else None,
-                "examples": len(session.examples), "modality": session.modality}
-        path = session.new_file(".safetensors")
-        session.tuned.save(path, info=info)
-        return str(path)
-
-    @friendly
-    def load_prompts(self, session: Session, file):
-        session = ensure(session)
-        if file is None:
-            raise gr.Error("Choose a .safetensors prompt file saved by this app.")
+    # ---- step 6: prompts ------------------------------------------------------------------
+    @answers(12, status=1)
+    def load_prompts(self, session: Any, file, request: gr.Request = None):
+        lang = language(request)
+        session = self._session(session, request)
+        path = _path(file)
+        if path is None:
+            raise UserError("choose_prompts")
+        self._keep(session, [path])
         from core.prompts import DualPrompt
 
-        path = _path(file)
-        try:
-            dp = DualPrompt.load(path, self.backbone())
-        finally:
-            session.uploaded(path)
+        dp = DualPrompt.load(path, self.backbone())
+        info = getattr(dp, "info", {}) or {}
         session.tuned, session.history = dp, None
         session.template, session.classes = dp.cfg.template, list(dp.classnames)
         session.descriptions = dict(dp.descriptions)
         session.lambda_l1, session.lambda_kl = dp.cfg.lambda_l1, dp.cfg.lambda_kl
+        if info.get("modality"):
+            session.modality, session.organ = info["modality"], info.get("organ")
         session.examples = [e for e in session.examples if e.label in session.classes]
+        session._zero = None
         rows = [[c, "\n".join(dp.descriptions.get(c, []))] for c in dp.classnames]
-        message = f"Loaded prompts for {', '.join(dp.classnames)}. Predict in step 4."
+        message = text(lang, "loaded", classes=", ".join(dp.classnames),
+                       modality=modality_name(lang, session.modality))
         choose = gr.update(choices=dp.classnames, value=dp.classnames[0])
-        return session, message, dp.cfg.template, rows, choose, choose
-
-
-def _path(file) -> str:
-    """Gradio gives a path, or an object / dict with one."""
-    if isinstance(file, str):
-        return file
-    if isinstance(file, dict):
-        return file.get("path") or file.get("name")
-    return getattr(file, "path", None) or getattr(file, "name")
+        organs = list(presets.modality(session.modality).organs) if session.modality else []
+        if session.organ and session.organ not in organs:
+            organs.append(session.organ)
+        return (session, message, session.modality, gr.update(choices=organs, value=session.organ),
+                dp.cfg.template, rows, choose, choose, self._prompts_file(session, dp),
+                *self._windows(lang, session.modality))
 
 
 def _rows(rows) -> list[list[str]]:
@@ -403,24 +693,43 @@ def _rows(rows) -> list[list[str]]:
     return rows or []
 
 
-def _progress_text(event: Progress, progress: gr.Progress) -> str:
+def _problems_text(lang: str, problems, heading: str) -> str:
+    """Problem files as a list under a heading; notes on files that were added after it."""
+    if not problems:
+        return ""
+
+    def line(problem) -> str:
+        error = problem.error
+        detail = error.text(lang) if isinstance(error, UserError) else text(
+            lang, "unreadable", detail=str(error))
+        return f"- {problem.where}: {detail}"
+
+    failed = [line(p) for p in problems if not p.added]
+    noted = [line(p) for p in problems if p.added]
+    out = ""
+    if failed:
+        out += "\n\n" + text(lang, heading) + "\n" + "\n".join(failed)
+    if noted:
+        out += "\n\n" + "\n".join(noted)
+    return out
+
+
+def _progress_text(event, progress, lang: str) -> str:
     if event.phase == "encode":
-        progress((event.done, event.total), desc="Reading the examples")
-        return f"Reading the examples: {event.done}/{event.total}"
-    progress((event.done, event.total), desc="Tuning")
-    return (f"Step {event.done}/{event.total} · loss {event.loss:.3f} "
-            f"(CE {event.parts['ce']:.3f}, L1 {event.parts['l1']:.4f}, KL {event.parts['kl']:.4f}) "
-            f"· train accuracy {event.accuracy:.0%}")
+        message = text(lang, "reading", done=event.done, total=event.total)
+        progress((event.done, event.total), desc=message)
+        return message
+    message = text(lang, "step", done=event.done, total=event.total, loss=event.loss,
+                   ce=event.parts["ce"], l1=event.parts["l1"], kl=event.parts["kl"],
+                   accuracy=event.accuracy)
+    progress((event.done, event.total), desc=message.split(" · ")[0])
+    return message
 
 
-def _plot(points: list[list]) -> pd.DataFrame:
-    return pd.DataFrame(points, columns=PLOT_COLUMNS)
-
-
-def _summary(history, dp: DualPrompt) -> str:
+def _summary(history, dp, lang: str) -> str:
     final = history.final
-    how = {None: "finished", "user": "stopped by you", "time budget": "stopped at the time limit"}
-    return (f"**Tuning {how[history.stopped]}** after {len(history.steps)} steps in "
-            f"{history.total_s:.1f} s ({history.precision}). On the examples: accuracy "
-            f"{final.get('accuracy', 0):.0%}, loss {final.get('loss', float('nan')):.3f}. "
-            f"Classes: {', '.join(dp.classnames)}. Predict in step 4.")
+    how = {None: "how_finished", "user": "how_user", "time budget": "how_budget"}
+    return text(lang, "summary", how=text(lang, how[history.stopped]), steps=len(history.steps),
+                seconds=history.total_s, precision=history.precision,
+                accuracy=final.get("accuracy", 0.0), loss=final.get("loss", float("nan")),
+                classes=", ".join(dp.classnames))

@@ -1,8 +1,8 @@
-"""The app's layout: five steps as tabs, wired to `Studio` handlers.
+"""The app's layout: six steps as tabs, wired to `Studio` handlers.
 
-Heavy events (tune, predict, maps, report) share one queue slot ("heavy") so a 2-core machine
-serves several users one heavy job at a time; light events run beside them. The Stop button
-bypasses the queue so it is honoured while tuning runs.
+Queues: tuning runs take turns in their own line (`TuningLine`, each waiting user told their
+place), so prediction, maps, evaluation and reading examples ("infer") never wait behind
+another user's tuning. The Stop button and light events bypass the queue.
 """
 from __future__ import annotations
 
@@ -12,17 +12,39 @@ import gradio as gr
 
 from core import presets
 from core.overlay import colorbar
-from demo.handlers import AUTO_WINDOW, WINDOW_CHOICES, Studio
+from demo import storage
+from demo.handlers import AUTO_WINDOW, MANUAL_WINDOW, Studio, window_choices
 from demo.strings import EN, KO
 
 I18N = gr.I18n(en=EN, ko=KO)
 QUEUE_SIZE = 16
+TUNING_SESSIONS = 8  # tuning generators alive at once: one runs, the others report their place
+INFER_CONCURRENCY = 2
 MAX_UPLOAD = "200mb"
-CSS = ".disclaimer {border-left: 4px solid #c33; padding-left: 10px;}"
+CSS = """
+.disclaimer {border-left: 4px solid #c33; padding-left: 10px;}
+.privacy {border-left: 4px solid #37a; padding-left: 10px; font-size: 0.92em;}
+#class-table td, #class-table th {white-space: pre-wrap !important; vertical-align: top;}
+#example-gallery .thumbnail-item, #example-gallery button {max-width: 140px; max-height: 140px;}
+"""
 
 
 def t(key: str):
     return I18N(key)
+
+
+def _window_controls(prefix: str):
+    """Window choice (CT presets only on CT tasks), manual level and width, frame or slice."""
+    with gr.Row():
+        window = gr.Dropdown(window_choices("en", "MRI"), value=AUTO_WINDOW, label=t("window"),
+                             elem_id=f"{prefix}-window")
+        level = gr.Number(40, label=t("level"), visible=False, elem_id=f"{prefix}-level")
+        width = gr.Number(400, label=t("width"), visible=False, minimum=0,
+                          elem_id=f"{prefix}-width")
+        index = gr.Number(-1, precision=0, label=t("slice"), elem_id=f"{prefix}-slice")
+    manual = (lambda choice: (gr.update(visible=choice == MANUAL_WINDOW),) * 2)
+    window.change(manual, window, [level, width], queue=False, api_visibility="private")
+    return window, level, width, index
 
 
 def build_demo(studio: Studio) -> gr.Blocks:
@@ -31,15 +53,19 @@ def build_demo(studio: Studio) -> gr.Blocks:
     first = presets.modality("MRI")
     first_organ = first.organs[0] if first.organs else None
 
-    with gr.Blocks(title="Biomed-DPT Studio", delete_cache=(1800, 3600)) as demo:
-        # Each browser session's Session is made by its first event (see handlers.ensure), so
-        # the page is served before the deep-learning stack it needs is imported.
-        session = gr.State(None, delete_callback=lambda s: s and s.close())
+    with gr.Blocks(title="Biomed-DPT Studio",
+                   delete_cache=(storage.SWEEP_EVERY_S, storage.MAX_AGE_S)) as demo:
+        # Each browser session's Session is made by its first event (after the model load).
+        session = gr.State(None, delete_callback=studio.forget)
         gr.Markdown(f"# {EN['title']}")
         gr.Markdown(t("intro"))
         gr.Markdown(t("disclaimer"), elem_classes="disclaimer")
-        status = gr.Markdown(studio.status())
-        poll = gr.Timer(2.0, active=not studio.ready)
+        gr.Markdown(t("privacy"), elem_classes="privacy", elem_id="privacy")
+        status = gr.Markdown(studio.status(), elem_id="model-status")
+        with gr.Row(visible=False) as model_actions:
+            retry = gr.Button(t("retry_model"), size="sm")
+            use_demo = gr.Button(t("use_demo_model"), size="sm", variant="secondary")
+        poll = gr.Timer(1.0, active=not studio.ready)
 
         with gr.Tab(t("tab_task")):
             preset = gr.Dropdown([(task.title, task.id) for task in tasks], value=None,
@@ -53,21 +79,28 @@ def build_demo(studio: Studio) -> gr.Blocks:
             table = gr.Dataframe(headers=[EN["class_name"], EN["class_descriptions"]],
                                  datatype=["str", "str"], column_count=(2, "fixed"),
                                  row_count=(4, "dynamic"), type="array", wrap=True,
-                                 value=[["", ""]] * 4, label=t("classes"), interactive=True)
+                                 column_widths=["22%", "78%"], max_height=520,
+                                 value=[["", ""]] * 4, label=t("classes"), interactive=True,
+                                 elem_id="class-table")
             apply = gr.Button(t("apply_task"), variant="primary")
-            task_status = gr.Markdown()
+            task_status = gr.Markdown(elem_id="task-status")
 
         with gr.Tab(t("tab_examples")):
+            example_class = gr.Dropdown([], label=t("example_class"), elem_id="example-class")
+            window, level, width, index = _window_controls("example")
             with gr.Row():
-                example_class = gr.Dropdown([], label=t("example_class"))
-                window = gr.Dropdown(WINDOW_CHOICES, value=AUTO_WINDOW, label=t("window"))
-                index = gr.Number(-1, precision=0, label=t("slice"))
-            files = gr.File(file_count="multiple", type="filepath", label=t("upload_examples"),
-                            elem_id="example-files")
+                files = gr.File(file_count="multiple", type="filepath", label=t("upload_examples"),
+                                elem_id="example-files", scale=2)
+                with gr.Column(scale=1):
+                    preview = gr.Image(type="pil", label=t("scan_preview"), interactive=False,
+                                       height=224, elem_id="example-preview")
+                    preview_text = gr.Markdown(elem_id="example-preview-text")
             add = gr.Button(t("add_examples"), variant="primary")
-            example_status = gr.Markdown()
-            counts = gr.Markdown()
-            gallery = gr.Gallery(label=t("gallery"), columns=8, height=320, allow_preview=False)
+            example_status = gr.Markdown(elem_id="example-status")
+            counts = gr.Markdown(elem_id="example-counts")
+            gallery = gr.Gallery(label=t("gallery"), columns=8, rows=None, height="auto", fit_columns=False,
+                                 object_fit="contain", allow_preview=False,
+                                 elem_id="example-gallery")
             remove = gr.Button(t("remove_selected"))
 
         with gr.Tab(t("tab_tune")):
@@ -83,30 +116,37 @@ def build_demo(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 tune = gr.Button(t("tune"), variant="primary")
                 stop = gr.Button(t("stop"), variant="stop")
-            tune_status = gr.Markdown()
-            plot = gr.LinePlot(None, x="step", y="value", color="series", label=t("progress"),
-                               x_title="step", y_title="loss / accuracy", height=260)
+            tune_status = gr.Markdown(elem_id="tune-status")
+            curve = gr.Plot(label=t("progress"), elem_id="training-curve", format="png")
 
         with gr.Tab(t("tab_predict")):
             with gr.Row():
-                with gr.Column():
-                    scan = gr.File(type="filepath", label=t("predict_upload"), elem_id="predict-scan")
-                    with gr.Row():
-                        predict_window = gr.Dropdown(WINDOW_CHOICES, value=AUTO_WINDOW,
-                                                     label=t("window"))
-                        predict_index = gr.Number(-1, precision=0, label=t("slice"))
+                with gr.Column(scale=2):
+                    scan = gr.File(type="filepath", label=t("predict_upload"),
+                                   elem_id="predict-scan")
+                    predict_window, predict_level, predict_width, predict_index = \
+                        _window_controls("predict")
                     predict = gr.Button(t("predict"), variant="primary")
-                    predict_status = gr.Markdown()
-                    tuned_label = gr.Label(num_top_classes=10, label=t("tuned_probs"))
-                    zero_label = gr.Label(num_top_classes=10, label=t("zero_shot_probs"))
-                with gr.Column():
-                    heat = gr.Image(type="pil", label=t("map"), interactive=False, height=360,
-                                    elem_id="attention-map")
-                    gr.Image(colorbar(width=360), show_label=False, interactive=False,
-                             container=False, height=44, buttons=[])
-                    map_class = gr.Dropdown([], label=t("map_class"))
-                    alpha = gr.Slider(0, 1, value=0.45, step=0.05, label=t("opacity"))
-                    report = gr.DownloadButton(t("report"))
+                    predict_status = gr.Markdown(elem_id="predict-status")
+                    tuned_label = gr.Label(num_top_classes=10, label=t("tuned_probs"),
+                                           elem_id="tuned-probs")
+                    zero_label = gr.Label(num_top_classes=10, label=t("zero_shot_probs"),
+                                          elem_id="zero-probs")
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        scan_view = gr.Image(type="pil", label=t("scan_view"), interactive=False,
+                                             height=300, elem_id="scan-view", buttons=[])
+                        heat = gr.Image(type="pil", label=t("map"), interactive=False,
+                                        height=300, elem_id="attention-map", buttons=[])
+                    legend = gr.Image(colorbar(width=360), show_label=False, interactive=False,
+                                      container=False, height=44, buttons=[], elem_id="legend")
+                    with gr.Row():
+                        map_class = gr.Dropdown([], label=t("map_class"), elem_id="map-class")
+                        cmap = gr.Radio(["jet", "cividis"], value="jet", label=t("colour_map"),
+                                        elem_id="colour-map")
+                    alpha = gr.Slider(0, 1, value=0.45, step=0.05, label=t("opacity"),
+                                      elem_id="opacity")
+                    report = gr.DownloadButton(t("report"), value=None, elem_id="report")
 
         with gr.Tab(t("tab_evaluate")):
             gr.Markdown(t("eval_intro"))
@@ -116,64 +156,97 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 with gr.Column():
                     test_files = gr.File(file_count="multiple", type="filepath",
                                          label=t("eval_files"), elem_id="test-files")
-                    test_class = gr.Dropdown([], label=t("eval_class"))
-            with gr.Row():
-                test_window = gr.Dropdown(WINDOW_CHOICES, value=AUTO_WINDOW, label=t("window"))
-                test_index = gr.Number(-1, precision=0, label=t("slice"))
+                    test_class = gr.Dropdown([], label=t("eval_class"), elem_id="test-class")
+            test_window, test_level, test_width, test_index = _window_controls("test")
             add_test = gr.Button(t("add_test"))
-            test_status = gr.Markdown()
-            test_counts = gr.Markdown()
+            test_status = gr.Markdown(elem_id="test-status")
+            test_counts = gr.Markdown(elem_id="test-counts")
             run_eval = gr.Button(t("evaluate"), variant="primary")
-            eval_status = gr.Markdown()
-            metrics = gr.Dataframe(label=t("metrics"), interactive=False)
+            eval_status = gr.Markdown(elem_id="eval-status")
+            metrics = gr.Dataframe(label=t("metrics"), interactive=False, visible=True,
+                                   value=None, elem_id="metrics")
             with gr.Row():
-                confusion_zero = gr.Plot(label=t("confusion_zero"))
-                confusion_tuned = gr.Plot(label=t("confusion_tuned"))
+                confusion_zero = gr.Plot(show_label=False, elem_id="confusion-zero", format="png")
+                confusion_tuned = gr.Plot(show_label=False, elem_id="confusion-tuned",
+                                          format="png")
 
         with gr.Tab(t("tab_prompts")):
-            save = gr.DownloadButton(t("save_prompts"))
-            load = gr.File(type="filepath", file_types=[".safetensors"], label=t("load_prompts"))
-            prompts_status = gr.Markdown()
+            save = gr.DownloadButton(t("save_prompts"), value=None, elem_id="save-prompts")
+            load = gr.File(type="filepath", file_types=[".safetensors"], label=t("load_prompts"),
+                           elem_id="load-prompts")
+            prompts_status = gr.Markdown(elem_id="prompts-status")
 
         # ---- wiring ---------------------------------------------------------------------
-        demo.load(studio.status, None, status, queue=False, api_name="status")
-        poll.tick(studio.status_until_ready, None, [status, poll], queue=False)
-        modality.change(studio.modality_changed, modality, [organ, template], queue=False)
-        organ.change(studio.organ_changed, [modality, organ], template, queue=False)
-        preset.change(studio.preset_chosen, preset,
-                      [modality, organ, template, table, lambda_l1, lambda_kl], queue=False)
+        windows = [window, predict_window, test_window]
+        demo.load(studio.on_load, None,
+                  [status, poll, model_actions, preset, modality, *windows, curve],
+                  queue=False, api_name="status")
+        demo.unload(studio.close_session)
+        model_view = [status, poll, model_actions]
+        poll.tick(studio.status_until_ready, None, model_view, queue=False, api_visibility="private")
+        retry.click(studio.retry_load, None, model_view, queue=False, api_visibility="private")
+        use_demo.click(studio.use_demo_model, None, model_view, queue=False, api_visibility="private")
+        for upload in (files, scan, test_zip, test_files, load):
+            upload.upload(studio.remember_upload, upload, None, queue=False, api_visibility="private")
+
+        modality.input(studio.modality_changed, modality, [organ, template], queue=False,
+                       api_visibility="private")
+        organ.input(studio.organ_changed, [modality, organ], template, queue=False,
+                    api_visibility="private")
+        preset.input(studio.preset_chosen, preset,
+                     [modality, organ, template, table, lambda_l1, lambda_kl, task_status],
+                     queue=False, api_visibility="private")
         apply.click(studio.set_task, [session, modality, organ, template, table, lambda_l1, lambda_kl],
-                    [session, task_status, example_class, test_class, gallery, counts],
+                    [session, task_status, example_class, test_class, gallery, counts, *windows],
                     api_name="set_task")
-        add.click(studio.add_examples, [session, files, example_class, window, index],
+
+        view_inputs = [files, window, level, width, index]
+        for trigger in (files.change, window.input, index.submit, level.submit, width.submit):
+            trigger(studio.preview, view_inputs, [preview, preview_text],
+                    concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
+        add.click(studio.add_examples, [session, files, example_class, window, level, width, index],
                   [session, files, example_status, gallery, counts], api_name="add_examples",
-                  concurrency_id="heavy", concurrency_limit=1)
-        gallery.select(studio.select_example, session, [session, example_status], queue=False)
+                  concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY)
+        gallery.select(studio.select_example, session, [session, example_status], queue=False,
+                       api_visibility="private")
         remove.click(studio.remove_selected, session, [session, example_status, gallery, counts],
                      api_name="remove_selected")
+
         tune.click(studio.tune, [session, recipe, lambda_l1, lambda_kl, steps, epochs, seed],
-                   [session, tune_status, plot, map_class], api_name="tune",
-                   concurrency_id="heavy", concurrency_limit=1)
+                   [session, tune_status, curve, map_class, save], api_name="tune",
+                   concurrency_id="tune", concurrency_limit=TUNING_SESSIONS,
+                   show_progress_on=[tune_status])
         stop.click(studio.stop, session, tune_status, queue=False, api_name="stop")
-        predict.click(studio.predict, [session, scan, predict_window, predict_index, alpha],
-                      [session, tuned_label, zero_label, heat, map_class, predict_status],
-                      api_name="predict", concurrency_id="heavy", concurrency_limit=1)
-        map_class.input(studio.change_map, [session, map_class, alpha], [session, heat],
-                        concurrency_id="heavy", concurrency_limit=1)
-        alpha.release(studio.change_map, [session, map_class, alpha], [session, heat],
-                      concurrency_id="heavy", concurrency_limit=1)
-        report.click(studio.report, [session, map_class, alpha], report, api_name="report",
-                     concurrency_id="heavy", concurrency_limit=1)
+
+        predict.click(studio.predict,
+                      [session, scan, predict_window, predict_level, predict_width,
+                       predict_index, alpha, cmap],
+                      [session, tuned_label, zero_label, scan_view, heat, map_class,
+                       predict_status, report],
+                      api_name="predict", concurrency_id="infer",
+                      concurrency_limit=INFER_CONCURRENCY)
+        map_inputs = [session, map_class, alpha, cmap]
+        map_outputs = [session, heat, report]
+        for trigger, name in ((map_class.input, "change_map"), (alpha.release, None),
+                              (cmap.input, None)):
+            trigger(studio.change_map, map_inputs, map_outputs, api_name=name,
+                    api_visibility="public" if name else "private", concurrency_id="infer",
+                    concurrency_limit=INFER_CONCURRENCY)
+        cmap.input(lambda c: colorbar(c, width=360), cmap, legend, queue=False, api_visibility="private")
+
         add_test.click(studio.add_test_scans,
-                       [session, test_zip, test_files, test_class, test_window, test_index],
+                       [session, test_zip, test_files, test_class, test_window, test_level,
+                        test_width, test_index],
                        [session, test_zip, test_files, test_status, test_counts],
-                       api_name="add_test_scans", concurrency_id="heavy", concurrency_limit=1)
+                       api_name="add_test_scans", concurrency_id="infer",
+                       concurrency_limit=INFER_CONCURRENCY)
         run_eval.click(studio.evaluate, session,
                        [session, eval_status, metrics, confusion_zero, confusion_tuned],
-                       api_name="evaluate", concurrency_id="heavy", concurrency_limit=1)
-        save.click(studio.save_prompts, session, save, api_name="save_prompts")
+                       api_name="evaluate", concurrency_id="infer",
+                       concurrency_limit=INFER_CONCURRENCY)
         load.upload(studio.load_prompts, [session, load],
-                    [session, prompts_status, template, table, example_class, test_class],
+                    [session, prompts_status, modality, organ, template, table, example_class,
+                     test_class, save, *windows],
                     api_name="load_prompts")
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=4)
     return demo
@@ -201,6 +274,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, argparse.Namespace]:
     args = parse_args(argv)
+    storage.start()
     studio = Studio.start(args.backbone, args.device, background=True,
                           time_budget_s=args.time_budget)
     return build_demo(studio), args

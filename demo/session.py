@@ -1,10 +1,11 @@
 """One browser session's work: the task, the labelled examples, the tuned prompts, the last
 prediction. Plain Python over the core; the Gradio handlers in `handlers.py` only translate
-between widgets and these objects. Images are kept in memory, never written to disk."""
+between widgets and these objects. Images are kept in memory, never written to disk; the files
+they came from are the handlers' (and `storage`'s) business."""
 from __future__ import annotations
 
+import hashlib
 import itertools
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,16 +16,21 @@ import torch
 from PIL import Image
 
 from core.backbone import Backbone, autocast, resolve_precision
-from core.errors import PromptError, ScanError, StudioError
+from core.errors import ScanError, StudioError
 from core.explain import model_view, overlay, relevance_maps
 from core.evaluate import EvaluationResult, FeatureCache, compare, evaluate
-from core.imaging import Scan, labelled_zip, load_scan, suggest_modality, to_rgb
+from core.imaging import WINDOW_PRESETS, Scan, labelled_zip, load_scan, suggest_modality, to_rgb
 from core.prompts import DualPrompt, PromptConfig
 from core.train import History
+from demo.messages import UserError
 
 MAX_EXAMPLES = 400
 MAX_CLASSES = 20
 THUMBNAIL = 160
+# Modalities whose pictures are in colour; the others are greyscale (ultrasound may carry a
+# little colour Doppler, which stays far below the threshold of `looks_coloured`).
+COLOUR_MODALITIES = frozenset({"dermoscopy", "fundus", "histopathology", "endoscopy"})
+GREY_MODALITIES = frozenset({"X-ray", "CT", "MRI", "ultrasound", "OCT"})
 _ids = itertools.count(1)
 
 
@@ -37,6 +43,25 @@ class Example:
     image: Image.Image  # RGB, windowed, the chosen slice
     thumbnail: Image.Image
     name: str  # a display name; never the uploaded file's own name
+    digest: str = ""  # of the picture's pixels: finds the same scan uploaded twice
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file that was not added (or was added with a note), named as the user uploaded it.
+    Shown to that user only; never logged or kept beyond the reply."""
+
+    where: str
+    error: StudioError
+    added: bool = False
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """What setting a task did to the examples: classes renamed (examples kept) or removed."""
+
+    renamed: list[tuple[str, str, int]]
+    removed: list[tuple[str, int]]
 
 
 @dataclass
@@ -50,6 +75,11 @@ class Prediction:
     maps: dict[int, np.ndarray] = field(default_factory=dict)
     classnames: list[str] = field(default_factory=list)
     suggested_modality: str | None = None
+    colour_mismatch: str | None = None  # "colour_in_grey" / "grey_in_colour" for the task
+    window: str = "auto"  # how the scan was drawn, for the report
+    frame: int | None = None
+    n_frames: int = 1
+    digest: str = ""
 
 
 class StopFlag:
@@ -88,28 +118,52 @@ class Session:
     stop: StopFlag = field(default_factory=StopFlag)
     test_set: list[Example] = field(default_factory=list)  # labelled scans for evaluation
     features: FeatureCache = field(default_factory=FeatureCache)  # image features, re-used
-    files: list[str] = field(default_factory=list)  # uploads and downloads of this session
+    owner: str = ""  # the browser session's id: whose files are whose
     _zero: tuple | None = field(default=None, repr=False)
 
     # ---- task ---------------------------------------------------------------------------------
     def set_task(self, bb: Backbone, template: str, rows: Iterable[Sequence[str]],
                  modality: str | None = None, organ: str | None = None,
-                 lambdas: tuple[float, float] | None = None) -> DualPrompt:
+                 lambdas: tuple[float, float] | None = None) -> TaskChange:
         """Check and keep a task. Rows are (class name, descriptions with one sentence per
-        line). Examples of classes that no longer exist are dropped. Returns the zero-shot
-        classifier of the task (building it is the check)."""
+        line). A class whose name changed in its row keeps its examples (a rename); the
+        examples of classes that are gone are dropped, and the change says so. Building the
+        task's zero-shot classifier is the check, and it is kept for Predict and Evaluate."""
         classes, descriptions = parse_class_rows(rows)
         l1, kl = lambdas if lambdas is not None else (self.lambda_l1, self.lambda_kl)
         cfg = PromptConfig(template=template.strip(), lambda_l1=float(l1), lambda_kl=float(kl))
         zero_shot = DualPrompt(bb, classes, cfg, descriptions).zero_shot()
+        change = self._follow_classes(classes)
         self.template, self.classes, self.descriptions = cfg.template, classes, descriptions
         self.lambda_l1, self.lambda_kl = cfg.lambda_l1, cfg.lambda_kl
         if modality:
             self.modality, self.organ = modality, organ
-        self.examples = [e for e in self.examples if e.label in classes]
         self.selected = None
-        self._zero = ((self.template, tuple(classes)), zero_shot)  # predict re-uses it
-        return zero_shot
+        self._zero = ((self.template, tuple(classes)), zero_shot)
+        return change
+
+    def _follow_classes(self, classes: list[str]) -> TaskChange:
+        """Relabel the examples of renamed classes (same row, new name) and drop those of
+        removed classes."""
+        old = self.classes
+        renames = {}
+        for i, name in enumerate(old):
+            if name not in classes and i < len(classes) and classes[i] not in old:
+                renames[name] = classes[i]
+        renamed = []
+        for before, after in renames.items():
+            n = 0
+            for example in self.examples + self.test_set:
+                if example.label == before:
+                    example.label = after
+                    example.name = after + example.name[len(before):]
+                    n += any(example is e for e in self.examples)
+            renamed.append((before, after, n))
+        removed = [(c, sum(e.label == c for e in self.examples)) for c in old
+                   if c not in classes and c not in renames]
+        self.examples = [e for e in self.examples if e.label in classes]
+        self.test_set = [e for e in self.test_set if e.label in classes]
+        return TaskChange(renamed, removed)
 
     def prompt_config(self, **changes) -> PromptConfig:
         return PromptConfig(template=self.template, lambda_l1=self.lambda_l1,
@@ -125,37 +179,44 @@ class Session:
 
     def require_task(self) -> None:
         if len(self.classes) < 2:
-            raise PromptError("Set up the task first: at least two classes (step 1).")
+            raise UserError("need_task")
 
     # ---- examples -----------------------------------------------------------------------------
-    def add_examples(self, paths: Sequence[str], label: str, window=None, index: int | None = None
-                     ) -> tuple[int, list[str]]:
-        """Read each file; keep the good ones, report the bad ones by position (never by the
-        file's name, which may identify a patient). Only the decoded pictures are kept."""
+    def add_examples(self, files: Sequence[tuple[str, str]], label: str, window=None,
+                     index: int | None = None) -> tuple[int, list[Problem]]:
+        """Read each (path, name as uploaded) file; keep the good ones, report the others by
+        their name. Only the decoded pictures are kept; the same picture twice is skipped."""
         self.require_task()
         if label not in self.classes:
-            raise PromptError(f"Choose which class these examples belong to ({', '.join(self.classes)}).")
-        items = [(label, path, f"File {n}") for n, path in enumerate(paths, start=1)]
+            raise UserError("choose_class", classes=", ".join(self.classes))
+        items = [(label, path, name) for path, name in files]
         return self._read_into(self.examples, "examples", items, window, index,
                                lambda lab, kept: f"{lab} #{sum(e.label == lab for e in kept) + 1}")
 
     def _read_into(self, target: list[Example], kind: str, items, window, index, name
-                   ) -> tuple[int, list[str]]:
-        """Read (class, path, where) items into `target`; a bad file is reported by `where`
-        (a position, never its name, which may identify a patient) and loses nothing else."""
+                   ) -> tuple[int, list[Problem]]:
+        """Read (class, path, where) items into `target`; a file that cannot be read is
+        reported by `where` and loses nothing else."""
         added, problems = 0, []
+        seen = {e.digest: e for e in target}
         for label, path, where in items:
             try:
                 if len(target) >= MAX_EXAMPLES:
-                    raise ScanError(f"At most {MAX_EXAMPLES} {kind} can be kept in one session.")
-                picture = scan_picture(load_scan(path), window, index)
-                target.append(Example(next(_ids), label, picture, thumbnail(picture),
-                                      name(label, target)))
+                    raise UserError("too_many_examples", limit=MAX_EXAMPLES, kind=kind)
+                scan = load_scan(path)
+                picture, note = scan_picture(scan, window, index)
+                digest = picture_digest(picture)
+                if digest in seen:
+                    raise UserError("duplicate_of", other=seen[digest].name)
+                example = Example(next(_ids), label, picture, thumbnail(picture),
+                                  name(label, target), digest)
+                target.append(example)
+                seen[digest] = example
                 added += 1
+                if note is not None:
+                    problems.append(Problem(where, note, added=True))
             except StudioError as exc:
-                problems.append(f"{where}: {exc}")
-            finally:
-                self.uploaded(path)
+                problems.append(Problem(where, exc))
         return added, problems
 
     def remove_selected(self) -> Example | None:
@@ -173,7 +234,7 @@ class Session:
         self.require_task()
         missing = [c for c, n in self.counts().items() if n == 0]
         if missing:
-            raise PromptError(f"Add at least one example for {', '.join(missing)} (step 2).")
+            raise UserError("need_examples", classes=", ".join(missing))
         index = {c: i for i, c in enumerate(self.classes)}
         return [e.image for e in self.examples], [index[e.label] for e in self.examples]
 
@@ -183,39 +244,41 @@ class Session:
         return DualPrompt(bb, self.classes, cfg, self.descriptions)
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def add_test_files(self, paths: Sequence[str], label: str, window=None,
-                       index: int | None = None) -> tuple[int, list[str]]:
+    def add_test_files(self, files: Sequence[tuple[str, str]], label: str, window=None,
+                       index: int | None = None) -> tuple[int, list[Problem]]:
         """Labelled scans for evaluation, given with their class."""
         self.require_task()
         if label not in self.classes:
-            raise PromptError(f"Choose the class of these scans ({', '.join(self.classes)}).")
-        return self._add_test([(label, p, f"File {n}") for n, p in enumerate(paths, start=1)],
-                              window, index)
+            raise UserError("choose_test_class", classes=", ".join(self.classes))
+        return self._add_test([(label, p, name) for p, name in files], window, index)
 
     def add_test_zip(self, path: str, window=None, index: int | None = None
-                     ) -> tuple[int, list[str]]:
-        """Labelled scans for evaluation from a zip holding one folder per class."""
+                     ) -> tuple[int, list[Problem]]:
+        """Labelled scans for evaluation from a zip holding one folder per class; each is
+        reported by its path inside the zip."""
         self.require_task()
         by_key = {" ".join(c.split()).casefold(): c for c in self.classes}
-        try:
-            with tempfile.TemporaryDirectory(prefix="biomed-dpt-eval-") as folder:
-                items, problems = [], []
-                for n, (folder_name, member) in enumerate(labelled_zip(path, folder), start=1):
-                    label = by_key.get(" ".join(folder_name.split()).casefold())
-                    if label is None:
-                        problems.append(f"File {n} of the zip: its folder "
-                                        f"{folder_name or '(none)'!r} is not one of the classes; "
-                                        f"put each scan in a folder named after its class.")
-                    else:
-                        items.append((label, str(member), f"File {n} of the zip"))
-                added, unreadable = self._add_test(items, window, index)
-        finally:
-            self.uploaded(path)
+        with tempfile.TemporaryDirectory(prefix="biomed-dpt-eval-") as folder:
+            items, problems = [], []
+            for folder_name, member in labelled_zip(path, folder):
+                where = Path(member).relative_to(folder).as_posix()
+                label = by_key.get(" ".join(folder_name.split()).casefold())
+                if label is None:
+                    problems.append(Problem(where, UserError(
+                        "zip_folder", folder=repr(folder_name or "(none)"))))
+                else:
+                    items.append((label, str(member), where))
+            added, unreadable = self._add_test(items, window, index)
         return added, problems + unreadable
 
-    def _add_test(self, items, window, index) -> tuple[int, list[str]]:
+    def _add_test(self, items, window, index) -> tuple[int, list[Problem]]:
         return self._read_into(self.test_set, "test scans", items, window, index,
                                lambda label, kept: f"{label} (test)")
+
+    def overlap(self) -> int:
+        """Test scans that are also training examples (the same picture)."""
+        training = {e.digest for e in self.examples}
+        return sum(e.digest in training for e in self.test_set)
 
     def test_counts(self) -> dict[str, int]:
         return {c: sum(e.label == c for e in self.test_set) for c in self.classes}
@@ -224,8 +287,7 @@ class Session:
         """Zero-shot and (when tuned) the tuned prompts on the test set, side by side."""
         self.require_task()
         if not self.test_set:
-            raise PromptError("Add labelled test scans first (a zip of class folders, or files "
-                              "with their class).")
+            raise UserError("need_tests")
         pictures = [e.image for e in self.test_set]
         labels = [e.label for e in self.test_set]
         if self.tuned is None:
@@ -238,11 +300,8 @@ class Session:
     def predict(self, bb: Backbone, path: str, window=None, index: int | None = None,
                 precision: str = "auto") -> Prediction:
         self.require_task()
-        try:
-            scan = load_scan(path)
-        finally:
-            self.uploaded(path)
-        picture = scan_picture(scan, window, index)
+        scan = load_scan(path)
+        picture, _ = scan_picture(scan, window, index)
         classifier = self.tuned
         zero = self.zero_shot(bb)
         pixels = bb.pixels([picture])
@@ -258,7 +317,11 @@ class Session:
             view=model_view(picture, bb.image_size), pixels=pixels,
             tuned=_as_dict(names, tuned_probs) if tuned_probs is not None else {},
             zero_shot=_as_dict(zero.classnames, zero_probs), classnames=list(names),
-            suggested_modality=suggest_modality(scan))
+            suggested_modality=suggest_modality(scan),
+            colour_mismatch=colour_mismatch(picture, self.modality),
+            window=_window_name(window if _window_applies(scan, window) else None),
+            frame=frame_used(scan, index), n_frames=scan.n_frames,
+            digest=picture_digest(picture))
         prediction.maps[top] = relevance_maps(explained, pixels, [top])[0]
         self.prediction = prediction
         return prediction
@@ -266,36 +329,21 @@ class Session:
     def map_for(self, bb: Backbone, class_name: str) -> np.ndarray:
         p = self.prediction
         if p is None:
-            raise PromptError("Predict a scan first.")
+            raise UserError("predict_first")
         if class_name not in p.classnames:
-            raise PromptError(f"{class_name!r} is not one of the predicted classes.")
+            raise UserError("not_a_class", name=repr(class_name))
         k = p.classnames.index(class_name)
         if k not in p.maps:
             explained = self.tuned if self.tuned is not None else self.zero_shot(bb)
             p.maps[k] = relevance_maps(explained, p.pixels, [k])[0]
         return p.maps[k]
 
-    def overlay_for(self, bb: Backbone, class_name: str, alpha: float) -> Image.Image:
-        return overlay(self.prediction.view, self.map_for(bb, class_name), alpha=alpha)
-
-    # ---- files ------------------------------------------------------------------------------------
-    def uploaded(self, path: str) -> None:
-        """Remember an upload so that it is deleted when the session ends. (Not at once: the
-        server keeps one copy of identical files, which another session may be reading.)"""
-        if path and path not in self.files:
-            self.files.append(str(path))
-
-    def new_file(self, suffix: str) -> Path:
-        handle, name = tempfile.mkstemp(prefix="biomed-dpt-", suffix=suffix)
-        os.close(handle)
-        self.files.append(name)
-        return Path(name)
+    def overlay_for(self, bb: Backbone, class_name: str, alpha: float, cmap: str = "jet"
+                    ) -> Image.Image:
+        return overlay(self.prediction.view, self.map_for(bb, class_name), alpha=alpha, cmap=cmap)
 
     def close(self) -> None:
-        """Forget everything and delete this session's files (the browser tab was closed)."""
-        for name in self.files:
-            discard_upload(name)
-        self.files.clear()
+        """Forget everything (the browser tab was closed)."""
         self.examples.clear()
         self.test_set.clear()
         self.features = FeatureCache()
@@ -316,33 +364,75 @@ def parse_class_rows(rows: Iterable[Sequence[str]]) -> tuple[list[str], dict[str
         if lines:
             descriptions[name] = lines
     if len(classes) > MAX_CLASSES:
-        raise PromptError(f"{len(classes)} classes is more than the {MAX_CLASSES} this app handles.")
+        raise UserError("too_many_classes", n=len(classes), limit=MAX_CLASSES)
     return classes, descriptions
 
 
-def scan_picture(scan: Scan, window=None, index: int | None = None) -> Image.Image:
-    """The RGB picture of one frame or slice, windowed."""
-    if index is not None and scan.n_frames > 1:
-        index = min(max(int(index), 0), scan.n_frames - 1)
-    elif scan.n_frames <= 1:
-        index = None
-    return to_rgb(scan, window=window or None, index=index)
+def scan_picture(scan: Scan, window=None, index: int | None = None
+                 ) -> tuple[Image.Image, StudioError | None]:
+    """The RGB picture of one frame or slice, windowed, and a note when the window asked for
+    does not apply (a CT window on a file that is not in Hounsfield units: its own is used).
+    A frame or slice number past the last one is an error, never silently moved."""
+    note = None
+    if not _window_applies(scan, window):
+        note = UserError("ct_window_on_other", window=str(window))
+        window = None
+    frame = frame_used(scan, index)
+    return to_rgb(scan, window=window or None, index=frame), note
+
+
+def frame_used(scan: Scan, index: int | None) -> int | None:
+    """The frame drawn: the one asked for in a multi-frame scan (checked), else None (the
+    middle one; a single image has only one)."""
+    if index is None or scan.n_frames <= 1:
+        return None
+    if not 0 <= int(index) < scan.n_frames:
+        label = scan.frame_label
+        raise ScanError(f"There is no {label} {int(index)}: this scan has {scan.n_frames} "
+                        f"{label}s (0 to {scan.n_frames - 1}).")
+    return int(index)
+
+
+def _window_applies(scan: Scan, window) -> bool:
+    """A CT preset applies to Hounsfield units only."""
+    return not (isinstance(window, str) and window in WINDOW_PRESETS and scan.units != "HU")
+
+
+def _window_name(window) -> str:
+    if window is None:
+        return "auto"
+    if isinstance(window, tuple):
+        return f"level {window[0]:g}, width {window[1]:g}"
+    return str(window)
+
+
+def picture_digest(picture: Image.Image) -> str:
+    return hashlib.sha1(f"{picture.mode}{picture.size}".encode() + picture.tobytes()).hexdigest()
+
+
+def colour_mismatch(picture: Image.Image, modality: str | None) -> str | None:
+    """'colour_in_grey' when a colour picture is given to a greyscale modality's task,
+    'grey_in_colour' for the reverse, else None."""
+    coloured = looks_coloured(picture)
+    if coloured and modality in GREY_MODALITIES:
+        return "colour_in_grey"
+    if not coloured and modality in COLOUR_MODALITIES:
+        return "grey_in_colour"
+    return None
+
+
+def looks_coloured(picture: Image.Image, chroma: int = 24, share: float = 0.2) -> bool:
+    """Whether more than `share` of the pixels are clearly coloured (max - min channel above
+    `chroma` of 255)."""
+    small = np.asarray(picture.convert("RGB").resize((96, 96)), dtype=np.int16)
+    spread = small.max(axis=2) - small.min(axis=2)
+    return float((spread > chroma).mean()) > share
 
 
 def thumbnail(picture: Image.Image) -> Image.Image:
     small = picture.copy()
     small.thumbnail((THUMBNAIL, THUMBNAIL))
     return small
-
-
-def discard_upload(path: str | os.PathLike | None) -> None:
-    """Delete an uploaded or generated file."""
-    if not path:
-        return
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def _as_dict(names: Sequence[str], probs: torch.Tensor) -> dict[str, float]:

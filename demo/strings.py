@@ -8,8 +8,19 @@ EN = {
              "and see where the model looked.",
     "disclaimer": "**For research and teaching only.** Not a medical device; predictions must "
                   "not be used for diagnosis or treatment. Do not upload scans you are not "
-                  "allowed to share. Only the pictures are kept while you work; uploaded files "
-                  "and downloads are deleted when you close the page.",
+                  "allowed to share.",
+    "privacy": "**Your files:** only the decoded pictures are kept, in memory, while you work. "
+               "Uploaded files and downloads are deleted within a minute of closing this page, "
+               "and all of them when the server stops; files sent through the API are deleted "
+               "within an hour. Names and other identifying DICOM fields are never kept, shown "
+               "or logged.",
+    "retry_model": "Try loading the model again",
+    "use_demo_model": "Continue with the demo model (meaningless predictions)",
+    "level": "Window level (centre)",
+    "width": "Window width",
+    "scan_preview": "The picture the model will see (first file)",
+    "scan_view": "Scan (the model's view)",
+    "colour_map": "Colour map",
     "tab_task": "1 · Task",
     "tab_examples": "2 · Examples",
     "tab_tune": "3 · Tune",
@@ -38,7 +49,7 @@ EN = {
     "apply_task": "Use this task",
     "example_class": "These examples belong to",
     "upload_examples": "Scans (DICOM with or without extension, PNG, JPEG, TIFF, NIfTI, zip)",
-    "window": "CT window",
+    "window": "Window",
     "slice": "Frame or slice (volumes and multi-frame files; -1 = middle)",
     "add_examples": "Add examples",
     "gallery": "Examples (click one to select it)",
@@ -74,8 +85,18 @@ KO = {
              "과제를 정하고, 예시를 추가하고, 프롬프트를 튜닝한 뒤 예측하고 모델이 어디를 보았는지 "
              "확인하세요.",
     "disclaimer": "**연구 및 교육용입니다.** 의료기기가 아니며, 예측 결과를 진단이나 치료에 사용해서는 "
-                  "안 됩니다. 공유가 허락되지 않은 영상은 올리지 마세요. 파일은 메모리에서 읽은 뒤 즉시 "
-                  "삭제되며, 페이지를 닫으면 아무것도 남지 않습니다.",
+                  "안 됩니다. 공유가 허락되지 않은 영상은 올리지 마세요.",
+    "privacy": "**내 파일:** 작업하는 동안 해독된 영상만 메모리에 보관됩니다. 올린 파일과 내려받을 "
+               "파일은 이 페이지를 닫은 뒤 1분 안에 삭제되고, 서버가 멈추면 모두 삭제됩니다. API로 "
+               "보낸 파일은 1시간 안에 삭제됩니다. 이름 등 개인을 식별할 수 있는 DICOM 항목은 "
+               "보관하거나 표시하거나 기록하지 않습니다.",
+    "retry_model": "모델 다시 불러오기",
+    "use_demo_model": "데모 모델로 계속하기 (예측에 의미 없음)",
+    "level": "창 중심값 (level)",
+    "width": "창 폭 (width)",
+    "scan_preview": "모델이 보게 될 영상 (첫 번째 파일)",
+    "scan_view": "영상 (모델이 본 모습)",
+    "colour_map": "색상표",
     "tab_task": "1 · 과제",
     "tab_examples": "2 · 예시",
     "tab_tune": "3 · 튜닝",
@@ -103,7 +124,7 @@ KO = {
     "apply_task": "이 과제 사용",
     "example_class": "이 예시들의 클래스",
     "upload_examples": "영상 (확장자 없는 DICOM 포함, PNG, JPEG, TIFF, NIfTI, zip)",
-    "window": "CT 창(window)",
+    "window": "창(window)",
     "slice": "프레임 또는 슬라이스 (볼륨·다중 프레임; -1 = 가운데)",
     "add_examples": "예시 추가",
     "gallery": "예시 (클릭하여 선택)",

@@ -168,8 +168,13 @@ def test_summary_rows_put_results_side_by_side():
     header, rows = summary_rows({"zero-shot": a, "tuned": b})
     assert header == ["metric", "zero-shot", "tuned"]
     assert rows[0] == ["accuracy", 50.0, 100.0]
-    assert [r[0] for r in rows] == ["accuracy", "balanced accuracy", "macro F1", "F1: x",
-                                    "F1: y", "recall: x", "recall: y"]
+    assert [r[0] for r in rows] == ["accuracy", "balanced accuracy", "macro F1",
+                                    "precision: x", "precision: y", "recall: x", "recall: y",
+                                    "F1: x", "F1: y"]
+    # zero-shot predicts x for both: precision of x is 1/2, of y 0 (never predicted)
+    assert rows[3] == ["precision: x", 50.0, 100.0] and rows[4] == ["precision: y", 0.0, 100.0]
+    _, named = summary_rows({"a": a}, {"precision": "정밀도: {name}"})
+    assert named[3][0] == "정밀도: x"
 
 
 # ---- the figure ---------------------------------------------------------------------------

@@ -1,0 +1,335 @@
+"""Server-side text in English and Korean, chosen from the request's language.
+
+`gr.I18n` (see strings.py) translates the page's static labels in the browser; everything the
+server writes at run time (status lines, messages, toasts, table headers, window and task names)
+comes from here. `UserError` carries a message key, so that the handler that shows it can pick
+the user's language.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import StudioError
+
+LANGUAGES = ("en", "ko")
+
+EN: dict[str, str] = {
+    # toasts
+    "toast_problem": "Please check",
+    "toast_done": "Done",
+    # model status
+    "loading": "⏳ Loading the model… ({seconds:.0f} s so far). You can set up the task meanwhile.",
+    "still_loading": "The model is still loading ({seconds:.0f} s so far); try again in a moment.",
+    "model_failed": "⚠️ **The model could not be loaded.** {problem}",
+    "model_failed_actions": "You can try loading it again, or continue with the demo model: "
+                            "random weights, so its predictions are meaningless, but every step "
+                            "of the workflow is real.",
+    "not_loaded": "The model is not loaded. {problem}",
+    "model_ready": "Model: `{name}` on {device}.",
+    "demo_model": "⚠️ **Demo model** (`{name}`, random weights): its predictions are "
+                  "meaningless; use it to learn the workflow.",
+    "unexpected": "Something went wrong on our side; your work so far is kept. Please try again.",
+    # step 1
+    "task_set": "Task set: {n} classes ({classes}). Now add a few examples of each (step 2).",
+    "renamed": "Renamed {old} to {new}; its {n} examples were kept.",
+    "class_removed": "Removed the class {name} and its {n} examples.",
+    "need_task": "Set up the task first: at least two classes (step 1).",
+    "too_many_classes": "{n} classes is more than the {limit} this app handles.",
+    "task_chosen": "{title}: {description}",
+    # step 2
+    "choose_files": "Choose one or more scans to add.",
+    "choose_class": "Choose which class these examples belong to ({classes}).",
+    "added_examples": "Added {n} examples of {label}.",
+    "added_example": "Added 1 example of {label}.",
+    "not_added": "Some files were not added:",
+    "duplicate_of": "the same picture as {other}, which is already there; skipped.",
+    "too_many_examples": "At most {limit} {kind} can be kept in one session.",
+    "unreadable": "{detail}",
+    "ct_window_on_other": "{window} is a CT window (Hounsfield units); this file is not CT, so "
+                          "its own window was used.",
+    "selected": "Selected {name}. Press “Remove selected example” to drop it.",
+    "removed": "Removed {name}.",
+    "select_first": "Click an example first to select it.",
+    "counts_none": "No task yet.",
+    "example_name": "{label} #{n}",
+    "manual_needs_width": "For a manual window give a level and a width greater than zero.",
+    "preview": "{kind}, {rows} × {columns}{frames}. This is the picture the model will see.",
+    "preview_frames": ", {label} {index} of 0–{last}",
+    "preview_failed": "This file cannot be shown: {detail}",
+    # step 3
+    "line_wait": "Waiting for the tuning slot: you are number {position} in line "
+                 "(about {seconds:.0f} s).",
+    "reading": "Reading the examples: {done}/{total}",
+    "step": "Step {done}/{total} · loss {loss:.3f} (CE {ce:.3f}, L1 {l1:.4f}, KL {kl:.4f}) · "
+            "train accuracy {accuracy:.0%}",
+    "stopping": "Stopping after the current step…",
+    "stopped_early_kept": "**Stopped before the first step**: nothing was learned, so the "
+                          "previous prompts are kept.",
+    "stopped_early_none": "**Stopped before the first step**: nothing was learned, and there "
+                          "are no tuned prompts yet.",
+    "summary": "**Tuning {how}** after {steps} steps in {seconds:.1f} s ({precision}). On the "
+               "examples: accuracy {accuracy:.0%}, loss {loss:.3f}. Classes: {classes}. Predict "
+               "in step 4.",
+    "how_finished": "finished",
+    "how_user": "stopped by you",
+    "how_budget": "stopped at the time limit",
+    "need_examples": "Add at least one example for {classes} (step 2).",
+    "curve_loss": "loss",
+    "curve_accuracy": "train accuracy",
+    "curve_step": "step",
+    "curve_empty": "The curve appears here while tuning.",
+    # step 4
+    "choose_scan": "Choose a scan to classify.",
+    "zero_shot_only": "No tuned prompts yet: showing the zero-shot classifier. Tune them in "
+                      "step 3.",
+    "looks_like": "This file looks like {found}, but the task is {task}.",
+    "colour_in_grey": "This picture is in colour, but {task} images are greyscale: it may not "
+                      "belong to this task, and the prediction then means nothing.",
+    "grey_in_colour": "This picture is greyscale, but {task} images are in colour: it may not "
+                      "belong to this task, and the prediction then means nothing.",
+    "predict_first": "Predict a scan first.",
+    "not_a_class": "{name} is not one of the predicted classes.",
+    "predicted": "Top class: {top} ({p:.1%}).",
+    # step 5
+    "choose_test": "Choose a zip of class folders, or scans and their class.",
+    "choose_test_class": "Choose the class of these scans ({classes}).",
+    "added_tests": "Added {n} test scans.",
+    "added_test": "Added 1 test scan.",
+    "tests_not_added": "Some were not added:",
+    "zip_folder": "its folder {folder} is not one of the classes; put each scan in a folder "
+                  "named after its class.",
+    "need_tests": "Add labelled test scans first (a zip of class folders, or files with their "
+                  "class).",
+    "evaluated": "{n} test scans. Accuracy {accuracy:.1%}, balanced accuracy {balanced:.1%} "
+                 "({which}).",
+    "which_tuned": "tuned prompts",
+    "which_zero": "zero-shot: no tuned prompts yet",
+    "overlap": "⚠️ {n} of the test scans are also training examples: the tuned figures are "
+               "optimistic. Test on scans the prompts were not tuned on.",
+    "col_metric": "metric",
+    "col_zero": "zero-shot",
+    "col_tuned": "tuned",
+    "m_accuracy": "accuracy",
+    "m_balanced": "balanced accuracy",
+    "m_macro_f1": "macro F1",
+    "m_precision": "precision: {name}",
+    "m_recall": "recall: {name}",
+    "m_f1": "F1: {name}",
+    "confusion_title": "{which}: accuracy {accuracy:.1%}",
+    "predicted_class": "predicted class",
+    "true_class": "true class",
+    # step 6
+    "choose_prompts": "Choose a .safetensors prompt file saved by this app.",
+    "loaded": "Loaded prompts for {classes} ({modality}). Predict in step 4.",
+    "tune_first": "Tune the prompts first (step 3), then download them.",
+    # windows
+    "w_auto": "file's own / automatic",
+    "w_manual": "manual level and width",
+    "w_brain": "CT brain", "w_subdural": "CT subdural", "w_stroke": "CT stroke",
+    "w_lung": "CT lung", "w_mediastinum": "CT mediastinum", "w_soft tissue": "CT soft tissue",
+    "w_liver": "CT liver", "w_bone": "CT bone",
+    # report
+    "report_title": "Biomed-DPT Studio report",
+    "report_model": "Model: {name}",
+    "report_demo": "DEMO MODEL WITH RANDOM WEIGHTS: these predictions are meaningless.",
+    "report_task": "Task: {modality}{organ}; classes: {classes}",
+    "report_template": "Template: “{template}”",
+    "report_view": "Window: {window}; {slice}",
+    "report_slice": "frame / slice {index} of {frames}",
+    "report_single": "single image",
+    "report_scan": "Scan (model's view)",
+    "report_map": "Attention map: {name}",
+    "report_probs": "Class probabilities",
+    "report_tuned": "tuned prompts",
+    "report_zero": "zero-shot",
+    "report_probability": "probability",
+    "report_disclaimer": "For research and teaching only. Not a medical device: not for "
+                         "diagnosis or treatment.",
+    "report_made": "Made {when}",
+}
+
+KO: dict[str, str] = {
+    "toast_problem": "확인해 주세요",
+    "toast_done": "완료",
+    "loading": "⏳ 모델을 불러오는 중… ({seconds:.0f}초 경과). 그동안 과제를 설정할 수 있습니다.",
+    "still_loading": "모델을 아직 불러오는 중입니다 ({seconds:.0f}초 경과). 잠시 후 다시 시도하세요.",
+    "model_failed": "⚠️ **모델을 불러올 수 없습니다.** {problem}",
+    "model_failed_actions": "다시 불러오기를 시도하거나 데모 모델로 계속할 수 있습니다. 데모 모델은 "
+                            "무작위 가중치라 예측에 의미가 없지만, 작업 흐름의 모든 단계는 실제와 "
+                            "같습니다.",
+    "not_loaded": "모델이 로드되지 않았습니다. {problem}",
+    "model_ready": "모델: `{name}` ({device}).",
+    "demo_model": "⚠️ **데모 모델** (`{name}`, 무작위 가중치): 예측에 의미가 없습니다. 작업 흐름을 "
+                  "익히는 용도로만 쓰세요.",
+    "unexpected": "서버에서 문제가 생겼습니다. 지금까지의 작업은 그대로 있습니다. 다시 시도하세요.",
+    "task_set": "과제 설정 완료: 클래스 {n}개 ({classes}). 이제 클래스마다 예시를 몇 개씩 추가하세요 "
+                "(2단계).",
+    "renamed": "{old}의 이름을 {new}(으)로 바꾸었습니다. 예시 {n}개는 그대로 유지됩니다.",
+    "class_removed": "클래스 {name}와(과) 그 예시 {n}개를 삭제했습니다.",
+    "need_task": "먼저 과제를 설정하세요: 클래스가 두 개 이상 필요합니다 (1단계).",
+    "too_many_classes": "클래스 {n}개는 이 앱이 다룰 수 있는 {limit}개를 넘습니다.",
+    "task_chosen": "{title}: {description}",
+    "choose_files": "추가할 영상을 하나 이상 고르세요.",
+    "choose_class": "이 예시들이 속한 클래스를 고르세요 ({classes}).",
+    "added_examples": "{label} 예시 {n}개를 추가했습니다.",
+    "added_example": "{label} 예시 1개를 추가했습니다.",
+    "not_added": "추가하지 못한 파일:",
+    "duplicate_of": "이미 있는 {other}와(과) 같은 영상이라 건너뛰었습니다.",
+    "too_many_examples": "한 세션에는 {kind} 최대 {limit}개까지 둘 수 있습니다.",
+    "unreadable": "읽을 수 없습니다 — {detail}",
+    "ct_window_on_other": "{window}은(는) CT 창(하운스필드 단위)입니다. 이 파일은 CT가 아니어서 "
+                          "파일 자체의 창을 사용했습니다.",
+    "selected": "{name}을(를) 선택했습니다. “선택한 예시 삭제”를 누르면 지워집니다.",
+    "removed": "{name}을(를) 삭제했습니다.",
+    "select_first": "먼저 예시를 클릭하여 선택하세요.",
+    "counts_none": "아직 과제가 없습니다.",
+    "example_name": "{label} #{n}",
+    "manual_needs_width": "수동 창에는 중심값(level)과 0보다 큰 폭(width)을 입력하세요.",
+    "preview": "{kind}, {rows} × {columns}{frames}. 모델이 보게 될 영상입니다.",
+    "preview_frames": ", {label} {index} (0–{last})",
+    "preview_failed": "이 파일은 표시할 수 없습니다 — {detail}",
+    "line_wait": "튜닝 차례를 기다리는 중: 대기 {position}번째 (약 {seconds:.0f}초).",
+    "reading": "예시 읽는 중: {done}/{total}",
+    "step": "스텝 {done}/{total} · 손실 {loss:.3f} (CE {ce:.3f}, L1 {l1:.4f}, KL {kl:.4f}) · "
+            "학습 정확도 {accuracy:.0%}",
+    "stopping": "현재 스텝이 끝나면 멈춥니다…",
+    "stopped_early_kept": "**첫 스텝 전에 중지됨**: 학습된 것이 없어 이전 프롬프트를 그대로 "
+                          "유지합니다.",
+    "stopped_early_none": "**첫 스텝 전에 중지됨**: 학습된 것이 없고, 튜닝된 프롬프트도 아직 "
+                          "없습니다.",
+    "summary": "**튜닝 {how}**: {steps} 스텝, {seconds:.1f}초 ({precision}). 예시에서: 정확도 "
+               "{accuracy:.0%}, 손실 {loss:.3f}. 클래스: {classes}. 4단계에서 예측하세요.",
+    "how_finished": "완료",
+    "how_user": "사용자가 중지",
+    "how_budget": "시간 제한으로 중지",
+    "need_examples": "{classes}에 예시를 하나 이상 추가하세요 (2단계).",
+    "curve_loss": "손실",
+    "curve_accuracy": "학습 정확도",
+    "curve_step": "스텝",
+    "curve_empty": "튜닝하는 동안 여기에 곡선이 그려집니다.",
+    "choose_scan": "분류할 영상을 고르세요.",
+    "zero_shot_only": "아직 튜닝된 프롬프트가 없어 제로샷 분류기를 보여 줍니다. 3단계에서 "
+                      "튜닝하세요.",
+    "looks_like": "이 파일은 {found} 영상으로 보이지만 과제는 {task}입니다.",
+    "colour_in_grey": "이 영상은 컬러이지만 {task} 영상은 흑백입니다. 이 과제의 영상이 아닐 수 있으며, "
+                      "그렇다면 예측은 의미가 없습니다.",
+    "grey_in_colour": "이 영상은 흑백이지만 {task} 영상은 컬러입니다. 이 과제의 영상이 아닐 수 있으며, "
+                      "그렇다면 예측은 의미가 없습니다.",
+    "predict_first": "먼저 영상을 예측하세요.",
+    "not_a_class": "{name}은(는) 예측된 클래스가 아닙니다.",
+    "predicted": "가장 높은 클래스: {top} ({p:.1%}).",
+    "choose_test": "클래스 폴더를 담은 zip을 고르거나, 영상과 그 클래스를 고르세요.",
+    "choose_test_class": "이 영상들의 클래스를 고르세요 ({classes}).",
+    "added_tests": "평가 영상 {n}개를 추가했습니다.",
+    "added_test": "평가 영상 1개를 추가했습니다.",
+    "tests_not_added": "추가하지 못한 것:",
+    "zip_folder": "폴더 {folder}은(는) 클래스가 아닙니다. 각 영상을 클래스 이름의 폴더에 넣으세요.",
+    "need_tests": "먼저 라벨이 있는 평가 영상을 추가하세요 (클래스 폴더 zip, 또는 클래스를 지정한 "
+                  "파일).",
+    "evaluated": "평가 영상 {n}개. 정확도 {accuracy:.1%}, 균형 정확도 {balanced:.1%} ({which}).",
+    "which_tuned": "튜닝된 프롬프트",
+    "which_zero": "제로샷: 아직 튜닝된 프롬프트 없음",
+    "overlap": "⚠️ 평가 영상 중 {n}개는 학습 예시이기도 합니다. 튜닝 결과가 실제보다 좋게 나옵니다. "
+               "튜닝에 쓰지 않은 영상으로 평가하세요.",
+    "col_metric": "지표",
+    "col_zero": "제로샷",
+    "col_tuned": "튜닝",
+    "m_accuracy": "정확도",
+    "m_balanced": "균형 정확도",
+    "m_macro_f1": "매크로 F1",
+    "m_precision": "정밀도: {name}",
+    "m_recall": "재현율: {name}",
+    "m_f1": "F1: {name}",
+    "confusion_title": "{which}: 정확도 {accuracy:.1%}",
+    "predicted_class": "예측 클래스",
+    "true_class": "실제 클래스",
+    "choose_prompts": "이 앱에서 저장한 .safetensors 프롬프트 파일을 고르세요.",
+    "loaded": "{classes}의 프롬프트를 불러왔습니다 ({modality}). 4단계에서 예측하세요.",
+    "tune_first": "먼저 프롬프트를 튜닝한 뒤(3단계) 내려받으세요.",
+    "w_auto": "파일 자체 창 / 자동",
+    "w_manual": "수동 중심값·폭",
+    "w_brain": "CT 뇌", "w_subdural": "CT 경막하", "w_stroke": "CT 뇌졸중",
+    "w_lung": "CT 폐", "w_mediastinum": "CT 종격동", "w_soft tissue": "CT 연부조직",
+    "w_liver": "CT 간", "w_bone": "CT 뼈",
+    "report_title": "Biomed-DPT 스튜디오 보고서",
+    "report_model": "모델: {name}",
+    "report_demo": "무작위 가중치의 데모 모델: 이 예측에는 의미가 없습니다.",
+    "report_task": "과제: {modality}{organ}; 클래스: {classes}",
+    "report_template": "템플릿: “{template}”",
+    "report_view": "창: {window}; {slice}",
+    "report_slice": "프레임/슬라이스 {index} (전체 {frames})",
+    "report_single": "단일 영상",
+    "report_scan": "영상 (모델이 본 모습)",
+    "report_map": "주의 지도: {name}",
+    "report_probs": "클래스 확률",
+    "report_tuned": "튜닝된 프롬프트",
+    "report_zero": "제로샷",
+    "report_probability": "확률",
+    "report_disclaimer": "연구 및 교육용입니다. 의료기기가 아니며 진단이나 치료에 쓰면 안 됩니다.",
+    "report_made": "작성 {when}",
+}
+
+CATALOGS = {"en": EN, "ko": KO}
+
+# Ready tasks and modalities: their Korean names (class names and descriptions stay English:
+# they are what the model reads).
+TASK_TITLES_KO = {
+    "brain-tumour-mri": "MRI의 뇌종양",
+    "breast-ultrasound": "초음파의 유방 병변",
+    "chest-xray-covid": "흉부 X선의 코로나19 및 기타 폐 소견",
+    "colorectal-histology": "대장암 조직 영상의 조직 유형",
+    "endoscopy-gi-tract": "위장관 내시경의 소견과 해부학적 지표",
+    "fundus-eye-disease": "안저 사진의 눈 질환",
+    "kidney-ct": "CT의 신장 낭종·결석·종양",
+    "knee-osteoarthritis-xray": "X선의 무릎 골관절염 등급",
+    "lung-colon-histology": "폐·대장암 조직 영상",
+    "retinal-oct": "망막 OCT의 황반 질환",
+    "skin-lesions-dermoscopy": "피부경 영상의 피부 병변",
+}
+MODALITY_NAMES_KO = {
+    "X-ray": "X선", "CT": "CT", "MRI": "MRI", "ultrasound": "초음파", "dermoscopy": "피부경",
+    "fundus": "안저", "OCT": "OCT", "histopathology": "조직병리", "endoscopy": "내시경",
+    "other": "기타",
+}
+
+
+class UserError(StudioError):
+    """A problem the user can fix, as a message key and its values (shown in their language)."""
+
+    def __init__(self, key: str, **values: Any) -> None:
+        self.key, self.values = key, values
+        super().__init__(text("en", key, **values))
+
+    def text(self, lang: str) -> str:
+        return text(lang, self.key, **self.values)
+
+
+def text(lang: str, key: str, **values: Any) -> str:
+    """The message `key` in `lang` (English when the language or key is missing there)."""
+    catalog = CATALOGS.get(lang, EN)
+    template = catalog.get(key) or EN[key]
+    return template.format(**values) if values else template
+
+
+def language(request: Any) -> str:
+    """'ko' when the browser's first preferred language is Korean, else 'en'. Reads the
+    request's Accept-Language header (gr.Request, or None for direct calls)."""
+    headers = getattr(request, "headers", None)
+    if headers is None:
+        return "en"
+    try:
+        accepted = headers.get("accept-language") or ""
+    except AttributeError:
+        return "en"
+    first = accepted.split(",")[0].strip().lower()
+    return "ko" if first.startswith("ko") else "en"
+
+
+def modality_name(lang: str, modality_id: str | None) -> str:
+    if not modality_id:
+        return ""
+    return MODALITY_NAMES_KO.get(modality_id, modality_id) if lang == "ko" else modality_id
+
+
+def window_label(lang: str, value: str) -> str:
+    return text(lang, f"w_{value}") if f"w_{value}" in EN else value
