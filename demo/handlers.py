@@ -43,6 +43,7 @@ COLOUR_MAPS = ("jet", "cividis")
 DEMO_SPEC = "tiny-biomedclip"
 WAIT_FOR_MODEL_S = 120.0
 LINE_POLL_S = 1.0
+KEEP_REPORTS = 3
 
 
 def window_choices(lang: str, modality: str | None) -> list[tuple[str, str]]:
@@ -357,13 +358,14 @@ class Studio:
         lines = [text(lang, "task_set", n=len(classes), classes=", ".join(classes))]
         lines += [text(lang, "renamed", old=a, new=b, n=n) for a, b, n in change.renamed]
         lines += [text(lang, "class_removed", name=c, n=n) for c, n in change.removed if n]
-        choose = gr.update(choices=classes, value=classes[0])
         windows = self._windows(lang, session.modality)
-        return (session, "\n\n".join(lines), choose, choose, *self._examples_view(session, lang),
-                *windows)
+        return (session, "\n\n".join(lines), *_class_choices(classes),
+                *self._examples_view(session, lang), *windows)
 
     def _windows(self, lang: str, modality: str | None):
-        return (gr.update(choices=window_choices(lang, modality), value=AUTO_WINDOW),) * 3
+        # one update per output: Gradio consumes an update dict when it applies it
+        return tuple(gr.update(choices=window_choices(lang, modality), value=AUTO_WINDOW)
+                     for _ in range(3))
 
     # ---- step 2: examples -----------------------------------------------------------------
     def _examples_view(self, session, lang: str):
@@ -590,10 +592,12 @@ class Studio:
                             template=session.template, explained=class_name,
                             alpha=float(alpha), cmap=cmap, lang=lang)
         folder = self.files.downloads(session.owner)
-        for old in folder.glob("biomed-dpt-report_*.png"):  # one report: the scan on screen
-            storage.delete_file(old)
-        return str(write_report(folder, session.prediction,
-                                session.map_for(bb, class_name), ctx))
+        path = write_report(folder, session.prediction, session.map_for(bb, class_name), ctx)
+        # keep the last few (a click may be fetching the previous one), delete older ones
+        older = sorted(folder.glob("biomed-dpt-report_*.png"), key=lambda p: p.stat().st_mtime)
+        for stale in older[:-KEEP_REPORTS]:
+            storage.delete_file(stale)
+        return str(path)
 
     # ---- step 5: evaluate -----------------------------------------------------------------
     @answers(5, status=3)
@@ -676,13 +680,17 @@ class Studio:
         rows = [[c, "\n".join(dp.descriptions.get(c, []))] for c in dp.classnames]
         message = text(lang, "loaded", classes=", ".join(dp.classnames),
                        modality=modality_name(lang, session.modality))
-        choose = gr.update(choices=dp.classnames, value=dp.classnames[0])
         organs = list(presets.modality(session.modality).organs) if session.modality else []
         if session.organ and session.organ not in organs:
             organs.append(session.organ)
         return (session, message, session.modality, gr.update(choices=organs, value=session.organ),
-                dp.cfg.template, rows, choose, choose, self._prompts_file(session, dp),
+                dp.cfg.template, rows, *_class_choices(dp.classnames), self._prompts_file(session, dp),
                 *self._windows(lang, session.modality))
+
+
+def _class_choices(classes) -> tuple[dict, dict]:
+    """The example-class and test-class selectors, the first class chosen."""
+    return tuple(gr.update(choices=list(classes), value=classes[0]) for _ in range(2))
 
 
 def _rows(rows) -> list[list[str]]:

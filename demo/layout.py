@@ -42,7 +42,7 @@ def _window_controls(prefix: str):
         width = gr.Number(400, label=t("width"), visible=False, minimum=0,
                           elem_id=f"{prefix}-width")
         index = gr.Number(-1, precision=0, label=t("slice"), elem_id=f"{prefix}-slice")
-    manual = (lambda choice: (gr.update(visible=choice == MANUAL_WINDOW),) * 2)
+    manual = (lambda choice: tuple(gr.update(visible=choice == MANUAL_WINDOW) for _ in range(2)))
     window.change(manual, window, [level, width], queue=False, api_visibility="private")
     return window, level, width, index
 
@@ -98,8 +98,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
             add = gr.Button(t("add_examples"), variant="primary")
             example_status = gr.Markdown(elem_id="example-status")
             counts = gr.Markdown(elem_id="example-counts")
-            gallery = gr.Gallery(label=t("gallery"), columns=8, rows=None, height="auto", fit_columns=False,
-                                 object_fit="contain", allow_preview=False,
+            gallery = gr.Gallery(label=t("gallery"), columns=8, rows=None, height="auto",
+                                 fit_columns=False, object_fit="contain", allow_preview=False,
                                  elem_id="example-gallery")
             remove = gr.Button(t("remove_selected"))
 

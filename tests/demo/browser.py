@@ -65,8 +65,20 @@ def wait_text(page, selector: str, pattern: str, timeout: float = 60_000) -> str
     """Wait until the element's text matches `pattern` (a regular expression); return it."""
     page.wait_for_function(
         "([sel, pat]) => { const e = document.querySelector(sel);"
-        " return e && new RegExp(pat).test(e.innerText); }",
+        " return e && new RegExp(pat).test(e.innerText)"
+        " && !/processing \\|/.test(e.innerText); }",
         arg=[selector, pattern], timeout=timeout)
+    return text_of(page, selector)
+
+
+def wait_change(page, selector: str, old: str, timeout: float = 60_000) -> str:
+    """Wait until the element's text differs from `old` and is an answer, not Gradio's
+    "processing" or "queue" line (a fresh answer arrived)."""
+    page.wait_for_function(
+        "([sel, old]) => { const e = document.querySelector(sel);"
+        " const t = e ? e.innerText : '';"
+        " return t.trim() && t !== old && !/processing|queue/.test(t); }",
+        arg=[selector, old], timeout=timeout)
     return text_of(page, selector)
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from demo.messages import text
 from tests.demo.browser import (CHROMIUM, ENGLISH_WORD, FLAGS, choose, colour_share, fill_cell,
-                                options_of, picture_in, shot, text_of, wait_text)
+                                options_of, picture_in, shot, text_of, wait_change, wait_text)
 from tests.demo.conftest import real_scan
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
@@ -159,10 +159,13 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         page.get_by_role("tab", name=ui["tab4"]).click()
         reports = {}
         for name in ("MR_small_padded.dcm", "eCT_Supplemental.dcm"):
+            if reports:  # replace the scan: clear the box, choose the next one
+                page.locator("#predict-scan").get_by_role("button", name="Clear").click()
             page.locator("#predict-scan input[type=file]").set_input_files(
                 real_scan(name, tmp_path))
+            old = text_of(page, "#predict-status")
             page.get_by_role("button", name=ui["predict"], exact=True).click()
-            wait_text(page, "#predict-status", "%")
+            wait_change(page, "#predict-status", old)
             page.locator("#attention-map img").wait_for()
             page.locator("#scan-view img").wait_for()
             shown = text_of(page, "#tuned-probs")
@@ -178,13 +181,13 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         before = picture_in(page, "#attention-map")
         other = [c for c in CLASSES if c != facts["explained"]][0]
         choose(page, ui["explain"], other)
-        page.wait_for_function("() => true")
-        _, saved = _download(page, "#report", tmp_path, "report-switched.png")
-        for _ in range(20):
+        for _ in range(40):
             if picture_in(page, "#attention-map").tobytes() != before.tobytes():
                 break
             page.wait_for_timeout(250)
         assert picture_in(page, "#attention-map").tobytes() != before.tobytes()
+        page.wait_for_timeout(500)
+        _, saved = _download(page, "#report", tmp_path, "report-switched.png")
         assert json.loads(Image.open(saved).text["biomed-dpt-report"])["explained"] == other
         shot(page, f"{lang}-6-predict")
 
