@@ -61,25 +61,42 @@ def text_of(page, selector: str) -> str:
     return page.locator(selector).inner_text()
 
 
-def wait_text(page, selector: str, pattern: str, timeout: float = 60_000) -> str:
-    """Wait until the element's text matches `pattern` (a regular expression); return it."""
+def wait_text(page, selector: str, wanted: str, timeout: float = 60_000) -> str:
+    """Wait until the element's text contains `wanted` (and is not Gradio's "processing"
+    line); return it."""
     page.wait_for_function(
         "([sel, pat]) => { const e = document.querySelector(sel);"
-        " return e && new RegExp(pat).test(e.innerText)"
+        " return e && e.innerText.includes(pat)"
         " && !/processing \\|/.test(e.innerText); }",
-        arg=[selector, pattern], timeout=timeout)
+        arg=[selector, wanted], timeout=timeout)
     return text_of(page, selector)
 
 
-def wait_change(page, selector: str, old: str, timeout: float = 60_000) -> str:
+def wait_change(page, selector: str, old: str, must: str = "", timeout: float = 60_000) -> str:
     """Wait until the element's text differs from `old` and is an answer, not Gradio's
     "processing" or "queue" line (a fresh answer arrived)."""
     page.wait_for_function(
-        "([sel, old]) => { const e = document.querySelector(sel);"
+        "([sel, old, must]) => { const e = document.querySelector(sel);"
         " const t = e ? e.innerText : '';"
-        " return t.trim() && t !== old && !/processing|queue/.test(t); }",
-        arg=[selector, old], timeout=timeout)
+        " return t.trim() && t !== old && t.includes(must) && !/processing|queue/.test(t); }",
+        arg=[selector, old, must], timeout=timeout)
     return text_of(page, selector)
+
+
+def answer_after(page, selector: str, click) -> str:
+    """Click, then wait for the event's fresh answer in `selector`: Gradio's progress line
+    appears there while the event runs and goes when its outputs arrive."""
+    from playwright.sync_api import TimeoutError as NotYet
+
+    old = text_of(page, selector)
+    click()
+    try:
+        page.wait_for_function(
+            "sel => /processing|queue/.test(document.querySelector(sel).innerText)",
+            arg=selector, timeout=5_000)
+    except NotYet:
+        pass  # it finished before a frame showed its progress
+    return wait_change(page, selector, old)
 
 
 def shot(page, name: str) -> Path:

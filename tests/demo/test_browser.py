@@ -11,7 +11,7 @@ from PIL import Image
 
 from demo.messages import text
 from tests.demo.browser import (CHROMIUM, ENGLISH_WORD, FLAGS, choose, colour_share, fill_cell,
-                                options_of, picture_in, shot, text_of, wait_change, wait_text)
+                                options_of, picture_in, shot, text_of, answer_after, wait_text)
 from tests.demo.conftest import real_scan
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
@@ -160,15 +160,16 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         reports = {}
         for name in ("MR_small_padded.dcm", "eCT_Supplemental.dcm"):
             if reports:  # replace the scan: clear the box, choose the next one
-                page.locator("#predict-scan").get_by_role("button", name="Clear").click()
+                page.locator("#predict-scan").get_by_role(
+                    "button", name="Clear" if lang == "en" else "지우기").click()
             page.locator("#predict-scan input[type=file]").set_input_files(
                 real_scan(name, tmp_path))
-            old = text_of(page, "#predict-status")
-            page.get_by_role("button", name=ui["predict"], exact=True).click()
-            wait_change(page, "#predict-status", old)
+            answer_after(page, "#predict-status",
+                         page.get_by_role("button", name=ui["predict"], exact=True).click)
             page.locator("#attention-map img").wait_for()
             page.locator("#scan-view img").wait_for()
             shown = text_of(page, "#tuned-probs")
+            page.wait_for_timeout(300)  # a person's reaction time, no more
             suggested, saved = _download(page, "#report", tmp_path, f"report-{name}.png")
             assert suggested.startswith("biomed-dpt-report_") and suggested.endswith(".png")
             facts = json.loads(Image.open(saved).text["biomed-dpt-report"])
