@@ -226,10 +226,11 @@ def _read(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
 
 
 def labelled_zip(path: str | os.PathLike[str], folder: str | os.PathLike[str],
-                 limits: Limits | None = None) -> list[tuple[str, Path]]:
+                 limits: Limits | None = None, with_names: bool = False) -> list[tuple]:
     """The files of a zip of class folders (`glioma/a.dcm`, `test/normal/b.png`, ...), copied
     into `folder` under made-up names, each with its class: the name of the folder holding it
-    ('' for files at the top). The files are not read; `load_scan` each one."""
+    ('' for files at the top). The files are not read; `load_scan` each one. `with_names`
+    adds each file's path inside the zip (to show the person who uploaded it; never log it)."""
     limits = limits or Limits()
     path = Path(path)
     with _as_scan_error():
@@ -237,7 +238,7 @@ def labelled_zip(path: str | os.PathLike[str], folder: str | os.PathLike[str],
             raise ScanError("Upload a .zip file holding one folder per class.")
         members = unzip_members(path, Path(folder), limits)
     return [(name.rstrip("/").rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in name else "", copy)
-            for name, copy in members]
+            + ((name,) if with_names else ()) for name, copy in members]
 
 
 def _load_many(paths: list[Path], limits: Limits) -> Scan:

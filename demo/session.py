@@ -260,8 +260,8 @@ class Session:
         by_key = {" ".join(c.split()).casefold(): c for c in self.classes}
         with tempfile.TemporaryDirectory(prefix="biomed-dpt-eval-") as folder:
             items, problems = [], []
-            for folder_name, member in labelled_zip(path, folder):
-                where = Path(member).relative_to(folder).as_posix()
+            for folder_name, member, inside in labelled_zip(path, folder, with_names=True):
+                where = "`" + inside.replace("`", "'") + "`"
                 label = by_key.get(" ".join(folder_name.split()).casefold())
                 if label is None:
                     problems.append(Problem(where, UserError(

@@ -7,8 +7,8 @@ import pytest
 
 from demo.handlers import Studio
 
-CT_FILES = ["CT_small.dcm", "693_UNCR.dcm", "693_UNCI.dcm"]
-MR_FILES = ["MR_small.dcm", "MR2_UNCR.dcm", "MR_small_implicit.dcm"]
+CT_FILES = ["CT_small.dcm", "693_UNCR.dcm", "explicit_VR-UN.dcm"]
+MR_FILES = ["MR_small.dcm", "MR2_UNCR.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm"]
 ROWS = [["computed tomography", "cross-sectional x-ray attenuation image\nbone is bright"],
         ["magnetic resonance", "soft tissue contrast image"]]
 
@@ -36,7 +36,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
+def app_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("app") / "app.log"
+
+
+@pytest.fixture(scope="session")
+def app_url(app_log):
     """`python app.py --backbone tiny-biomedclip` started as a user would, on a free port."""
     import os
     import subprocess
@@ -47,7 +52,7 @@ def app_url(tmp_path_factory):
 
     root = Path(__file__).resolve().parents[2]
     port = _free_port()
-    log = tmp_path_factory.mktemp("app") / "app.log"
+    log = app_log
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
         process = subprocess.Popen(

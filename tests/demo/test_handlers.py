@@ -4,10 +4,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import gradio as gr
 import pytest
 from PIL import Image
 
+from core.errors import StudioError
 from core.prompts import DualPrompt
 from demo.handlers import AUTO_WINDOW, Studio
 from demo.session import Session
@@ -26,7 +26,7 @@ def ready_session(studio, tmp_path, tune=True) -> Session:
     studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
     for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
         paths = [real_scan(n, tmp_path) for n in names]
-        studio.add_examples(session, paths, label, AUTO_WINDOW, -1)
+        studio.add_examples(session, paths, label, AUTO_WINDOW)
     if tune:
         last(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=lambda *a, **k: None))
     return session
@@ -50,25 +50,24 @@ def test_task_is_checked_and_kept(studio):
 def test_bad_tasks_are_explained_and_lose_nothing(studio, template, rows, message):
     session = Session()
     studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
-    with pytest.raises(gr.Error, match=message):
-        studio.set_task(session, "CT", None, template, rows, 12.5, 0.25)
+    out = studio.set_task(session, "CT", None, template, rows, 12.5, 0.25)
+    assert message in out[1] and out[1].startswith("⚠️")  # shown in the step's status line
+    assert all(isinstance(o, dict) and o.get("__type__") == "update" for o in out[2:])
     assert session.classes == [r[0] for r in ROWS]  # the previous task is kept
 
 
-def test_examples_are_added_per_file_and_uploads_deleted_with_the_session(studio, tmp_path):
+def test_examples_are_added_per_file_and_bad_ones_named_as_uploaded(studio, tmp_path):
     session = Session()
     studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
     good = real_scan("CT_small.dcm", tmp_path)
     bad = tmp_path / "notes"
     bad.write_text("not an image at all")
-    out = studio.add_examples(session, [good, str(bad)], ROWS[0][0], AUTO_WINDOW, -1)
-    assert "Added 1 example" in out[2] and "File 2:" in out[2]
-    assert "notes" not in out[2]  # file names may identify patients; positions are used
+    out = studio.add_examples(session, [good, str(bad), good], ROWS[0][0], AUTO_WINDOW)
+    assert "Added 1 example" in out[2] and "`notes`: " in out[2]
+    assert "the same picture as computed tomography #1" in out[2]  # the duplicate, skipped
     assert len(session.examples) == 1 and isinstance(out[3][0][0], Image.Image)
     assert "**computed tomography**: 1" in out[4]
-    assert os.path.exists(good)  # another session may be reading the same cached upload
-    session.close()
-    assert not os.path.exists(good) and not bad.exists()
+    assert session.owner and good in studio.files.owned(session.owner)
 
 
 def test_remove_selected_example(studio, tmp_path):
@@ -87,8 +86,12 @@ def test_tuning_streams_progress_and_keeps_the_prompts(studio, tmp_path):
     assert any(u[1].startswith("Step ") for u in updates)
     final = updates[-1]
     assert "Tuning finished" in final[1] and "12 steps" in final[1]
-    assert set(final[2]["series"]) == {"loss", "accuracy"} and final[2]["step"].max() == 12
+    curve = final[2]  # a figure with numeric axes over the whole run, both lines drawn
+    loss_axis = curve.axes[0]
+    assert loss_axis.get_xlim() == (0, 12) and len(loss_axis.lines[0].get_xdata()) == 12
+    assert len(curve.axes[1].lines[0].get_ydata()) == 12
     assert isinstance(session.tuned, DualPrompt) and session.tuned.classnames == session.classes
+    assert Path(final[4]).name.startswith("biomed-dpt-prompts_") and Path(final[4]).exists()
 
 
 def test_stop_ends_tuning_with_what_was_learned(studio, tmp_path):
@@ -103,71 +106,94 @@ def test_stop_ends_tuning_with_what_was_learned(studio, tmp_path):
     assert session.tuned is not None and len(session.history.steps) <= 10
 
 
+def test_stop_before_the_first_step_keeps_the_previous_prompts(studio, tmp_path):
+    session = ready_session(studio, tmp_path)
+    previous = session.tuned
+    updates = []
+    for update in studio.tune(session, "paper", 12.5, 0.25, 10, 5, 1,
+                              progress=lambda *a, **k: None):
+        updates.append(update)
+        studio.stop(session)  # during the encoding of the crops, before any step
+    assert "previous prompts are kept" in updates[-1][1]
+    assert session.tuned is previous
+
+
 def test_tuning_without_examples_is_explained(studio):
     session = Session()
     studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
-    with pytest.raises(gr.Error, match="Add at least one example"):
-        last(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1, progress=lambda *a, **k: None))
+    out = last(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1, progress=lambda *a, **k: None))
+    assert "Add at least one example" in out[1]
 
 
-def test_predict_shows_both_classifiers_and_a_map(studio, tmp_path):
+def test_predict_shows_both_classifiers_a_map_and_its_report(studio, tmp_path):
+    import json
+
     session = ready_session(studio, tmp_path)
-    out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW, -1, 0.45)
-    tuned, zero, picture, dropdown = out[1], out[2], out[3], out[4]
+    out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
+    tuned, zero, view, picture, dropdown, report = out[1], out[2], out[3], out[4], out[5], out[7]
     assert set(tuned) == set(zero) == set(session.classes)
     assert sum(tuned.values()) == pytest.approx(1.0, abs=1e-5)
-    assert isinstance(picture, Image.Image) and picture.size == (224, 224)
+    assert isinstance(picture, Image.Image) and picture.size == view.size == (224, 224)
     assert dropdown["value"] == max(tuned, key=tuned.get)
+    facts = json.loads(Image.open(report).text["biomed-dpt-report"])
+    assert facts["tuned"] == pytest.approx(tuned, abs=1e-5) and facts["window"] == "auto"
     other = [c for c in session.classes if c != dropdown["value"]][0]
-    switched = studio.change_map(session, other, 0.8)[1]
+    _, switched, report2 = studio.change_map(session, other, 0.8, "cividis")
     assert switched.size == (224, 224) and switched.tobytes() != picture.tobytes()
-    report = Path(studio.report(session, other, 0.5))
-    assert report.suffix == ".png" and Image.open(report).size[0] > 800
+    assert json.loads(Image.open(report2).text["biomed-dpt-report"])["explained"] == other
 
 
 def test_predict_before_tuning_uses_zero_shot(studio, tmp_path):
     session = Session()
     studio.set_task(session, "MRI", None, "a {} photo.", ROWS, 12.5, 0.25)
-    out = studio.predict(session, real_scan("CT_small.dcm", tmp_path), "brain", -1, 0.45)
+    out = studio.predict(session, real_scan("CT_small.dcm", tmp_path), "brain")
     assert out[1] is None and set(out[2]) == set(session.classes)
-    assert "zero-shot" in out[5] and "looks like CT" in out[5]
+    assert "zero-shot" in out[6] and "looks like CT" in out[6]
 
 
 def test_prompts_round_trip_through_a_file(studio, tmp_path):
-    session = ready_session(studio, tmp_path)
-    saved = studio.save_prompts(session)
+    session = ready_session(studio, tmp_path, tune=False)
+    saved = last(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1,
+                             progress=lambda *a, **k: None))[4]
     scan = real_scan("MR_small_padded.dcm", tmp_path)
-    first = studio.predict(session, scan, AUTO_WINDOW, -1, 0.45)[1]
+    first = studio.predict(session, scan, AUTO_WINDOW)[1]
     fresh = Session()
     upload = tmp_path / "upload.safetensors"
     upload.write_bytes(Path(saved).read_bytes())
     out = studio.load_prompts(fresh, str(upload))
     assert "Loaded prompts" in out[1] and fresh.classes == session.classes
-    again = studio.predict(fresh, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW, -1, 0.45)
+    assert out[2] == "CT" and fresh.modality == "CT"  # the modality comes back too
+    again = studio.predict(fresh, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
     assert again[1] == pytest.approx(first)
 
 
 def test_bad_prompt_files_are_refused(studio, tmp_path):
     fake = tmp_path / "weights.safetensors"
     fake.write_bytes(b"\x80\x04 pickled things")
-    with pytest.raises(gr.Error, match="not a prompt file"):
-        studio.load_prompts(Session(), str(fake))
-    with pytest.raises(gr.Error, match="Tune the prompts first"):
-        studio.save_prompts(Session())
+    assert "not a prompt file" in studio.load_prompts(Session(), str(fake))[1]
 
 
 def test_app_without_a_model_says_what_is_wrong():
     studio = Studio(None, "BiomedCLIP is not in the local cache. Load it once ...")
     assert "could not be loaded" in studio.status() and "local cache" in studio.status()
-    with pytest.raises(gr.Error, match="not loaded"):
-        studio.set_task(Session(), "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    assert "demo model" in studio.status()  # the page offers it
+    assert "not loaded" in studio.set_task(Session(), "CT", None, "a {} photo.", ROWS,
+                                           12.5, 0.25)[1]
 
 
-def test_closing_the_session_deletes_its_files(studio, tmp_path):
-    session = ready_session(studio, tmp_path)
-    saved = studio.save_prompts(session)
-    session.close()
-    assert not os.path.exists(saved) and session.examples == [] and session.tuned is None
+def test_closing_the_page_deletes_the_sessions_files(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    saved = last(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1,
+                             progress=lambda *a, **k: None))[4]
+    uploads = studio.files.owned(session.owner)
+    assert uploads and all(os.path.exists(p) for p in uploads) and os.path.exists(saved)
+
+    class Closed:
+        session_hash = session.owner
+
+    studio.close_session(Closed())
+    assert not os.path.exists(saved) and not any(os.path.exists(p) for p in uploads)
+    assert session.examples == [] and session.tuned is None
 
 
 def _class_zip(tmp_path) -> str:
@@ -188,18 +214,19 @@ def _class_zip(tmp_path) -> str:
 
 def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path):
     session = ready_session(studio, tmp_path)
-    out = studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW, -1)
+    out = studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW)
     message = out[3]
     assert "Added 3 test scans" in message
     assert "'ultrasound' is not one of the classes" in message and "'(none)'" in message
-    assert "File 5 of the zip" in message  # the text file, reported by position
+    assert "eval/magnetic resonance/notes.txt" in message  # named by its path in the zip
     assert "**computed tomography**: 2" in out[4] and "**magnetic resonance**: 1" in out[4]
-    more = studio.add_test_scans(session, None, [real_scan("MR_small.dcm", tmp_path)], ROWS[1][0],
-                                 AUTO_WINDOW, -1)
+    more = studio.add_test_scans(session, None, [real_scan("MR2_UNCR.dcm", tmp_path)],
+                                 ROWS[1][0], AUTO_WINDOW)
     assert "Added 1 test scan." in more[3]
 
     _, status, table, zero_fig, tuned_fig = studio.evaluate(session)
     assert "4 test scans" in status and "tuned prompts" in status
+    assert "also training examples" in status  # MR2_UNCR is an example too
     assert list(table.columns) == ["metric", "zero-shot", "tuned"]
     assert table.iloc[0, 0] == "accuracy" and 0 <= table.iloc[0, 2] <= 100
     assert zero_fig is not None and tuned_fig is not None and len(tuned_fig.axes) >= 1
@@ -211,15 +238,14 @@ def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path)
 def test_evaluation_needs_a_test_set_and_works_before_tuning(studio, tmp_path):
     session = Session()
     studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
-    with pytest.raises(gr.Error, match="Add labelled test scans"):
-        studio.evaluate(session)
-    with pytest.raises(gr.Error, match="Choose a zip"):
-        studio.add_test_scans(session, None, None, ROWS[0][0], AUTO_WINDOW, -1)
+    assert "Add labelled test scans" in studio.evaluate(session)[1]
+    assert "Choose a zip" in studio.add_test_scans(session, None, None, ROWS[0][0],
+                                                   AUTO_WINDOW)[3]
     bad = tmp_path / "notazip.zip"
     bad.write_text("plain text")
-    with pytest.raises(gr.Error, match="zip file holding one folder per class"):
-        studio.add_test_scans(session, str(bad), None, ROWS[0][0], AUTO_WINDOW, -1)
-    studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW, -1)
+    assert "zip file holding one folder per class" in studio.add_test_scans(
+        session, str(bad), None, ROWS[0][0], AUTO_WINDOW)[3]
+    studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW)
     _, status, table, _, tuned_fig = studio.evaluate(session)
     assert "zero-shot: no tuned prompts yet" in status
     assert list(table.columns) == ["metric", "zero-shot"] and tuned_fig is None
@@ -229,11 +255,14 @@ def test_model_loads_in_the_background_and_the_page_says_so():
     studio = Studio.start("no-such-backbone", background=True)
     studio._ready.wait(60)
     assert "could not be loaded" in studio.status() and "Unknown backbone" in studio.status()
-    text, timer = studio.status_until_ready()
-    assert timer["active"] is False
+    text, timer, actions = studio.status_until_ready()
+    assert timer["active"] is False and actions["visible"] is True  # retry / demo model
+    studio.use_demo_model()
+    studio._ready.wait(60)
+    assert studio.demo_model and "Demo model" in studio.status()
     loading = Studio(None)
     assert loading.status().startswith("⏳") and loading.status_until_ready()[1]["active"] is True
-    with pytest.raises(gr.Error, match="still loading"):
+    with pytest.raises(StudioError, match="still loading"):
         loading.backbone(wait_s=0.01)
 
 
