@@ -268,12 +268,16 @@ class Studio:
         status, poll, actions = self._model_view(request)
         tasks = [(TASK_TITLES_KO.get(t.id, t.title) if lang == "ko" else t.title, t.id)
                  for t in presets.load_tasks()]
-        windows = gr.update(choices=window_choices(lang, "MRI"), value=AUTO_WINDOW)
         modalities = [(modality_name(lang, m.id), m.id) for m in presets.load_modalities()]
-        from demo.report import training_curve
+        curve = gr.skip()
+        if self.ready:  # while the loader imports the stack, no request imports any of it
+            from demo.report import training_curve
 
+            curve = training_curve([], 1, lang)
+        windows = [gr.update(choices=window_choices(lang, "MRI"), value=AUTO_WINDOW)
+                   for _ in range(3)]
         return (status, poll, actions, gr.update(choices=tasks), gr.update(choices=modalities),
-                windows, windows, windows, training_curve([], 1, lang))
+                *windows, curve)
 
     # ---- sessions and their files ------------------------------------------------------------
     def _session(self, session, request=None):
@@ -293,6 +297,20 @@ class Studio:
 
     def _keep(self, session, paths) -> None:
         self.files.remember(session.owner, paths)
+
+    def _picture(self, owner: str | None, picture, name: str) -> str | None:
+        """A picture for the page, written into the session's folder (so it is deleted with
+        the session; Gradio would otherwise keep its own copy in its cache)."""
+        if picture is None:
+            return None
+        import hashlib
+
+        folder = self.files.downloads(owner or "anonymous")
+        digest = hashlib.sha1(picture.tobytes()).hexdigest()[:16]
+        path = folder / f"{name}-{digest}.png"
+        if not path.exists():
+            picture.save(path, format="PNG")
+        return str(path)
 
     def remember_upload(self, files, request: gr.Request = None) -> None:
         """An upload arrived (before any button is pressed): it is this session's, and is
@@ -369,7 +387,8 @@ class Studio:
 
     # ---- step 2: examples -----------------------------------------------------------------
     def _examples_view(self, session, lang: str):
-        gallery = [(e.thumbnail, e.name) for e in session.examples]
+        gallery = [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"), e.name)
+                   for e in session.examples]
         counts = (" · ".join(f"**{c}**: {n}" for c, n in session.counts().items())
                   or text(lang, "counts_none"))
         return gallery, counts
@@ -394,7 +413,8 @@ class Studio:
     def preview(self, files, window: str, level=None, width=None, index=-1,
                 request: gr.Request = None):
         """The scan viewer: the first chosen file as the model will see it, with its size and
-        frames. Light: reads the file, needs no model."""
+        frames. Reads the file; needs no model, but waits for its load (the imports)."""
+        self.backbone()
         from core.imaging import load_scan
         from core.overlay import model_view
         from demo.session import frame_used, scan_picture
@@ -422,7 +442,10 @@ class Studio:
                                    columns=scan.columns, frames=frames)
         if note is not None:
             about += " " + note.text(lang)
-        return model_view(picture), about
+        owner = getattr(request, "session_hash", None)
+        if owner:
+            self.files.remember(owner, [path])
+        return self._picture(owner, model_view(picture), "preview"), about
 
     def select_example(self, session: Any, event: gr.SelectData, request: gr.Request = None):
         lang = language(request)
@@ -566,7 +589,9 @@ class Studio:
         cmap = cmap if cmap in COLOUR_MAPS else "jet"
         heat = session.overlay_for(bb, top, alpha, cmap)
         report = self._report(session, bb, top, alpha, cmap, lang)
-        return (session, p.tuned or None, p.zero_shot, p.view, heat,
+        return (session, p.tuned or None, p.zero_shot,
+                self._picture(session.owner, p.view, "scan"),
+                self._picture(session.owner, heat, "map"),
                 gr.update(choices=p.classnames, value=top), " ".join(notes), report)
 
     @gpu(duration=60)
@@ -582,7 +607,8 @@ class Studio:
         bb = self.backbone()
         cmap = cmap if cmap in COLOUR_MAPS else "jet"
         heat = session.overlay_for(bb, class_name, alpha, cmap)
-        return session, heat, self._report(session, bb, class_name, alpha, cmap, lang)
+        return (session, self._picture(session.owner, heat, "map"),
+                self._report(session, bb, class_name, alpha, cmap, lang))
 
     def _report(self, session, bb, class_name: str, alpha: float, cmap: str, lang: str) -> str:
         from demo.report import ReportContext, write_report

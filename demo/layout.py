@@ -92,7 +92,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 files = gr.File(file_count="multiple", type="filepath", label=t("upload_examples"),
                                 elem_id="example-files", scale=2)
                 with gr.Column(scale=1):
-                    preview = gr.Image(type="pil", label=t("scan_preview"), interactive=False,
+                    preview = gr.Image(type="filepath", label=t("scan_preview"), interactive=False,
                                        height=224, elem_id="example-preview")
                     preview_text = gr.Markdown(elem_id="example-preview-text")
             add = gr.Button(t("add_examples"), variant="primary")
@@ -134,9 +134,9 @@ def build_demo(studio: Studio) -> gr.Blocks:
                                           elem_id="zero-probs")
                 with gr.Column(scale=3):
                     with gr.Row():
-                        scan_view = gr.Image(type="pil", label=t("scan_view"), interactive=False,
+                        scan_view = gr.Image(type="filepath", label=t("scan_view"), interactive=False,
                                              height=300, elem_id="scan-view", buttons=[])
-                        heat = gr.Image(type="pil", label=t("map"), interactive=False,
+                        heat = gr.Image(type="filepath", label=t("map"), interactive=False,
                                         height=300, elem_id="attention-map", buttons=[])
                     legend = gr.Image(colorbar(width=360), show_label=False, interactive=False,
                                       container=False, height=44, buttons=[], elem_id="legend")

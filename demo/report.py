@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -16,7 +16,9 @@ from matplotlib.figure import Figure
 
 from core.overlay import colorize
 from demo.messages import modality_name, text
-from demo.session import Prediction
+
+if TYPE_CHECKING:
+    from demo.session import Prediction
 
 LOSS_COLOUR = "#1f5fbf"
 ACCURACY_COLOUR = "#e07b00"

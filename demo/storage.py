@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 PREFIX = "biomed-dpt-studio-"
 OWNER_FILE = ".pid"
 SWEEP_EVERY_S = 300
-MAX_AGE_S = 3300  # with the sweep every 5 minutes: nothing is older than an hour
+MAX_AGE_S = 3300
+LEFTOVER_AGE_S = 10.0  # with the sweep every 5 minutes: nothing is older than an hour
 _lock = threading.Lock()
 _folder: Path | None = None
 
@@ -136,12 +137,35 @@ class SessionFiles:
                     gone.append(path)
         for path in gone:
             delete_file(path)
+        remove_upload_leftovers()
+        later = threading.Timer(LEFTOVER_AGE_S + 5, remove_upload_leftovers)
+        later.daemon = True
+        later.start()  # staging files of uploads still in flight when the page closed
         downloads = folder() / f"session-{_safe(owner)}"
         count = len(gone)
         if downloads.exists():
             count += sum(1 for p in downloads.iterdir() if p.is_file())
             shutil.rmtree(downloads, ignore_errors=True)
         return count
+
+
+def remove_upload_leftovers(min_age_s: float | None = None) -> int:
+    """Delete the staging files Gradio's upload parser leaves at the top of the folder
+    (`tmp*`, never handed to anyone: uploads are served from their per-file folders) once they
+    are older than an upload in flight could be."""
+    import time
+
+    removed = 0
+    now = time.time()
+    min_age_s = LEFTOVER_AGE_S if min_age_s is None else min_age_s
+    for path in folder().glob("tmp*"):
+        try:
+            if path.is_file() and now - path.stat().st_mtime > min_age_s:
+                path.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def delete_file(path: str | os.PathLike) -> None:
