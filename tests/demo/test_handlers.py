@@ -65,7 +65,7 @@ def test_examples_are_added_per_file_and_bad_ones_named_as_uploaded(studio, tmp_
     out = studio.add_examples(session, [good, str(bad), good], ROWS[0][0], AUTO_WINDOW)
     assert "Added 1 example" in out[2] and "`notes`: " in out[2]
     assert "the same picture as computed tomography #1" in out[2]  # the duplicate, skipped
-    assert len(session.examples) == 1 and isinstance(out[3][0][0], Image.Image)
+    assert len(session.examples) == 1 and Image.open(out[3][0][0]).size == (128, 128)
     assert "**computed tomography**: 1" in out[4]
     assert session.owner and good in studio.files.owned(session.owner)
 
@@ -133,12 +133,14 @@ def test_predict_shows_both_classifiers_a_map_and_its_report(studio, tmp_path):
     tuned, zero, view, picture, dropdown, report = out[1], out[2], out[3], out[4], out[5], out[7]
     assert set(tuned) == set(zero) == set(session.classes)
     assert sum(tuned.values()) == pytest.approx(1.0, abs=1e-5)
-    assert isinstance(picture, Image.Image) and picture.size == view.size == (224, 224)
+    picture, view = Image.open(picture), Image.open(view)
+    assert picture.size == view.size == (224, 224)
     assert dropdown["value"] == max(tuned, key=tuned.get)
     facts = json.loads(Image.open(report).text["biomed-dpt-report"])
     assert facts["tuned"] == pytest.approx(tuned, abs=1e-5) and facts["window"] == "auto"
     other = [c for c in session.classes if c != dropdown["value"]][0]
     _, switched, report2 = studio.change_map(session, other, 0.8, "cividis")
+    switched = Image.open(switched)
     assert switched.size == (224, 224) and switched.tobytes() != picture.tobytes()
     assert json.loads(Image.open(report2).text["biomed-dpt-report"])["explained"] == other
 
