@@ -675,8 +675,8 @@ class Studio:
         overlap = session.overlap()
         if overlap:
             message += "\n\n" + text(lang, "overlap", n=overlap)
-        return (session, message, pd.DataFrame(rows, columns=headers), figures["zero-shot"],
-                figures.get("tuned"))
+        table = gr.update(value=pd.DataFrame(rows, columns=headers), visible=True)
+        return session, message, table, figures["zero-shot"], figures.get("tuned")
 
     @gpu(duration=120)
     def _evaluate(self, session):

@@ -163,7 +163,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
             test_counts = gr.Markdown(elem_id="test-counts")
             run_eval = gr.Button(t("evaluate"), variant="primary")
             eval_status = gr.Markdown(elem_id="eval-status")
-            metrics = gr.Dataframe(label=t("metrics"), interactive=False, visible=True,
+            # hidden until there are figures: an empty table shows made-up headers "1 2 3"
+            metrics = gr.Dataframe(label=t("metrics"), interactive=False, visible=False,
                                    value=None, elem_id="metrics")
             with gr.Row():
                 confusion_zero = gr.Plot(show_label=False, elem_id="confusion-zero", format="png")

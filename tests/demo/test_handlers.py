@@ -227,6 +227,8 @@ def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path)
     assert "Added 1 test scan." in more[3]
 
     _, status, table, zero_fig, tuned_fig = studio.evaluate(session)
+    assert table["visible"] is True
+    table = table["value"]
     assert "4 test scans" in status and "tuned prompts" in status
     assert "also training examples" in status  # MR2_UNCR is an example too
     assert list(table.columns) == ["metric", "zero-shot", "tuned"]
@@ -249,6 +251,7 @@ def test_evaluation_needs_a_test_set_and_works_before_tuning(studio, tmp_path):
         session, str(bad), None, ROWS[0][0], AUTO_WINDOW)[3]
     studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW)
     _, status, table, _, tuned_fig = studio.evaluate(session)
+    table = table["value"]
     assert "zero-shot: no tuned prompts yet" in status
     assert list(table.columns) == ["metric", "zero-shot"] and tuned_fig is None
 
