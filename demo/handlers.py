@@ -303,10 +303,10 @@ class Studio:
         the session; Gradio would otherwise keep its own copy in its cache)."""
         if picture is None:
             return None
-        import hashlib
+        from demo.session import picture_digest
 
         folder = self.files.downloads(owner or "anonymous")
-        digest = hashlib.sha1(picture.tobytes()).hexdigest()[:16]
+        digest = picture_digest(picture)[:16]
         path = folder / f"{name}-{digest}.png"
         if not path.exists():
             picture.save(path, format="PNG")
@@ -358,10 +358,10 @@ class Studio:
         organs = list(presets.modality(task.modality).organs)
         if task.organ and task.organ not in organs:
             organs.append(task.organ)
-        title = TASK_TITLES_KO.get(task.id, task.title) if lang == "ko" else task.title
-        about = text(lang, "task_chosen", title=title, description=task.description)
-        if lang == "ko":
-            about = title
+        if lang == "ko":  # task descriptions are not translated yet: the title alone
+            about = TASK_TITLES_KO.get(task.id, task.title)
+        else:
+            about = text(lang, "task_chosen", title=task.title, description=task.description)
         return (task.modality, gr.update(choices=organs, value=task.organ), task.template,
                 rows, task.lambda_l1, task.lambda_kl, about)
 
