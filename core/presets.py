@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 MODALITIES_FILE = "modalities.json"
 TASKS_DIR = "tasks"
+SAMPLES_DIR = "samples"
+EXAMPLES_DIR = "examples"
 ORGAN_SLOT = "{organ}"
 MAX_ORGAN_CHARS = 60
 MAX_DESCRIPTIONS_PER_CLASS = 100
@@ -98,6 +100,68 @@ class TaskPreset:
     def credit(self) -> str:
         """One line for the UI saying what the task imitates (no images from it are shipped)."""
         return f"Shaped like the public {self.shaped_like} data set; no images from it are included."
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """A ready task that brings its own licensed sample scans (assets/samples/*.json, pictures
+    in assets/examples/, sources and licences in assets/examples/SOURCES.md), so a teacher
+    can show the whole workflow without bringing files."""
+
+    id: str
+    title: str
+    title_ko: str
+    description: str
+    modality: str
+    organ: str | None
+    template: str
+    lambda_l1: float
+    lambda_kl: float
+    classes: tuple[str, ...]
+    descriptions: dict[str, tuple[str, ...]]
+    files: dict[str, tuple[Path, ...]]  # class -> sample pictures
+
+
+def load_samples(assets_dir: str | Path | None = None) -> list[SampleSet]:
+    return list(_samples(_assets(assets_dir)))
+
+
+def sample_set(sample_id: str, assets_dir: str | Path | None = None) -> SampleSet:
+    for found in _samples(_assets(assets_dir)):
+        if found.id == sample_id:
+            return found
+    raise PromptError(f"There is no sample set {sample_id!r}.")
+
+
+@lru_cache(maxsize=8)
+def _samples(assets_dir: Path) -> tuple[SampleSet, ...]:
+    modality_ids = {m.id for m in _modalities(assets_dir)}
+    out = []
+    for path in sorted((assets_dir / SAMPLES_DIR).glob("*.json")):
+        data, where = _read_json(path), _where(path)
+        _require(data, where, ["id", "title", "title_ko", "description", "modality", "organ",
+                               "template", "lambda_l1", "lambda_kl", "classes", "descriptions",
+                               "files"])
+        if data["modality"] not in modality_ids:
+            raise PromptError(f"{where}: unknown modality {data['modality']!r}.")
+        classes = _text_list(data["classes"], where, "classes")
+        _checked_config(where, "template", data["template"])
+        files = {}
+        for name in classes:
+            listed = _text_list(data["files"].get(name, []), where, f"files of {name}")
+            paths = tuple(assets_dir / EXAMPLES_DIR / f for f in listed)
+            missing = [p.name for p in paths if not p.is_file()]
+            if not paths or missing:
+                raise PromptError(f"{where}: class {name!r} needs sample files that exist in "
+                                  f"{EXAMPLES_DIR}/ (missing: {missing or 'all'}).")
+            files[name] = paths
+        out.append(SampleSet(
+            id=data["id"], title=data["title"], title_ko=data["title_ko"],
+            description=data["description"], modality=data["modality"], organ=data["organ"],
+            template=data["template"], lambda_l1=_weight(data["lambda_l1"], where, "lambda_l1"),
+            lambda_kl=_weight(data["lambda_kl"], where, "lambda_kl"), classes=classes,
+            descriptions=_descriptions(data["descriptions"], classes, where), files=files))
+    return tuple(out)
 
 
 # ---- modalities -------------------------------------------------------------------------------

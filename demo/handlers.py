@@ -276,8 +276,10 @@ class Studio:
             curve = training_curve([], 1, lang)
         windows = [gr.update(choices=window_choices(lang, "MRI"), value=AUTO_WINDOW)
                    for _ in range(3)]
+        samples = [(s.title_ko if lang == "ko" else s.title, s.id) for s in presets.load_samples()]
         return (status, poll, actions, gr.update(choices=tasks), gr.update(choices=modalities),
-                *windows, curve)
+                *windows, curve, gr.update(choices=samples, value=samples[0][1] if samples else None),
+                self.legend("jet", request))
 
     # ---- sessions and their files ------------------------------------------------------------
     def _session(self, session, request=None):
@@ -380,6 +382,39 @@ class Studio:
         return (session, "\n\n".join(lines), *_class_choices(classes),
                 *self._examples_view(session, lang), *windows)
 
+    @answers(16, status=1)
+    def use_samples(self, session: Any, sample_id: str | None, request: gr.Request = None):
+        """A ready task with its licensed sample scans added as examples: the whole workflow
+        in a minute, no files needed."""
+        lang = language(request)
+        samples = presets.sample_set(sample_id or presets.load_samples()[0].id)
+        rows = [[c, "\n".join(samples.descriptions.get(c, ()))] for c in samples.classes]
+        out = self.set_task(session, samples.modality, samples.organ, samples.template, rows,
+                            samples.lambda_l1, samples.lambda_kl, request)
+        session = out[0]
+        if not hasattr(session, "examples"):  # the task was refused: its message is in out[1]
+            return (*out, *(gr.skip(),) * 7)
+        problems = []
+        for label, paths in samples.files.items():
+            _, bad = session.add_examples([(str(p), p.name) for p in paths], label,
+                                          suffix=text(lang, "sample_suffix"))
+            problems += bad
+        counts = ", ".join(f"{c} {n}" for c, n in session.counts().items())
+        message = (out[1] + "\n\n" + text(lang, "samples_added", counts=counts)
+                   + _problems_text(lang, problems, "not_added"))
+        organs = list(presets.modality(samples.modality).organs)
+        return (session, message, *out[2:4], *self._examples_view(session, lang), *out[6:9],
+                samples.modality, gr.update(choices=organs, value=samples.organ),
+                samples.template, rows, samples.lambda_l1, samples.lambda_kl, message)
+
+    def legend(self, cmap: str = "jet", request: gr.Request = None):
+        """The map's colour legend in the user's language."""
+        from core.overlay import colorbar
+
+        lang = language(request)
+        return colorbar(cmap if cmap in COLOUR_MAPS else "jet", width=360,
+                        labels=(text(lang, "legend_low"), text(lang, "legend_high")))
+
     def _windows(self, lang: str, modality: str | None):
         # one update per output: Gradio consumes an update dict when it applies it
         return tuple(gr.update(choices=window_choices(lang, modality), value=AUTO_WINDOW)
@@ -409,7 +444,7 @@ class Studio:
                                                                          "not_added")
         return (session, None, message, *self._examples_view(session, lang))
 
-    @answers(2)
+    @answers(3)
     def preview(self, files, window: str, level=None, width=None, index=-1,
                 request: gr.Request = None):
         """The scan viewer: the first chosen file as the model will see it, with its size and
@@ -421,8 +456,9 @@ class Studio:
 
         lang = language(request)
         uploads = _uploads(files if isinstance(files, list) else [files] if files else [])
+        hidden = gr.update(visible=False)
         if not uploads:
-            return None, ""
+            return None, "", hidden
         path, name = uploads[0]
         try:
             scan = load_scan(path)
@@ -430,13 +466,14 @@ class Studio:
                                          slice_value(index))
         except StudioError as exc:
             detail = exc.text(lang) if isinstance(exc, UserError) else str(exc)
-            return None, name + ": " + text(lang, "preview_failed", detail=detail)
-        frames = ""
+            return None, name + ": " + text(lang, "preview_failed", detail=detail), hidden
+        frames, slider = "", hidden
         if scan.n_frames > 1:
             shown = frame_used(scan, slice_value(index))
-            frames = text(lang, "preview_frames", label=scan.frame_label,
-                          index=scan.n_frames // 2 if shown is None else shown,
+            shown = scan.n_frames // 2 if shown is None else shown
+            frames = text(lang, "preview_frames", label=scan.frame_label, index=shown,
                           last=scan.n_frames - 1)
+            slider = gr.update(visible=True, minimum=0, maximum=scan.n_frames - 1, value=shown)
         kind = scan.modality or scan.source_format
         about = name + ": " + text(lang, "preview", kind=kind, rows=scan.rows,
                                    columns=scan.columns, frames=frames)
@@ -445,7 +482,7 @@ class Studio:
         owner = getattr(request, "session_hash", None)
         if owner:
             self.files.remember(owner, [path])
-        return self._picture(owner, model_view(picture), "preview"), about
+        return self._picture(owner, model_view(picture), "preview"), about, slider
 
     def select_example(self, session: Any, event: gr.SelectData, request: gr.Request = None):
         lang = language(request)
@@ -649,7 +686,7 @@ class Studio:
         counts = " · ".join(f"**{c}**: {n}" for c, n in session.test_counts().items())
         return session, None, None, message, counts
 
-    @answers(5, status=1)
+    @answers(6, status=1)
     def evaluate(self, session: Any, request: gr.Request = None):
         lang = language(request)
         session = self._session(session, request)
@@ -676,7 +713,69 @@ class Studio:
         if overlap:
             message += "\n\n" + text(lang, "overlap", n=overlap)
         table = gr.update(value=pd.DataFrame(rows, columns=headers), visible=True)
-        return session, message, table, figures["zero-shot"], figures.get("tuned")
+        return (session, message, table, figures["zero-shot"], figures.get("tuned"),
+                self._cells(best, lang))
+
+    def _cells(self, result, lang: str):
+        """The confusion matrix's non-empty cells as choices, the mistakes first."""
+        names = result.classnames
+        cells = [(t, p, n) for t, row in enumerate(result.confusion) for p, n in enumerate(row)
+                 if n]
+        cells.sort(key=lambda c: (c[0] == c[1], -c[2]))
+        choices = [(text(lang, "cell_choice", true=names[t], predicted=names[p], n=n),
+                    f"{t},{p}") for t, p, n in cells]
+        return gr.update(choices=choices, value=choices[0][1] if choices else None,
+                         visible=bool(choices))
+
+    @answers(4, status=2)
+    def show_cell(self, session: Any, cell: str | None, request: gr.Request = None):
+        """Lead back from the matrix to the scans: the test scans of one cell with the maps of
+        the class they were predicted as."""
+        lang = language(request)
+        session = self._session(session, request)
+        if session.evaluated is None or not cell:
+            raise UserError("evaluate_first")
+        _, results = session.evaluated
+        result = results.get("tuned", results["zero-shot"])
+        t, p = (result.classnames[int(k)] for k in cell.split(","))
+        bb = self.backbone()
+        scans = session.cell(t, p)
+        session.cell_scans, session.cell_selected = scans, None
+        pictures = self._cell_maps(session, bb, scans, p)
+        which = text(lang, "which_tuned" if "tuned" in results else "which_zero")
+        gallery = [(self._picture(session.owner, pic, f"cell-{e.uid}"), e.name)
+                   for pic, e in zip(pictures, scans)]
+        return (session, gallery,
+                text(lang, "cell_shown", n=len(scans), true=t, predicted=p, which=which),
+                gr.update(visible=bool(scans)))
+
+    @gpu(duration=60)
+    def _cell_maps(self, session, bb, scans, predicted):
+        return session.cell_maps(bb, scans, predicted)
+
+    def select_cell_scan(self, session: Any, event: gr.SelectData, request: gr.Request = None):
+        lang = language(request)
+        scans = getattr(session, "cell_scans", None) or []
+        if event is None or not 0 <= event.index < len(scans):
+            return session, text(lang, "cell_select_first")
+        session.cell_selected = event.index
+        return session, text(lang, "cell_selected", true=scans[event.index].label)
+
+    @answers(6, status=1)
+    def promote_cell_scan(self, session: Any, request: gr.Request = None):
+        """Add the selected test scan to the examples under its true class."""
+        lang = language(request)
+        session = self._session(session, request)
+        k = session.cell_selected
+        if k is None or not 0 <= k < len(session.cell_scans):
+            raise UserError("cell_select_first")
+        moved = session.promote(session.cell_scans.pop(k))
+        session.cell_selected = None
+        counts = " · ".join(f"**{c}**: {n}" for c, n in session.test_counts().items())
+        gallery = [(self._picture(session.owner, e.thumbnail, f"cellthumb-{e.uid}"), e.name)
+                   for e in session.cell_scans]
+        return (session, text(lang, "cell_promoted", name=moved.name),
+                *self._examples_view(session, lang), counts, gallery)
 
     @gpu(duration=120)
     def _evaluate(self, session):

@@ -68,6 +68,12 @@ def build_demo(studio: Studio) -> gr.Blocks:
         poll = gr.Timer(1.0, active=not studio.ready)
 
         with gr.Tab(t("tab_task")):
+            with gr.Row(equal_height=True):
+                samples = gr.Dropdown([(s.title, s.id) for s in presets.load_samples()],
+                                      label=t("samples"), info=t("samples_info"), scale=3,
+                                      elem_id="sample-set")
+                use_samples = gr.Button(t("use_samples"), variant="secondary", scale=1,
+                                        elem_id="use-samples")
             preset = gr.Dropdown([(task.title, task.id) for task in tasks], value=None,
                                  label=t("preset"), info=t("preset_info"))
             with gr.Row():
@@ -94,6 +100,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 with gr.Column(scale=1):
                     preview = gr.Image(type="filepath", label=t("scan_preview"), interactive=False,
                                        height=224, elem_id="example-preview")
+                    frame = gr.Slider(0, 1, value=0, step=1, label=t("frame_slider"),
+                                      visible=False, elem_id="example-frame")
                     preview_text = gr.Markdown(elem_id="example-preview-text")
             add = gr.Button(t("add_examples"), variant="primary")
             example_status = gr.Markdown(elem_id="example-status")
@@ -170,6 +178,13 @@ def build_demo(studio: Studio) -> gr.Blocks:
                 confusion_zero = gr.Plot(show_label=False, elem_id="confusion-zero", format="png")
                 confusion_tuned = gr.Plot(show_label=False, elem_id="confusion-tuned",
                                           format="png")
+            # from the matrix back to the scans: one cell's test scans with their maps
+            cell = gr.Dropdown([], label=t("cell"), visible=False, elem_id="confusion-cell")
+            cell_status = gr.Markdown(elem_id="cell-status")
+            cell_gallery = gr.Gallery(label=t("cell_scans"), columns=6, height="auto",
+                                      fit_columns=False, object_fit="contain",
+                                      allow_preview=False, elem_id="cell-gallery")
+            promote = gr.Button(t("promote"), visible=False, elem_id="promote")
 
         with gr.Tab(t("tab_prompts")):
             save = gr.DownloadButton(t("save_prompts"), value=None, elem_id="save-prompts")
@@ -180,8 +195,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
         # ---- wiring ---------------------------------------------------------------------
         windows = [window, predict_window, test_window]
         demo.load(studio.on_load, None,
-                  [status, poll, model_actions, preset, modality, *windows, curve],
-                  queue=False, api_name="status")
+                  [status, poll, model_actions, preset, modality, *windows, curve, samples,
+                   legend], queue=False, api_name="status")
         demo.unload(studio.close_session)
         model_view = [status, poll, model_actions]
         poll.tick(studio.status_until_ready, None, model_view, queue=False, api_visibility="private")
@@ -201,10 +216,21 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     [session, task_status, example_class, test_class, gallery, counts, *windows],
                     api_name="set_task")
 
+        use_samples.click(studio.use_samples, [session, samples],
+                          [session, task_status, example_class, test_class, gallery, counts,
+                           *windows, modality, organ, template, table, lambda_l1, lambda_kl,
+                           example_status], api_name="use_samples", concurrency_id="infer",
+                          concurrency_limit=INFER_CONCURRENCY)
+
         view_inputs = [files, window, level, width, index]
+        view_outputs = [preview, preview_text, frame]
         for trigger in (files.change, window.input, index.submit, level.submit, width.submit):
-            trigger(studio.preview, view_inputs, [preview, preview_text],
-                    concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
+            trigger(studio.preview, view_inputs, view_outputs, concurrency_id="infer",
+                    concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
+        # the slider picks the frame or slice that will be added, and shows it
+        frame.release(lambda k: int(k), frame, index, queue=False, api_visibility="private").then(
+            studio.preview, view_inputs, view_outputs, concurrency_id="infer",
+            concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
         add.click(studio.add_examples, [session, files, example_class, window, level, width, index],
                   [session, files, example_status, gallery, counts], api_name="add_examples",
                   concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY)
@@ -233,7 +259,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             trigger(studio.change_map, map_inputs, map_outputs, api_name=name,
                     api_visibility="public" if name else "private", concurrency_id="infer",
                     concurrency_limit=INFER_CONCURRENCY)
-        cmap.input(lambda c: colorbar(c, width=360), cmap, legend, queue=False, api_visibility="private")
+        cmap.input(studio.legend, cmap, legend, queue=False, api_visibility="private")
 
         add_test.click(studio.add_test_scans,
                        [session, test_zip, test_files, test_class, test_window, test_level,
@@ -242,9 +268,19 @@ def build_demo(studio: Studio) -> gr.Blocks:
                        api_name="add_test_scans", concurrency_id="infer",
                        concurrency_limit=INFER_CONCURRENCY)
         run_eval.click(studio.evaluate, session,
-                       [session, eval_status, metrics, confusion_zero, confusion_tuned],
+                       [session, eval_status, metrics, confusion_zero, confusion_tuned, cell],
                        api_name="evaluate", concurrency_id="infer",
-                       concurrency_limit=INFER_CONCURRENCY)
+                       concurrency_limit=INFER_CONCURRENCY).then(
+            studio.show_cell, [session, cell], [session, cell_gallery, cell_status, promote],
+            concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
+        cell.input(studio.show_cell, [session, cell],
+                   [session, cell_gallery, cell_status, promote], api_name="show_cell",
+                   concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY)
+        cell_gallery.select(studio.select_cell_scan, session, [session, cell_status],
+                            queue=False, api_visibility="private")
+        promote.click(studio.promote_cell_scan, session,
+                      [session, cell_status, gallery, counts, test_counts, cell_gallery],
+                      api_name="promote_cell_scan")
         load.upload(studio.load_prompts, [session, load],
                     [session, prompts_status, modality, organ, template, table, example_class,
                      test_class, save, *windows],

@@ -36,6 +36,12 @@ EN: dict[str, str] = {
     "need_task": "Set up the task first: at least two classes (step 1).",
     "too_many_classes": "{n} classes is more than the {limit} this app handles.",
     "task_chosen": "{title}: {description}",
+    "samples_added": "Sample scans added: {counts}. They are licensed test images (see "
+                     "assets/examples/SOURCES.md), clearly not patients of yours. Tune them in "
+                     "step 3.",
+    "sample_suffix": " (sample)",
+    "legend_low": "low relevance",
+    "legend_high": "high relevance",
     # step 2
     "choose_files": "Choose one or more scans to add.",
     "choose_class": "Choose which class these examples belong to ({classes}).",
@@ -116,6 +122,14 @@ EN: dict[str, str] = {
     "m_recall": "recall: {name}",
     "m_f1": "F1: {name}",
     "confusion_title": "{which}: accuracy {accuracy:.1%}",
+    "cell_choice": "true {true} → predicted {predicted} ({n})",
+    "cell_shown": "{n} test scans of {true} predicted as {predicted} ({which}), each with the map "
+                  "of {predicted}. Click one to select it.",
+    "cell_selected": "Selected a scan of {true}. Press “Add to the examples” to teach it.",
+    "cell_promoted": "Added it to the examples as {name}; it is no longer a test scan. Tune "
+                     "again in step 3.",
+    "cell_select_first": "Click a scan first to select it.",
+    "evaluate_first": "Evaluate first; then pick a cell of the confusion matrix.",
     "predicted_class": "predicted class",
     "true_class": "true class",
     # step 6
@@ -169,6 +183,11 @@ KO: dict[str, str] = {
     "need_task": "먼저 과제를 설정하세요: 클래스가 두 개 이상 필요합니다 (1단계).",
     "too_many_classes": "클래스 {n}개는 이 앱이 다룰 수 있는 {limit}개를 넘습니다.",
     "task_chosen": "{title}: {description}",
+    "samples_added": "예시 영상을 추가했습니다: {counts}. 라이선스가 있는 시험용 영상입니다 "
+                     "(assets/examples/SOURCES.md 참고). 3단계에서 튜닝하세요.",
+    "sample_suffix": " (예시 영상)",
+    "legend_low": "관련성 낮음",
+    "legend_high": "관련성 높음",
     "choose_files": "추가할 영상을 하나 이상 고르세요.",
     "choose_class": "이 예시들이 속한 클래스를 고르세요 ({classes}).",
     "added_examples": "{label} 예시 {n}개를 추가했습니다.",
@@ -241,6 +260,14 @@ KO: dict[str, str] = {
     "m_recall": "재현율: {name}",
     "m_f1": "F1: {name}",
     "confusion_title": "{which}: 정확도 {accuracy:.1%}",
+    "cell_choice": "실제 {true} → 예측 {predicted} ({n})",
+    "cell_shown": "{predicted}(으)로 예측된 {true} 평가 영상 {n}개 ({which}), 각각 {predicted}의 "
+                  "지도와 함께. 클릭하여 선택하세요.",
+    "cell_selected": "{true} 영상을 선택했습니다. “예시에 추가”를 누르면 학습에 쓰입니다.",
+    "cell_promoted": "{name}(으)로 예시에 추가했고, 더는 평가 영상이 아닙니다. 3단계에서 다시 "
+                     "튜닝하세요.",
+    "cell_select_first": "먼저 영상을 클릭하여 선택하세요.",
+    "evaluate_first": "먼저 평가한 뒤 혼동 행렬의 칸을 고르세요.",
     "predicted_class": "예측 클래스",
     "true_class": "실제 클래스",
     "choose_prompts": "이 앱에서 저장한 .safetensors 프롬프트 파일을 고르세요.",

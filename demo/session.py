@@ -119,6 +119,9 @@ class Session:
     test_set: list[Example] = field(default_factory=list)  # labelled scans for evaluation
     features: FeatureCache = field(default_factory=FeatureCache)  # image features, re-used
     owner: str = ""  # the browser session's id: whose files are whose
+    evaluated: tuple | None = None  # (test scans, results) of the last evaluation
+    cell_scans: list[Example] = field(default_factory=list)  # the confusion cell shown
+    cell_selected: int | None = None
     _zero: tuple | None = field(default=None, repr=False)
 
     # ---- task ---------------------------------------------------------------------------------
@@ -183,15 +186,17 @@ class Session:
 
     # ---- examples -----------------------------------------------------------------------------
     def add_examples(self, files: Sequence[tuple[str, str]], label: str, window=None,
-                     index: int | None = None) -> tuple[int, list[Problem]]:
+                     index: int | None = None, suffix: str = "") -> tuple[int, list[Problem]]:
         """Read each (path, name as uploaded) file; keep the good ones, report the others by
-        their name. Only the decoded pictures are kept; the same picture twice is skipped."""
+        their name. Only the decoded pictures are kept; the same picture twice is skipped.
+        `suffix` marks the examples' names (e.g. as sample scans)."""
         self.require_task()
         if label not in self.classes:
             raise UserError("choose_class", classes=", ".join(self.classes))
         items = [(label, path, name) for path, name in files]
-        return self._read_into(self.examples, "examples", items, window, index,
-                               lambda lab, kept: f"{lab} #{sum(e.label == lab for e in kept) + 1}")
+        return self._read_into(
+            self.examples, "examples", items, window, index,
+            lambda lab, kept: f"{lab} #{sum(e.label == lab for e in kept) + 1}{suffix}")
 
     def _read_into(self, target: list[Example], kind: str, items, window, index, name
                    ) -> tuple[int, list[Problem]]:
@@ -291,10 +296,51 @@ class Session:
         pictures = [e.image for e in self.test_set]
         labels = [e.label for e in self.test_set]
         if self.tuned is None:
-            return {"zero-shot": evaluate(self.zero_shot(bb), pictures, labels,
-                                          precision=precision, feature_cache=self.features)}
-        return compare(self.tuned, pictures, labels, precision=precision,
-                       feature_cache=self.features)
+            results = {"zero-shot": evaluate(self.zero_shot(bb), pictures, labels,
+                                             precision=precision, feature_cache=self.features)}
+        else:
+            results = compare(self.tuned, pictures, labels, precision=precision,
+                              feature_cache=self.features)
+        self.evaluated = (list(self.test_set), results)
+        return results
+
+    # ---- from the evaluation back to the scans --------------------------------------------
+    def cell(self, true: str, predicted: str) -> list[Example]:
+        """The test scans of true class `true` that the last evaluation (tuned, else zero-shot)
+        predicted as `predicted`."""
+        if self.evaluated is None:
+            raise UserError("evaluate_first")
+        scans, results = self.evaluated
+        result = results.get("tuned", results["zero-shot"])
+        names = result.classnames
+        return [e for e, t, p in zip(scans, result.labels, result.predictions)
+                if names[t] == true and names[p] == predicted
+                and any(e is kept for kept in self.test_set)]
+
+    def cell_maps(self, bb: Backbone, scans: Sequence[Example], predicted: str,
+                  limit: int = 12) -> list[Image.Image]:
+        """Each scan with the map of the class it was predicted as."""
+        explained = self.tuned if self.tuned is not None else self.zero_shot(bb)
+        k = explained.classnames.index(predicted)
+        out = []
+        for example in scans[:limit]:
+            pixels = bb.pixels([example.image])
+            heat = relevance_maps(explained, pixels, [k])[0]
+            out.append(overlay(model_view(example.image, bb.image_size), heat))
+        return out
+
+    def promote(self, example: Example) -> Example:
+        """Move a test scan into the examples under its true class (it no longer counts as a
+        test scan: a scan must not be both)."""
+        self.test_set = [e for e in self.test_set if e is not example]
+        n = sum(e.label == example.label for e in self.examples) + 1
+        moved = Example(next(_ids), example.label, example.image, example.thumbnail,
+                        f"{example.label} #{n}", example.digest)
+        if any(e.digest == moved.digest for e in self.examples):
+            raise UserError("duplicate_of", other=next(
+                e.name for e in self.examples if e.digest == moved.digest))
+        self.examples.append(moved)
+        return moved
 
     # ---- prediction ---------------------------------------------------------------------------
     def predict(self, bb: Backbone, path: str, window=None, index: int | None = None,
@@ -347,7 +393,8 @@ class Session:
         self.examples.clear()
         self.test_set.clear()
         self.features = FeatureCache()
-        self.tuned = self.prediction = self.history = self._zero = None
+        self.tuned = self.prediction = self.history = self._zero = self.evaluated = None
+        self.cell_scans = []
         self.stop.set()
 
 

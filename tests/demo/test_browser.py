@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 CLASSES = ["computed tomography", "magnetic resonance", "ultrasound", "radiograph"]
 TRAINING = {
     CLASSES[0]: ["CT_small.dcm", "693_UNCR.dcm", "explicit_VR-UN.dcm", "J2K_pixelrep_mismatch.dcm"],
-    CLASSES[1]: ["MR_small.dcm", "MR2_UNCR.dcm", "emri_small.dcm",
+    CLASSES[1]: ["emri_small.dcm", "MR_small.dcm", "MR2_UNCR.dcm",
                  "MR-SIEMENS-DICOM-WithOverlays.dcm"],
     CLASSES[2]: ["US1_UNCR.dcm", "OBXXXX1A_rle.dcm", "examples_palette.dcm", "ExplVR_BigEnd.dcm"],
     CLASSES[3]: ["RG3_J2KI.dcm", "RG1_J2KI.dcm", "RG3_UNCR.dcm", "RG1_UNCR.dcm"],
@@ -121,8 +121,12 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
                 (tmp_path / "notes.txt").write_text("not a scan")
                 paths += [str(tmp_path / "notes.txt"), real_scan("693_J2KR.dcm", tmp_path)]
             page.locator("#example-files input[type=file]").set_input_files(paths)
-            if label == CLASSES[0]:
+            if label in CLASSES[:2]:
                 page.locator("#example-preview img").wait_for()  # the scan viewer
+            if label == CLASSES[1]:  # a 10-frame MR: the viewer offers a slider
+                page.locator("#example-frame").wait_for()
+                wait_text(page, "#example-preview-text", "0–9")
+                shot(page, f"{lang}-3-viewer")
             page.get_by_role("button", name=ui["add"]).click()
             status = wait_text(page, "#example-status", label, timeout=90_000)
             assert text(lang, "added_examples", n=4, label=label) in status
@@ -207,6 +211,16 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         page.locator("#confusion-tuned img").wait_for()
         shot(page, f"{lang}-7-evaluate")
 
+        # ... and leads back to the scans: a cell's scans with maps; one becomes an example
+        page.locator("#cell-gallery .thumbnail-item").first.wait_for()
+        page.locator("#cell-gallery .thumbnail-item").first.click()
+        wait_text(page, "#cell-status", text(lang, "cell_selected", true="X").split("X")[1][:8])
+        before = text_of(page, "#example-counts")
+        page.locator("#promote").click()
+        promoted = wait_text(page, "#cell-status", "#")
+        assert text_of(page, "#example-counts") != before or "⚠️" in promoted
+        shot(page, f"{lang}-7b-cell")
+
         # 6. Save: one click downloads these prompts
         page.get_by_role("tab", name=ui["tab6"]).click()
         suggested, prompts = _download(page, "#save-prompts", tmp_path, "prompts.safetensors")
@@ -233,4 +247,39 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
             "other", "기타")
         assert page2.get_by_label(ui["template"]).input_value() == TEMPLATE
         browser2.close()
+        browser.close()
+
+
+def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
+    """No files brought: one click sets a task and adds its licensed sample scans."""
+    import shutil
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    examples = Path(__file__).resolve().parents[2] / "assets" / "examples"
+    with sync_playwright() as p:
+        browser, context, page = _browser(p, "en-US")
+        page.goto(app_url)
+        wait_text(page, "#model-status", "tiny-biomedclip")
+        page.locator("#use-samples").click()
+        status = wait_text(page, "#task-status", "Sample scans added")
+        assert "computed tomography 2" in status and "ultrasound 2" in status
+        shot(page, "sample-1-task")
+        page.get_by_role("tab", name="2 · Examples").click()
+        assert page.locator("#example-gallery .thumbnail-item").count() == 8
+        assert "(sample)" in text_of(page, "#example-gallery")
+        shot(page, "sample-2-examples")
+        page.get_by_role("tab", name="3 · Tune").click()
+        page.get_by_role("button", name="Tune prompts").click()
+        wait_text(page, "#tune-status", "Tuning finished", timeout=120_000)
+        page.get_by_role("tab", name="4 · Predict").click()
+        scan = tmp_path / "ct_head.png"
+        shutil.copy(examples / "ct_head.png", scan)
+        page.locator("#predict-scan input[type=file]").set_input_files(str(scan))
+        answer_after(page, "#predict-status",
+                     page.get_by_role("button", name="Predict", exact=True).click)
+        page.locator("#attention-map img").wait_for()
+        assert "computed tomography" in text_of(page, "#tuned-probs")
+        shot(page, "sample-3-predict")
         browser.close()

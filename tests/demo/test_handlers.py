@@ -226,7 +226,7 @@ def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path)
                                  ROWS[1][0], AUTO_WINDOW)
     assert "Added 1 test scan." in more[3]
 
-    _, status, table, zero_fig, tuned_fig = studio.evaluate(session)
+    _, status, table, zero_fig, tuned_fig, cells = studio.evaluate(session)
     assert table["visible"] is True
     table = table["value"]
     assert "4 test scans" in status and "tuned prompts" in status
@@ -237,6 +237,28 @@ def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path)
     cached = len(session.features)
     studio.evaluate(session)
     assert len(session.features) == cached  # images are encoded once per session
+
+    # from a cell of the matrix back to its scans, with maps, and one into the examples
+    result = session.evaluated[1]["tuned"]
+    assert sum(n for row in result.confusion for n in row) == 4
+    first = cells["choices"][0]
+    assert cells["value"] == first[1] and "true " in first[0] and "predicted" in first[0]
+    t, p = (int(k) for k in first[1].split(","))
+    assert result.confusion[t][p] == int(first[0].rsplit("(", 1)[1].rstrip(")"))
+    _, shown, status, promote = studio.show_cell(session, first[1])
+    assert len(shown) == result.confusion[t][p] and promote["visible"] is True
+    assert Image.open(shown[0][0]).size == (224, 224)
+
+    class Click:
+        index = 0
+
+    n_examples, n_tests = len(session.examples), len(session.test_set)
+    assert "Selected" in studio.select_cell_scan(session, Click())[1]
+    out = studio.promote_cell_scan(session)
+    if "already there" not in out[1]:  # a scan that is an example already is refused
+        assert "Added it to the examples" in out[1]
+        assert len(session.examples) == n_examples + 1
+        assert len(session.test_set) == n_tests - 1
 
 
 def test_evaluation_needs_a_test_set_and_works_before_tuning(studio, tmp_path):
@@ -250,10 +272,30 @@ def test_evaluation_needs_a_test_set_and_works_before_tuning(studio, tmp_path):
     assert "zip file holding one folder per class" in studio.add_test_scans(
         session, str(bad), None, ROWS[0][0], AUTO_WINDOW)[3]
     studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW)
-    _, status, table, _, tuned_fig = studio.evaluate(session)
+    _, status, table, _, tuned_fig, _ = studio.evaluate(session)
     table = table["value"]
     assert "zero-shot: no tuned prompts yet" in status
     assert list(table.columns) == ["metric", "zero-shot"] and tuned_fig is None
+
+
+def test_sample_scans_set_a_whole_task_in_one_click(studio):
+    session = Session()
+    out = studio.use_samples(session, "imaging-modality")
+    assert "Sample scans added" in out[1] and len(session.examples) == 8
+    assert session.counts() == {c: 2 for c in session.classes}
+    assert all(e.name.endswith("(sample)") for e in session.examples)
+    assert out[9] == "other" and out[11] == "a medical photo of a {}."
+    assert len(out[4]) == 8  # the gallery shows them
+
+
+def test_the_viewer_offers_a_slider_for_volumes(studio, tmp_path):
+    volume = real_scan("emri_small.dcm", tmp_path)
+    picture, about, slider = studio.preview([volume], AUTO_WINDOW, None, None, 3)
+    assert Image.open(picture).size == (224, 224)
+    assert "slice 3 of 0–9" in about or "frame 3 of 0–9" in about
+    assert slider["visible"] is True and slider["maximum"] == 9 and slider["value"] == 3
+    single = studio.preview([real_scan("CT_small.dcm", tmp_path)], AUTO_WINDOW, None, None, -1)
+    assert single[2]["visible"] is False
 
 
 def test_model_loads_in_the_background_and_the_page_says_so():
