@@ -83,7 +83,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
                                     allow_custom_value=True)
             template = gr.Textbox(presets.template_for(first.id, first_organ), label=t("template"))
             table = gr.Dataframe(headers=[EN["class_name"], EN["class_descriptions"]],
-                                 datatype=["str", "str"], column_count=(2, "fixed"),
+                                 datatype=["str", "markdown"], column_count=(2, "fixed"),
+                                 line_breaks=True,
                                  row_count=(4, "dynamic"), type="array", wrap=True,
                                  column_widths=["22%", "78%"], max_height=520,
                                  value=[["", ""]] * 4, label=t("classes"), interactive=True,

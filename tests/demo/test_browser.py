@@ -103,6 +103,8 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         page.get_by_label(ui["template"]).fill(TEMPLATE)
         for row, name in enumerate(CLASSES):
             fill_cell(page, row, 0, name)
+        fill_cell(page, 0, 1, "bone is bright")  # a description, typed into its cell
+        assert "bone is bright" in text_of(page, "#class-table")
         page.get_by_role("button", name=ui["apply"]).click()
         status = wait_text(page, "#task-status", "4")
         assert text(lang, "task_set", n=4, classes=", ".join(CLASSES)) in status
@@ -229,6 +231,7 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
 
         with safe_open(str(prompts), framework="pt") as f:
             assert json.loads(f.metadata()["classnames"]) == CLASSES
+            assert json.loads(f.metadata()["descriptions"]) == {CLASSES[0]: ["bone is bright"]}
         if lang == "ko":
             _server_text_is_korean(page, ["#task-status", "#example-counts", "#tune-status",
                                           "#predict-status", "#test-status", "#eval-status"])
@@ -265,6 +268,8 @@ def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
         page.locator("#use-samples").click()
         status = wait_text(page, "#task-status", "Sample scans added")
         assert "computed tomography 2" in status and "ultrasound 2" in status
+        cell = page.locator("#class-table").get_by_test_id("cell-0-1").inner_text()
+        assert cell.count("\n") >= 1  # one sentence per line, not one run-on paragraph
         shot(page, "sample-1-task")
         page.get_by_role("tab", name="2 · Examples").click()
         assert page.locator("#example-gallery .thumbnail-item").count() == 8
