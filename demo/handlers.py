@@ -484,13 +484,23 @@ class Studio:
             self.files.remember(owner, [path])
         return self._picture(owner, model_view(picture), "preview"), about, slider
 
-    def select_example(self, session: Any, event: gr.SelectData, request: gr.Request = None):
+    def class_cards(self, session) -> list[dict]:
+        """What each class's card shows: name, descriptions, count, its thumbnails."""
+        if session is None or not getattr(session, "classes", None):
+            return []
+        return [{"name": c, "descriptions": list(session.descriptions.get(c, [])),
+                 "thumbnails": [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"),
+                                 e.name) for e in session.examples if e.label == c]}
+                for c in session.classes]
+
+    def select_in_class(self, session: Any, label: str, index: int, request=None):
+        """A click on the `index`-th thumbnail of a class's card selects that example."""
         lang = language(request)
-        if session is None or event is None or not 0 <= event.index < len(session.examples):
+        mine = [i for i, e in enumerate(getattr(session, "examples", [])) if e.label == label]
+        if not 0 <= index < len(mine):
             return session, text(lang, "select_first")
-        session.selected = event.index
-        example = session.examples[event.index]
-        return session, text(lang, "selected", name=example.name)
+        session.selected = mine[index]
+        return session, text(lang, "selected", name=session.examples[mine[index]].name)
 
     @answers(4, status=1)
     def remove_selected(self, session: Any, request: gr.Request = None):

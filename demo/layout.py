@@ -25,7 +25,8 @@ CSS = """
 .disclaimer {border-left: 4px solid #c33; padding-left: 10px;}
 .privacy {border-left: 4px solid #37a; padding-left: 10px; font-size: 0.92em;}
 #class-table td, #class-table th {white-space: pre-wrap !important; vertical-align: top;}
-#example-gallery .thumbnail-item, #example-gallery button {max-width: 140px; max-height: 140px;}
+.card-gallery .thumbnail-item, .card-gallery button {max-width: 140px; max-height: 140px;}
+.class-card {border: 1px solid #d5d9e6; border-radius: 8px; padding: 6px 10px; margin-top: 8px;}
 """
 
 
@@ -45,6 +46,45 @@ def _window_controls(prefix: str):
     manual = (lambda choice: tuple(gr.update(visible=choice == MANUAL_WINDOW) for _ in range(2)))
     window.change(manual, window, [level, width], queue=False, api_visibility="private")
     return window, level, width, index
+
+
+def _bump(n):
+    return (n or 0) + 1
+
+
+def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gallery, rev,
+                view) -> None:
+    """One class: its name, descriptions and count, its thumbnails (click one, then remove
+    it), and an upload area that adds scans to this class."""
+    name = card["name"]
+    with gr.Group(elem_classes="class-card", elem_id=f"card-{i}"):
+        lines = card["descriptions"][:3]
+        more = " …" if len(card["descriptions"]) > 3 else ""
+        gr.Markdown(f"### {name} · {len(card['thumbnails'])}\n"
+                    + ("\n".join(f"- {line}" for line in lines) + more if lines else ""),
+                    elem_id=f"card-{i}-title")
+        pictures = gr.Gallery(card["thumbnails"], columns=8, height=190, fit_columns=False,
+                              object_fit="contain", allow_preview=False, show_label=False,
+                              elem_id=f"card-{i}-gallery", elem_classes="card-gallery")
+        with gr.Row():
+            upload = gr.File(file_count="multiple", type="filepath", label=t("card_upload"),
+                             elem_id=f"card-{i}-files", height=110, scale=3)
+            remove = gr.Button(t("remove_selected"), elem_id=f"card-{i}-remove", scale=1)
+
+    def select(current, event: gr.SelectData, request: gr.Request = None):
+        return studio.select_in_class(current, name, event.index, request)
+
+    def add(current, files, window, level, width, index, request: gr.Request = None):
+        return studio.add_examples(current, files, name, window, level, width, index, request)
+
+    pictures.select(select, session, [session, status], queue=False, api_visibility="private")
+    upload.upload(add, [session, upload, *view], [session, upload, status, gallery, counts],
+                  concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY,
+                  api_visibility="private").then(_bump, rev, rev, queue=False,
+                                                 api_visibility="private")
+    remove.click(studio.remove_selected, session, [session, status, gallery, counts],
+                 api_visibility="private").then(_bump, rev, rev, queue=False,
+                                                api_visibility="private")
 
 
 def build_demo(studio: Studio) -> gr.Blocks:
@@ -107,10 +147,19 @@ def build_demo(studio: Studio) -> gr.Blocks:
             add = gr.Button(t("add_examples"), variant="primary")
             example_status = gr.Markdown(elem_id="example-status")
             counts = gr.Markdown(elem_id="example-counts")
-            gallery = gr.Gallery(label=t("gallery"), columns=8, rows=None, height="auto",
-                                 fit_columns=False, object_fit="contain", allow_preview=False,
-                                 elem_id="example-gallery")
-            remove = gr.Button(t("remove_selected"))
+            # every example, for the API; the page shows them as one card per class below
+            gallery = gr.Gallery(label=t("gallery"), visible=False, elem_id="example-gallery")
+            remove = gr.Button(visible=False)  # the API's /remove_selected; cards have their own
+            cards_rev = gr.Number(0, visible=False)  # bumped whenever the examples change
+
+            @gr.render(inputs=[session], triggers=[cards_rev.change, demo.load])
+            def class_cards(current):
+                cards = studio.class_cards(current)
+                if not cards:
+                    gr.Markdown(t("cards_empty"))
+                for i, card in enumerate(cards):
+                    _class_card(studio, i, card, session, example_status, counts, gallery,
+                                cards_rev, [window, level, width, index])
 
         with gr.Tab(t("tab_tune")):
             recipe = gr.Radio(["fast", "paper"], value="fast", label=t("recipe"), info=t("recipe_info"))
@@ -215,13 +264,15 @@ def build_demo(studio: Studio) -> gr.Blocks:
                      queue=False, api_visibility="private")
         apply.click(studio.set_task, [session, modality, organ, template, table, lambda_l1, lambda_kl],
                     [session, task_status, example_class, test_class, gallery, counts, *windows],
-                    api_name="set_task")
+                    api_name="set_task").then(_bump, cards_rev, cards_rev, queue=False,
+                                              api_visibility="private")
 
         use_samples.click(studio.use_samples, [session, samples],
                           [session, task_status, example_class, test_class, gallery, counts,
                            *windows, modality, organ, template, table, lambda_l1, lambda_kl,
                            example_status], api_name="use_samples", concurrency_id="infer",
-                          concurrency_limit=INFER_CONCURRENCY)
+                          concurrency_limit=INFER_CONCURRENCY).then(
+            _bump, cards_rev, cards_rev, queue=False, api_visibility="private")
 
         view_inputs = [files, window, level, width, index]
         view_outputs = [preview, preview_text, frame]
@@ -234,11 +285,11 @@ def build_demo(studio: Studio) -> gr.Blocks:
             concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
         add.click(studio.add_examples, [session, files, example_class, window, level, width, index],
                   [session, files, example_status, gallery, counts], api_name="add_examples",
-                  concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY)
-        gallery.select(studio.select_example, session, [session, example_status], queue=False,
-                       api_visibility="private")
+                  concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
+            _bump, cards_rev, cards_rev, queue=False, api_visibility="private")
         remove.click(studio.remove_selected, session, [session, example_status, gallery, counts],
-                     api_name="remove_selected")
+                     api_name="remove_selected").then(_bump, cards_rev, cards_rev, queue=False,
+                                                       api_visibility="private")
 
         tune.click(studio.tune, [session, recipe, lambda_l1, lambda_kl, steps, epochs, seed],
                    [session, tune_status, curve, map_class, save], api_name="tune",
@@ -281,11 +332,13 @@ def build_demo(studio: Studio) -> gr.Blocks:
                             queue=False, api_visibility="private")
         promote.click(studio.promote_cell_scan, session,
                       [session, cell_status, gallery, counts, test_counts, cell_gallery],
-                      api_name="promote_cell_scan")
+                      api_name="promote_cell_scan").then(_bump, cards_rev, cards_rev, queue=False,
+                                                         api_visibility="private")
         load.upload(studio.load_prompts, [session, load],
                     [session, prompts_status, modality, organ, template, table, example_class,
                      test_class, save, *windows],
-                    api_name="load_prompts")
+                    api_name="load_prompts").then(_bump, cards_rev, cards_rev, queue=False,
+                                                  api_visibility="private")
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=4)
     return demo
 

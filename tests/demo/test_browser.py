@@ -138,19 +138,32 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
                 shot(page, f"{lang}-3-examples-problems")
         counts = text_of(page, "#example-counts")
         assert all(f"{c}: 4" in counts for c in CLASSES)
-        thumbnails = page.locator("#example-gallery .thumbnail-item")
-        assert thumbnails.count() == 16
+        # one card per class: its name, count and thumbnails
+        thumbnails = page.locator(".card-gallery .thumbnail-item")
+        page.wait_for_function(  # the cards are drawn again after each change
+            "() => document.querySelectorAll('.card-gallery .thumbnail-item').length === 16")
+        for i, label in enumerate(CLASSES):
+            assert text_of(page, f"#card-{i}-title").startswith(f"{label} · 4")
+            assert page.locator(f"#card-{i}-gallery .thumbnail-item").count() == 4
         box = thumbnails.first.bounding_box()
         assert box["width"] < 220 and box["height"] < 220  # thumbnails, not blown up
 
-        # a thumbnail click selects it, and Remove removes it; the class can be refilled
-        thumbnails.nth(4).click()
+        # a thumbnail click selects it, and its card's Remove removes it; the card's own
+        # upload area refills the class
+        page.locator("#card-1-gallery .thumbnail-item").first.click()
         wait_text(page, "#example-status", CLASSES[1] + " #1")
-        page.get_by_role("button", name=ui["remove"]).click()
+        page.locator("#card-1-remove").click()
         wait_text(page, "#example-status", text(lang, "removed", name=CLASSES[1] + " #1"))
         assert f"{CLASSES[1]}: 3" in text_of(page, "#example-counts")
-        assert page.locator("#example-gallery .thumbnail-item").count() == 15
+        page.wait_for_function(
+            "() => document.querySelectorAll('.card-gallery .thumbnail-item').length === 15")
+        assert text_of(page, "#card-1-title").startswith(f"{CLASSES[1]} · 3")
         shot(page, f"{lang}-4-examples")
+        page.locator("#card-1-files input[type=file]").set_input_files(
+            real_scan("emri_small.dcm", tmp_path))
+        wait_text(page, "#example-status", text(lang, "added_example", label=CLASSES[1]))
+        page.wait_for_function(
+            "() => document.querySelectorAll('#card-1-gallery .thumbnail-item').length === 4")
 
         # 3. Tune: the curve is drawn with numeric axes while tuning and after
         page.get_by_role("tab", name=ui["tab3"]).click()
@@ -272,8 +285,9 @@ def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
         assert cell.count("\n") >= 1  # one sentence per line, not one run-on paragraph
         shot(page, "sample-1-task")
         page.get_by_role("tab", name="2 · Examples").click()
-        assert page.locator("#example-gallery .thumbnail-item").count() == 8
-        assert "(sample)" in text_of(page, "#example-gallery")
+        page.wait_for_function(
+            "() => document.querySelectorAll('.card-gallery .thumbnail-item').length === 8")
+        assert "(sample)" in text_of(page, "#card-0-gallery")
         shot(page, "sample-2-examples")
         page.get_by_role("tab", name="3 · Tune").click()
         page.get_by_role("button", name="Tune prompts").click()
