@@ -29,8 +29,8 @@ from core import presets
 from core.errors import BackboneUnavailable, StudioError
 from core.imaging import WINDOW_PRESETS
 from demo import storage
-from demo.messages import (TASK_TITLES_KO, UserError, language, modality_name, text,
-                           window_label)
+from demo.messages import (TASK_TITLES_KO, UserError, core_text, language, modality_name,
+                           text, window_label)
 from demo.spaces_support import gpu
 from demo.tuning_line import TuningLine
 
@@ -80,7 +80,7 @@ def _request_of(fn: Callable, args, kwargs):
 
 
 def _problem_reply(lang: str, exc: BaseException, outputs: int, status: int | None):
-    message = exc.text(lang) if isinstance(exc, UserError) else str(exc)
+    message = exc.text(lang) if isinstance(exc, UserError) else core_text(lang, str(exc))
     gr.Warning(message, title=text(lang, "toast_problem"))
     reply = [gr.skip()] * outputs
     if status is not None:
@@ -360,8 +360,11 @@ class Studio:
         organs = list(presets.modality(task.modality).organs)
         if task.organ and task.organ not in organs:
             organs.append(task.organ)
-        if lang == "ko":  # task descriptions are not translated yet: the title alone
-            about = TASK_TITLES_KO.get(task.id, task.title)
+        from demo.tasks_ko import TASK_DESCRIPTIONS_KO
+
+        if lang == "ko":
+            about = text(lang, "task_chosen", title=TASK_TITLES_KO.get(task.id, task.title),
+                         description=TASK_DESCRIPTIONS_KO.get(task.id, task.description))
         else:
             about = text(lang, "task_chosen", title=task.title, description=task.description)
         return (task.modality, gr.update(choices=organs, value=task.organ), task.template,
@@ -465,7 +468,7 @@ class Studio:
             picture, note = scan_picture(scan, window_value(window, level, width),
                                          slice_value(index))
         except StudioError as exc:
-            detail = exc.text(lang) if isinstance(exc, UserError) else str(exc)
+            detail = exc.text(lang) if isinstance(exc, UserError) else core_text(lang, str(exc))
             return None, name + ": " + text(lang, "preview_failed", detail=detail), hidden
         frames, slider = "", hidden
         if scan.n_frames > 1:
@@ -844,7 +847,7 @@ def _problems_text(lang: str, problems, heading: str) -> str:
     def line(problem) -> str:
         error = problem.error
         detail = error.text(lang) if isinstance(error, UserError) else text(
-            lang, "unreadable", detail=str(error))
+            lang, "unreadable", detail=core_text(lang, str(error)))
         return f"- {problem.where}: {detail}"
 
     failed = [line(p) for p in problems if not p.added]

@@ -297,6 +297,7 @@ KO: dict[str, str] = {
 }
 
 CATALOGS = {"en": EN, "ko": KO}
+ENGLISH_WORD = __import__("re").compile(r"[A-Za-z]{3,}")  # for checking Korean text
 
 # Ready tasks and modalities: their Korean names (class names and descriptions stay English:
 # they are what the model reads).
@@ -318,6 +319,48 @@ MODALITY_NAMES_KO = {
     "fundus": "안저", "OCT": "OCT", "histopathology": "조직병리", "endoscopy": "내시경",
     "other": "기타",
 }
+
+
+# The core's most common messages (file reading, task checks) in Korean; others stay English
+# behind a Korean lead. Each: an English pattern (a regular expression over the whole message)
+# and its Korean text with the same named groups.
+CORE_KO: list[tuple[str, str]] = [
+    (r"This file is not a medical image this app can read\..*",
+     "이 앱이 읽을 수 있는 의료 영상 파일이 아닙니다. DICOM(.dcm, 확장자 없어도 됨), PNG, JPEG, "
+     "TIFF, BMP, NIfTI(.nii, .nii.gz), MetaImage(.mha), NRRD(.nrrd), 또는 DICOM 시리즈 하나를 "
+     "담은 zip을 올리세요."),
+    (r"This file could not be read: it looks damaged or incomplete.*",
+     "이 파일을 읽을 수 없습니다: 손상되었거나 불완전해 보입니다(예: 내보내기나 업로드 중 잘림). "
+     "원래 시스템에서 다시 내보내 새 사본을 올리세요."),
+    (r"This scan is too large for the memory available here.*",
+     "이 영상은 여기서 쓸 수 있는 메모리보다 큽니다. 슬라이스 수를 줄이거나 축소한 사본을 올리세요."),
+    (r"There is no (?P<label>\w+) (?P<index>-?\d+): this scan has (?P<n>\d+) ?\w* "
+     r"\((?:\w+ )?0 to (?P<last>\d+)\)\.",
+     "{label} {index}은(는) 없습니다: 이 영상은 {n}개입니다 (0부터 {last}까지)."),
+    (r"A task needs at least two classes.*",
+     "과제에는 클래스가 두 개 이상 필요합니다. 구별할 클래스를 추가하세요."),
+    (r"The class name (?P<name>.+) is given twice.*",
+     "클래스 이름 {name}이(가) 두 번 나옵니다. 클래스마다 다른 이름을 주세요."),
+    (r"The template (?P<template>.+) must contain exactly one '\{\}'.*",
+     "템플릿 {template}에는 클래스 이름이 들어갈 '{{}}'가 정확히 하나 있어야 합니다."),
+]
+
+
+def core_text(lang: str, message: str) -> str:
+    """A core error's message in `lang` (Korean where known, else the English as it is)."""
+    if lang != "ko":
+        return message
+    import re
+
+    for pattern, korean in CORE_KO:
+        found = re.fullmatch(pattern, message, flags=re.DOTALL)
+        if found:
+            values = found.groupdict()
+            if "label" in values:
+                values["label"] = {"slice": "슬라이스", "frame": "프레임"}.get(values["label"],
+                                                                             values["label"])
+            return korean.format(**values)
+    return message
 
 
 class UserError(StudioError):

@@ -49,7 +49,9 @@ UI = {  # static labels as each language shows them (demo/strings.py)
 TEMPLATE = "a {} photo."
 # Words that may appear in server text in any language: what the user typed, units, names.
 ALLOWED = {w.lower() for c in CLASSES for w in c.split()} | {
-    "photo", "tiny", "biomedclip", "fp32", "bf16", "loss", "png", "dcm", "txt", "notes"}
+    "photo", "tiny", "biomedclip", "fp32", "bf16", "loss", "png", "dcm", "txt", "notes",
+    # names of file formats
+    "dicom", "jpeg", "tiff", "bmp", "nifti", "nii", "metaimage", "mha", "nrrd", "zip"}
 
 
 def _browser(p, locale: str):
@@ -135,6 +137,8 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
             if label == CLASSES[0]:
                 assert "notes.txt" in status and "693_J2KR" in status
                 assert text(lang, "duplicate_of", other=f"{CLASSES[0]} #2") in status
+                if lang == "ko":  # the reader's own message about notes.txt too
+                    _server_text_is_korean(page, ["#example-status"])
                 shot(page, f"{lang}-3-examples-problems")
         counts = text_of(page, "#example-counts")
         assert all(f"{c}: 4" in counts for c in CLASSES)

@@ -316,3 +316,15 @@ def test_model_loads_in_the_background_and_the_page_says_so():
 def test_a_session_is_made_by_its_first_event(studio):
     out = studio.set_task(None, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
     assert isinstance(out[0], Session) and out[0].classes == [r[0] for r in ROWS]
+
+
+def test_a_ready_task_is_described_in_the_users_language(studio):
+    class Korean:
+        headers = {"accept-language": "ko-KR,ko;q=0.9,en;q=0.8"}
+
+    from demo.tasks_ko import TASK_DESCRIPTIONS_KO
+
+    out = studio.preset_chosen("kidney-ct", Korean())
+    assert out[0] == "CT" and TASK_DESCRIPTIONS_KO["kidney-ct"] in out[6]
+    assert out[6].startswith("CT의 신장")
+    assert "Classify kidney CT slices" in studio.preset_chosen("kidney-ct")[6]
