@@ -8,7 +8,6 @@ import hashlib
 import itertools
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
