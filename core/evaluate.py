@@ -1,26 +1,17 @@
-"""Evaluation of prompts on labelled images: metrics, cached image features, a confusion figure.
+"""Evaluation: metrics, held-out estimates, a confusion figure.
 
 The metrics are pure numpy functions of a confusion matrix (rows = true class, columns =
-predicted class), checked in the tests against hand-computed values.
+predicted class), checked in the tests against hand-computed values. Image features come from
+`core.features` (encoded once, cached by content): the app evaluates the same upload zero-shot,
+tuned and with the baselines, and again after every re-tuning, encoding it once.
 
-Image features are encoded in batches and cached. A prompted image feature depends only on the
-backbone, the number of (zero, untrained) vision prompts, the view and the precision, never on
-the learned context, so a cached feature is exact:
-- `FeatureCache` (memory) keys a feature by the content of the preprocessed image: the app
-  evaluates the same upload zero-shot and tuned, and again after every re-tuning;
-- `FeatureStore` (disk, safetensors) keys it by image id within a named collection: a sweep over
-  shots, seeds and methods (`python -m core.reproduce`) encodes each image once per view.
+`cross_validate` estimates, from the labelled examples alone, how a method does on scans it
+was not tuned on: stratified k-fold, every example predicted once by a model that never saw it.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
-from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -29,15 +20,10 @@ from PIL import Image
 
 from core.backbone import autocast, resolve_precision
 from core.errors import DatasetError
+from core.features import FeatureCache, ProgressCallback, encode
 from core.prompts import DualPrompt
 
 log = logging.getLogger(__name__)
-
-STORE_FORMAT = "biomed-dpt-features"
-STORE_VERSION = "1"
-DEFAULT_STORE_DIR = Path("~/.cache/biomed-dpt-studio/features")
-
-ProgressCallback = Callable[[int, int], None]  # (images done, images in all)
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,92 +150,6 @@ def result_from_probabilities(labels: Sequence[int], probabilities: np.ndarray,
 
 
 # --------------------------------------------------------------------------------------------
-# Image features, batched and cached
-# --------------------------------------------------------------------------------------------
-class FeatureCache:
-    """Prompted image features in memory, keyed by the content of the preprocessed image and
-    everything the feature depends on (see `feature_key`). Least recently used entries are
-    dropped beyond `max_items`. Hold one per backbone (e.g. beside it in the app)."""
-
-    def __init__(self, max_items: int = 4096) -> None:
-        if max_items < 1:
-            raise ValueError("A feature cache holds at least one item.")
-        self.max_items = max_items
-        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: str) -> torch.Tensor | None:
-        found = self._items.get(key)
-        if found is None:
-            self.misses += 1
-            return None
-        self._items.move_to_end(key)
-        self.hits += 1
-        return found
-
-    def put(self, key: str, feature: torch.Tensor) -> None:
-        self._items[key] = feature.detach().to("cpu", torch.float32)
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
-
-
-def feature_key(dp: DualPrompt, precision: str, pixels: torch.Tensor) -> str:
-    """Cache key of one preprocessed image (3, H, W) under this module's image tower."""
-    digest = hashlib.sha256(f"{dp.backbone.fingerprint}|{dp.cfg.n_vision_prompts}|{precision}|"
-                            f"{tuple(pixels.shape)}|".encode())
-    digest.update(pixels.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-@torch.no_grad()
-def encode_images(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor,
-                  batch_size: int = 32, precision: str = "auto",
-                  cache: FeatureCache | None = None, progress: ProgressCallback | None = None
-                  ) -> torch.Tensor:
-    """(N, D) L2-normalised prompted image features (CPU, float32) of PIL images (evaluation
-    transform of the backbone) or of preprocessed pixels (N, 3, H, W), in batches; with a cache,
-    only images it has not seen are encoded."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1.")
-    bb = dp.backbone
-    precision = resolve_precision(precision, bb.device)
-    from_pixels = isinstance(images, torch.Tensor)
-    n = len(images)
-    out: list[torch.Tensor] = []
-    for start in range(0, n, batch_size):
-        chunk = images[start:start + batch_size]
-        pixels = chunk.float() if from_pixels else torch.stack(
-            [bb.preprocess(_rgb(image)) for image in chunk])
-        keys = [feature_key(dp, precision, p) for p in pixels] if cache is not None else []
-        found = [cache.get(k) for k in keys] if cache is not None else [None] * len(pixels)
-        missing = [i for i, f in enumerate(found) if f is None]
-        if missing:
-            with autocast(bb.device, precision):
-                fresh = dp.image_features(pixels[missing].to(bb.device)).float().cpu()
-            for i, feature in zip(missing, fresh):
-                found[i] = feature
-                if cache is not None:
-                    cache.put(keys[i], feature)
-        out.append(torch.stack(found))
-        if progress is not None:
-            progress(min(start + batch_size, n), n)
-    if not out:
-        return torch.zeros(0, bb.embed_dim)
-    return torch.cat(out)
-
-
-def _rgb(image: Image.Image) -> Image.Image:
-    if not isinstance(image, Image.Image):
-        raise DatasetError(f"Expected PIL images or a pixel tensor, got {type(image).__name__}.")
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-# --------------------------------------------------------------------------------------------
 # Evaluation
 # --------------------------------------------------------------------------------------------
 def evaluate(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor,
@@ -266,7 +166,9 @@ def evaluate(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor,
     if not label_ids:
         raise DatasetError("There are no labelled images to evaluate; add some.")
     dp.eval()
-    feats = encode_images(dp, images, batch_size, precision, feature_cache, progress)
+    feats = encode(dp.backbone, images, vision_prompts=dp.cfg.n_vision_prompts,
+                   cache=feature_cache, precision=precision, batch_size=batch_size,
+                   progress=progress)
     return evaluate_features(dp, feats, label_ids, precision)
 
 
@@ -293,6 +195,112 @@ def compare(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor,
     return {"zero-shot": evaluate(dp.zero_shot(), images, labels, batch_size, precision, cache,
                                   progress),
             "tuned": evaluate(dp, images, labels, batch_size, precision, cache, progress)}
+
+
+# --------------------------------------------------------------------------------------------
+# A held-out estimate from the examples alone
+# --------------------------------------------------------------------------------------------
+def stratified_folds(labels: Sequence[int], folds: int, seed: int = 1) -> list[np.ndarray]:
+    """Test indices of each fold: every class's examples shuffled (by `seed`) and dealt round
+    the folds, so each fold holds each class in proportion; the folds cover every example once.
+    Folds are capped at the smallest class's size, so every class is in every training part."""
+    y = np.asarray(list(labels), dtype=np.int64)
+    counts = np.bincount(y) if y.size else np.zeros(0, np.int64)
+    present = counts[counts > 0]
+    if present.size < 2:
+        raise DatasetError("A held-out estimate needs examples of at least two classes.")
+    if present.min() < 2:
+        raise DatasetError("A held-out estimate needs at least two examples of every class: one "
+                           "to tune on and one to test on.")
+    k = int(min(folds, present.min()))
+    if k < 2:
+        raise DatasetError("A held-out estimate needs at least two folds.")
+    rng = np.random.default_rng(seed)
+    dealt: list[list[int]] = [[] for _ in range(k)]
+    offset = 0
+    for c in np.flatnonzero(counts):
+        members = rng.permutation(np.flatnonzero(y == c))
+        for j, i in enumerate(members):
+            dealt[(offset + j) % k].append(int(i))
+        offset += len(members)  # start the next class where this one stopped: even folds
+    return [np.sort(np.asarray(f, dtype=np.int64)) for f in dealt]
+
+
+def cross_validate(method: str, features: torch.Tensor, labels: Sequence[int], folds: int = 4,
+                   seed: int = 1, *, should_stop: Callable[[], bool] | None = None,
+                   on_fold: Callable[[int, int], None] | None = None, **settings) -> dict | None:
+    """Stratified k-fold estimate of `method` on labelled features alone: each fold is
+    predicted by a model fitted on the other folds. Returns accuracy and balanced accuracy of
+    the pooled held-out predictions (every example predicted once), `std` (of the per-fold
+    accuracies), `balanced_std`, `per_fold`, `folds`, `n` and the held-out `probabilities`;
+    None when stopped (polled between folds).
+
+    Methods and their settings:
+    - baselines (`core.baselines.BASELINES`): `text_features` (C, D), optional `logit_scale`
+      and the baseline's own options; `features` are (N, D) without vision prompts;
+    - prompt methods (`core.prompt_config.METHODS` but zero-shot): `prompts`, an untrained
+      DualPrompt of the method (copied per fold), and `train`, a TrainConfig; `features` are
+      (N, D) or (V, N, D) as `fit_features` takes them, with the module's vision prompts.
+    """
+    from core.baselines import BASELINES, fit_baseline
+
+    y = np.asarray(list(labels), dtype=np.int64)
+    parts = stratified_folds(y, folds, seed)
+    views = features if features.dim() == 3 else features.unsqueeze(0)
+    n_classes = _n_classes(method, settings)
+    held_out = np.zeros((len(y), n_classes), dtype=np.float64)
+    per_fold = []
+    for k, test in enumerate(parts):
+        if should_stop is not None and should_stop():
+            return None
+        train = np.setdiff1d(np.arange(len(y)), test)
+        if method in BASELINES:
+            options = {key: v for key, v in settings.items() if key != "text_features"}
+            clf = fit_baseline(method, views[0][train], y[train].tolist(),
+                               settings["text_features"], **options)
+            probs = clf.predict_proba(views[0][test])
+        else:
+            probs = _prompt_fold(settings["prompts"], settings["train"], views, y, train, test,
+                                 should_stop)
+            if probs is None:
+                return None
+        held_out[test] = probs
+        fold = result_from_probabilities(y[test].tolist(), probs, [str(c) for c in
+                                                                   range(n_classes)])
+        per_fold.append({"accuracy": fold.accuracy, "balanced_accuracy": fold.balanced_accuracy,
+                         "n": int(len(test))})
+        if on_fold is not None:
+            on_fold(k + 1, len(parts))
+    pooled = result_from_probabilities(y.tolist(), held_out, [str(c) for c in range(n_classes)])
+    return {"method": method, "accuracy": pooled.accuracy,
+            "balanced_accuracy": pooled.balanced_accuracy,
+            "std": float(np.std([f["accuracy"] for f in per_fold])),
+            "balanced_std": float(np.std([f["balanced_accuracy"] for f in per_fold])),
+            "per_fold": per_fold, "folds": len(parts), "n": int(len(y)),
+            "probabilities": held_out.astype(np.float32)}
+
+
+def _n_classes(method: str, settings: Mapping) -> int:
+    if "text_features" in settings:
+        return int(settings["text_features"].shape[0])
+    if "prompts" in settings:
+        return len(settings["prompts"].classnames)
+    raise DatasetError(f"cross_validate({method!r}) needs text_features (a baseline) or prompts "
+                       "and train (a prompt method).")
+
+
+def _prompt_fold(prompts: DualPrompt, train_cfg, views: torch.Tensor, y: np.ndarray,
+                 train: np.ndarray, test: np.ndarray, should_stop) -> np.ndarray | None:
+    """Tune a fresh copy of `prompts` on the training part; held-out probabilities."""
+    from core.train import fit_features
+
+    dp = prompts.copy()  # every fold starts from the same context
+    history = fit_features(dp, views[:, train], y[train].tolist(), train_cfg,
+                           should_stop=should_stop)
+    if history.stopped == "user":
+        return None
+    return evaluate_features(dp, views[0][test], y[test].tolist(),
+                             train_cfg.precision).probabilities
 
 
 DEFAULT_ROW_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
@@ -342,119 +350,6 @@ def class_numbers(labels: Sequence[int | str], classnames: Sequence[str]) -> lis
                                    f"{len(classnames) - 1}.")
             out.append(number)
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Disk store for sweeps
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StoreKey:
-    """What a stored feature depends on. `collection` names the image set (e.g. 'BTMRI/test');
-    `view` the transform ('eval' or an augmented crop such as 'rrc0.08-1.0#3')."""
-
-    fingerprint: str
-    n_vision_prompts: int
-    view: str
-    precision: str
-    collection: str
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
-
-
-class FeatureStore:
-    """Prompted image features on disk, one safetensors file per `StoreKey` holding one row per
-    image id (for a data set: its relative path and file size). Rows are keyed by id, not by the
-    list of ids, so the K-shot draws of a sweep share every image they have in common. Files are
-    written atomically after every chunk, so an interrupted encoding keeps what it finished.
-    Never unpickles: a damaged file is ignored (with a warning) and rebuilt."""
-
-    def __init__(self, root: str | Path = DEFAULT_STORE_DIR) -> None:
-        self.root = Path(root).expanduser()
-        self._loaded: dict[str, tuple[dict[str, int], torch.Tensor | None]] = {}
-        self.encoded = 0  # images encoded by this store since it was made (tests, logs)
-
-    def path(self, key: StoreKey) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key.collection)
-        return self.root / f"{safe}-{key.digest()}.safetensors"
-
-    def features(self, key: StoreKey, ids: Sequence[str],
-                 encode: Callable[[list[int]], torch.Tensor], chunk: int = 1024,
-                 progress: ProgressCallback | None = None) -> torch.Tensor:
-        """(N, D) features of `ids` (CPU float32); `encode(indices)` makes the missing ones,
-        given as positions in `ids`, and returns them as (len(indices), D)."""
-        index, table = self._load(key)
-        missing = [i for i, item in enumerate(ids) if item not in index]
-        done = len(ids) - len(missing)
-        if progress is not None:
-            progress(done, len(ids))
-        for start in range(0, len(missing), chunk):
-            part = missing[start:start + chunk]
-            fresh = encode(part).detach().to("cpu", torch.float32)
-            if fresh.shape[0] != len(part):
-                raise RuntimeError(f"encode returned {fresh.shape[0]} features for {len(part)} images")
-            for i in part:
-                index[ids[i]] = len(index)
-            table = fresh if table is None else torch.cat([table, fresh])
-            self._loaded[key.digest()] = (index, table)
-            self._save(key, index, table)
-            self.encoded += len(part)
-            done += len(part)
-            if progress is not None:
-                progress(done, len(ids))
-        if not ids:
-            return torch.zeros(0, 0 if table is None else table.shape[1])
-        return table[torch.tensor([index[item] for item in ids])]
-
-    def _load(self, key: StoreKey) -> tuple[dict[str, int], torch.Tensor | None]:
-        digest = key.digest()
-        if digest in self._loaded:
-            return self._loaded[digest]
-        found: tuple[dict[str, int], torch.Tensor | None] = ({}, None)
-        path = self.path(key)
-        if path.is_file():
-            try:
-                found = _read_store(path, key)
-            except (OSError, ValueError, RuntimeError, KeyError) as exc:
-                log.warning("Ignoring the damaged feature cache %s (%s); it will be rebuilt.",
-                            path, exc)
-        self._loaded[digest] = found
-        return found
-
-    def _save(self, key: StoreKey, index: dict[str, int], table: torch.Tensor) -> None:
-        from safetensors.torch import save_file
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        ids = sorted(index, key=index.get)
-        metadata = {"format": STORE_FORMAT, "version": STORE_VERSION,
-                    "key": json.dumps(asdict(key), sort_keys=True), "ids": json.dumps(ids)}
-        handle, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        os.close(handle)
-        try:
-            save_file({"features": table.contiguous()}, tmp, metadata=metadata)
-            os.replace(tmp, self.path(key))
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-def _read_store(path: Path, key: StoreKey) -> tuple[dict[str, int], torch.Tensor]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            table = f.get_tensor("features")
-    except SafetensorError as exc:
-        raise ValueError(str(exc)) from exc
-    if meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
-        raise ValueError("not a feature file of this version")
-    if json.loads(meta["key"]) != asdict(key):
-        raise ValueError("made for other settings")
-    ids = json.loads(meta["ids"])
-    if table.dim() != 2 or table.shape[0] != len(ids) or not torch.isfinite(table).all():
-        raise ValueError("its table does not match its ids")
-    return {item: i for i, item in enumerate(ids)}, table.float()
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,18 @@ from dataclasses import asdict, dataclass, fields
 from core.errors import CheckpointError, PromptError
 
 MAX_VISION_PROMPTS = 64
+KL_TEACHERS = ("mean", "pruned")
+_NO_TERMS = dict(lambda_l1=0.0, lambda_kl=0.0, lambda_kg=0.0, lambda_mse=0.0, kl_teacher="mean")
+# The methods, as settings of one module (the loss terms are in core.losses)
+METHOD_SETTINGS = {
+    "zero-shot": dict(_NO_TERMS, n_vision_prompts=0),
+    "coop": dict(_NO_TERMS, n_vision_prompts=0),
+    "kgcoop": dict(_NO_TERMS, n_vision_prompts=0, lambda_kg=8.0),  # KgCoOp's default weight
+    "biomedcoop": dict(_NO_TERMS, n_vision_prompts=0, lambda_mse=1.0, lambda_kl=1.0,
+                       kl_teacher="pruned"),
+    "biomed-dpt": dict(_NO_TERMS, n_vision_prompts=4, lambda_l1=12.5, lambda_kl=0.25),
+}
+METHODS = tuple(METHOD_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -23,6 +35,10 @@ class PromptConfig:
     ctx_init: the words the learnable context starts from and replaces. None: the template's text
         before `{}`. "": no words, a random context of `n_ctx` vectors placed before the template.
     n_ctx: the context length for a random context (ignored, and must agree, for a text one).
+    The weights of the loss terms (see `core.losses`): lambda_l1 and lambda_kl (Biomed-DPT's
+    L1 and KL to the teacher), lambda_kg (KgCoOp's cosine to the template), lambda_mse
+    (BiomedCoOp's MSE to the description means); kl_teacher: "mean" (every description) or
+    "pruned" (BiomedCoOp's outliers dropped).
     """
 
     template: str = "a photo of a {}."
@@ -32,6 +48,9 @@ class PromptConfig:
     lambda_l1: float = 12.5
     lambda_kl: float = 0.25
     init_seed: int = 0
+    lambda_kg: float = 0.0
+    lambda_mse: float = 0.0
+    kl_teacher: str = "mean"
 
     def __post_init__(self) -> None:
         if not isinstance(self.template, str) or self.template.count("{}") != 1:
@@ -57,7 +76,10 @@ class PromptConfig:
         if not isinstance(self.n_vision_prompts, int) or not 0 <= self.n_vision_prompts <= MAX_VISION_PROMPTS:
             raise PromptError(f"n_vision_prompts must be a whole number from 0 to "
                               f"{MAX_VISION_PROMPTS}, not {self.n_vision_prompts!r}.")
-        for name in ("lambda_l1", "lambda_kl"):
+        if self.kl_teacher not in KL_TEACHERS:
+            raise PromptError(f"kl_teacher must be one of {', '.join(KL_TEACHERS)}, not "
+                              f"{self.kl_teacher!r}.")
+        for name in ("lambda_l1", "lambda_kl", "lambda_kg", "lambda_mse"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise PromptError(f"{name} must be a number >= 0, not {value!r}.")
@@ -74,13 +96,21 @@ class PromptConfig:
 
     @property
     def uses_teacher(self) -> bool:
-        return self.lambda_l1 > 0 or self.lambda_kl > 0
+        """Whether a loss term needs the class descriptions' features."""
+        return self.lambda_l1 > 0 or self.lambda_kl > 0 or self.lambda_mse > 0
 
     @classmethod
     def coop(cls, template: str, **changes) -> PromptConfig:
         """CoOp: learnable text context only; no vision prompts, no teacher."""
-        return cls(template=template, **{"n_vision_prompts": 0, "lambda_l1": 0.0,
-                                         "lambda_kl": 0.0, **changes})
+        return cls.for_method("coop", template, **changes)
+
+    @classmethod
+    def for_method(cls, method: str, template: str, **changes) -> PromptConfig:
+        """The prompt module's settings that make it `method` (one of METHODS). Zero-shot is
+        the plain template classifier: nothing is learned, no vision prompts."""
+        if method not in METHOD_SETTINGS:
+            raise PromptError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
+        return cls(template=template, **{**METHOD_SETTINGS[method], **changes})
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -1,4 +1,4 @@
-"""The dual-modality prompt module of Biomed-DPT (see METHOD.md).
+"""The dual-modality prompt module of Biomed-DPT (see METHOD.md), and the methods it generalises.
 
 Text side: one learnable context `ctx` (n_ctx, text width) shared by every class, initialised from
 the word embeddings of the clinical template's prefix, replacing that prefix in each class prompt:
@@ -8,8 +8,10 @@ every block of the frozen image tower; never trained.
 Teacher: per-class averages of the frozen text features of the class descriptions.
 Loss: CE + lambda_l1 * L1(student text, teacher) + lambda_kl * KL(teacher logits || student logits).
 
-Switches make zero-shot, CoOp and Biomed-DPT the same module: no vision prompts and zero lambdas is
-CoOp; an untrained module with no vision prompts is the zero-shot classifier.
+Zero-shot, CoOp, KgCoOp, BiomedCoOp and Biomed-DPT are settings of this one module
+(`PromptConfig.for_method`); the loss terms are the pure functions of `core.losses`. The
+zero-shot classifier (`zero_shot()`) is always the plain template: its text features are the
+template sentences', whatever the context settings.
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core import losses
 from core.backbone import Backbone, full_precision
 from core.errors import CheckpointError, PromptError
-from core.prompt_config import MAX_VISION_PROMPTS, PromptConfig  # noqa: F401 - part of this API
+from core.prompt_config import (MAX_VISION_PROMPTS, METHOD_SETTINGS, METHODS,  # noqa: F401
+                                PromptConfig)
 
 CHECKPOINT_FORMAT = "biomed-dpt-prompts"
 CHECKPOINT_VERSION = 1
@@ -67,7 +71,9 @@ class DualPrompt(nn.Module):
         self.register_buffer("vision_prompts",
                              torch.zeros(self.cfg.n_vision_prompts, backbone.image_width, device=device),
                              persistent=False)
-        self._teacher: torch.Tensor | None = None
+        self.plain = False  # the zero-shot classifier: text features are the template's
+        self._sentences: tuple[torch.Tensor, list[int]] | None = None
+        self._targets: dict[str, torch.Tensor] = {}
         self._text_cache: tuple[tuple, torch.Tensor] | None = None
 
     # ---- prompt construction ----------------------------------------------------------------
@@ -114,6 +120,8 @@ class DualPrompt(nn.Module):
         """(C, D) L2-normalised features of the learned prompts. Cached while ctx is unchanged
         and no gradient is being recorded. `dropout`: the text tower's dropout active (training
         as the released code does)."""
+        if self.plain:
+            return self.template_features()
         caching = not torch.is_grad_enabled() and not dropout
         key = (self.ctx._version, torch.is_autocast_enabled(self.ctx.device.type))
         if caching and self._text_cache is not None and self._text_cache[0] == key:
@@ -131,23 +139,38 @@ class DualPrompt(nn.Module):
     def teacher_features(self) -> torch.Tensor:
         """(C, D) L2-normalised teacher: per class, the mean of its normalised description
         features (its template sentence when it has none), normalised again."""
-        if self._teacher is None:
+        return self._target("teacher")
+
+    def pruned_teacher_features(self) -> torch.Tensor:
+        """(C, D) the teacher after BiomedCoOp's outlier pruning of the descriptions."""
+        return self._target("pruned")
+
+    def template_features(self) -> torch.Tensor:
+        """(C, D) L2-normalised features of the plain template sentences (the zero-shot
+        classifier; KgCoOp's anchor)."""
+        return self._target("template")
+
+    def _target(self, which: str) -> torch.Tensor:
+        """The frozen text targets, each computed once per module."""
+        if which not in self._targets:
+            if which == "template":
+                self._targets[which] = self.encode_sentences(self.prompts())
+            else:
+                feats, owner = self._description_features()
+                n = len(self.classnames)
+                self._targets[which] = (losses.class_means(feats, owner, n) if which == "teacher"
+                                        else losses.pruned_means(feats, owner, n)[0])
+        return self._targets[which]
+
+    def _description_features(self) -> tuple[torch.Tensor, list[int]]:
+        if self._sentences is None:
             sentences, owner = [], []
             for c, name in enumerate(self.classnames):
                 texts = self.descriptions.get(name) or [self.cfg.template.format(name)]
                 sentences += texts
                 owner += [c] * len(texts)
-            feats = self.encode_sentences(sentences)
-            index = torch.tensor(owner, device=feats.device)
-            summed = torch.zeros(len(self.classnames), feats.shape[1], device=feats.device)
-            summed.index_add_(0, index, feats)
-            self._teacher = F.normalize(summed, dim=-1)
-        return self._teacher
-
-    def template_features(self) -> torch.Tensor:
-        """(C, D) L2-normalised features of the plain template sentences (the zero-shot
-        classifier)."""
-        return self.encode_sentences(self.prompts())
+            self._sentences = (self.encode_sentences(sentences), owner)
+        return self._sentences
 
     @torch.no_grad()
     def encode_sentences(self, sentences: Sequence[str]) -> torch.Tensor:
@@ -167,10 +190,15 @@ class DualPrompt(nn.Module):
             out.append(bb.encode_text_embeds(bb.embed_tokens(batch), lengths).float())
         return F.normalize(torch.cat(out), dim=-1)
 
-    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) preprocessed pixels -> (B, D) L2-normalised, vision prompts applied."""
-        prompts = self.vision_prompts if self.cfg.n_vision_prompts else None
-        return F.normalize(self.backbone.encode_image(pixels, prompts).float(), dim=-1)
+    def image_features(self, pixels: torch.Tensor, precision: str | None = None) -> torch.Tensor:
+        """(B, 3, H, W) preprocessed pixels -> (B, D) L2-normalised on the device, this
+        module's vision prompts applied (through `core.features.encode`); `precision` None:
+        the caller's autocast context."""
+        from core.features import encode
+
+        feats = encode(self.backbone, pixels, vision_prompts=self.cfg.n_vision_prompts,
+                       precision=precision)
+        return feats.to(self.backbone.device)
 
     def logits(self, image_feats: torch.Tensor, text_feats: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C) = logit_scale * f @ t.T with the learned prompts (or the given text features),
@@ -195,21 +223,31 @@ class DualPrompt(nn.Module):
     def loss_and_logits(self, image_feats: torch.Tensor, labels: torch.Tensor,
                         dropout: bool = False
                         ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        """The loss (fp32 whatever the towers' precision), its parts and the logits."""
+        """The loss of this module's method (fp32 whatever the towers' precision), its parts
+        and the logits. The terms with zero weight are neither computed nor reported, except
+        Biomed-DPT's l1 and kl, always reported (0.0 when unused)."""
+        cfg = self.cfg
         text = self.text_features(dropout)
         logits = self.logits(image_feats, text)
         with full_precision(logits.device):
-            ce = F.cross_entropy(logits, labels)
-            l1 = kl = torch.zeros((), device=logits.device)
-            if self.cfg.uses_teacher:
-                teacher = self.teacher_features()
-                l1 = (text.float() - teacher.float()).abs().mean()
-                teacher_logits = self.logits(image_feats, teacher)
-                kl = F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher_logits, dim=-1),
-                              reduction="sum", log_target=True) / logits.numel()
-            total = ce + self.cfg.lambda_l1 * l1 + self.cfg.lambda_kl * kl
-        parts = {"ce": ce.item(), "l1": l1.item(), "kl": kl.item()}
-        return total, parts, logits
+            ce = losses.cross_entropy(logits, labels)
+            total = ce
+            parts = {"ce": ce, "l1": torch.zeros(()), "kl": torch.zeros(())}
+            if cfg.lambda_l1 > 0:
+                parts["l1"] = losses.l1_to(text, self.teacher_features())
+                total = total + cfg.lambda_l1 * parts["l1"]
+            if cfg.lambda_kl > 0:
+                teacher = (self.pruned_teacher_features() if cfg.kl_teacher == "pruned"
+                           else self.teacher_features())
+                parts["kl"] = losses.kl_to_teacher(logits, self.logits(image_feats, teacher))
+                total = total + cfg.lambda_kl * parts["kl"]
+            if cfg.lambda_kg > 0:
+                parts["kg"] = losses.cosine_gap(text, self.template_features())
+                total = total + cfg.lambda_kg * parts["kg"]
+            if cfg.lambda_mse > 0:
+                parts["mse"] = losses.mse_to(text, self.teacher_features())
+                total = total + cfg.lambda_mse * parts["mse"]
+        return total, {k: float(v.item()) for k, v in parts.items()}, logits
 
     # ---- variants ---------------------------------------------------------------------------
     def with_classes(self, classnames: Sequence[str],
@@ -220,13 +258,24 @@ class DualPrompt(nn.Module):
             raise PromptError("The new classes need a different context length.")
         with torch.no_grad():
             other.ctx.copy_(self.ctx)
+        other.plain = self.plain
         return other.train(self.training)
 
+    def copy(self) -> DualPrompt:
+        """An independent module with the same classes, settings and context, sharing the
+        frozen text targets already computed (they never change)."""
+        other = self.with_classes(self.classnames, self.descriptions)
+        other._sentences, other._targets = self._sentences, dict(self._targets)
+        return other
+
     def zero_shot(self) -> DualPrompt:
-        """The plain BiomedCLIP classifier for the same task: template prompts, no vision
-        prompts, nothing learned."""
-        cfg = replace(self.cfg, n_vision_prompts=0)
-        return DualPrompt(self.backbone, self.classnames, cfg, self.descriptions).eval()
+        """The plain BiomedCLIP classifier for the same task: the template sentences' features,
+        no vision prompts, nothing learned (also when the template starts with the class name
+        or the context is random)."""
+        cfg = replace(self.cfg, **{k: v for k, v in METHOD_SETTINGS["zero-shot"].items()})
+        dp = DualPrompt(self.backbone, self.classnames, cfg, self.descriptions)
+        dp.plain = True
+        return dp.eval()
 
     # ---- checkpoints ------------------------------------------------------------------------
     def save(self, path: str | Path, info: Mapping[str, object] | None = None) -> Path:

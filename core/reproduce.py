@@ -31,26 +31,32 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from core.backbone import Backbone, autocast, full_precision, load_backbone, resolve_precision
-from core.errors import DatasetError, PromptError, StudioError
-from core.evaluate import (DEFAULT_STORE_DIR, FeatureStore, StoreKey, evaluate_features,
-                           result_from_probabilities)
+from core.backbone import Backbone, load_backbone, resolve_precision
+from core.baselines import fit_baseline
+from core.errors import DatasetError, StudioError
+from core.evaluate import evaluate_features, result_from_probabilities
+from core.features import DEFAULT_STORE_DIR, FeatureStore, StoreKey, encode
 from core.prompts import DualPrompt, PromptConfig
-from core.train import TrainConfig, fit
+from core.train import TrainConfig, fit_features
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("few-shot", "base-to-novel")
-METHODS = ("zero-shot", "coop", "kgcoop", "biomedcoop", "biomed-dpt")
-METHOD_TITLES = {"zero-shot": "BiomedCLIP zero-shot", "coop": "CoOp", "kgcoop": "KgCoOp-like",
-                 "biomedcoop": "BiomedCoOp-like", "biomed-dpt": "Biomed-DPT"}
+METHODS = ("zero-shot", "tip-adapter", "linear-probe", "coop", "kgcoop", "biomedcoop",
+           "biomed-dpt")
+PROMPT_METHODS = ("zero-shot", "coop", "kgcoop", "biomedcoop", "biomed-dpt")
+TUNED_METHODS = ("coop", "kgcoop", "biomedcoop", "biomed-dpt")  # prompt tuning
+FITTED_BASELINES = ("tip-adapter", "linear-probe")  # on the zero-shot features, no tuning
+METHOD_TITLES = {"zero-shot": "BiomedCLIP zero-shot", "tip-adapter": "Tip-Adapter",
+                 "linear-probe": "Linear probe (zero-shot init)", "coop": "CoOp",
+                 "kgcoop": "KgCoOp-like", "biomedcoop": "BiomedCoOp-like",
+                 "biomed-dpt": "Biomed-DPT"}
 DEFAULT_SHOTS = {"few-shot": (1, 2, 4, 8, 16), "base-to-novel": (16,)}
 RUN_FORMAT = "biomed-dpt-run/1"
 
@@ -379,94 +385,8 @@ def capped(items: list[Item], max_items: int | None) -> list[Item]:
 
 
 # --------------------------------------------------------------------------------------------
-# Methods: switches of one prompt module, and the two ablation losses
+# Methods: settings of one prompt module, and the baselines on cached features
 # --------------------------------------------------------------------------------------------
-class KgCoOpPrompt(DualPrompt):
-    """KgCoOp-like: L = CE + w * mean_c (1 - cos(t_c, frozen template feature of c)); learnable
-    text context only (no vision prompts, no teacher)."""
-
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], cfg: PromptConfig,
-                 descriptions: Mapping[str, Sequence[str]] | None = None,
-                 weight: float = 8.0) -> None:
-        super().__init__(backbone, classnames, cfg, descriptions)
-        if cfg.n_vision_prompts or cfg.uses_teacher:
-            raise PromptError("KgCoOp-like prompts use no vision prompts and no teacher; build "
-                              "them from PromptConfig.coop(template).")
-        self.weight = float(weight)
-        self.register_buffer("anchor", self.template_features(), persistent=False)
-
-    def loss_and_logits(self, image_feats: torch.Tensor, labels: torch.Tensor,
-                        dropout: bool = False
-                        ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        text = self.text_features(dropout)
-        logits = self.logits(image_feats, text)
-        with full_precision(logits.device):
-            return self._kg_loss(text, logits, labels)
-
-    def _kg_loss(self, text, logits, labels):
-        ce = F.cross_entropy(logits, labels)
-        kg = (1 - (text * self.anchor).sum(dim=-1)).mean()
-        return ce + self.weight * kg, {"ce": ce.item(), "kg": kg.item()}, logits
-
-
-class BiomedCoOpPrompt(DualPrompt):
-    """BiomedCoOp-like: L = CE + lambda_mse * MSE(t_c, mean of c's description features)
-    + lambda_kl * KL(teacher || student), the teacher being the pruned description mean scored on
-    the un-prompted image feature (this module has no vision prompts, so the image features it is
-    given are the un-prompted ones).
-
-    Simplified pruning: BiomedCoOp drops outlier descriptions per batch from their scores on the
-    batch's images; here a class's descriptions whose cosine to the class's mean description is
-    below the mean minus one standard deviation of those cosines are dropped once, when the
-    module is built (classes with fewer than 3 descriptions keep all)."""
-
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], cfg: PromptConfig,
-                 descriptions: Mapping[str, Sequence[str]] | None = None,
-                 lambda_mse: float = 1.0, lambda_kl: float = 1.0) -> None:
-        super().__init__(backbone, classnames, cfg, descriptions)
-        if cfg.n_vision_prompts or cfg.uses_teacher:
-            raise PromptError("BiomedCoOp-like prompts use no vision prompts and their own "
-                              "teacher; build them from PromptConfig.coop(template).")
-        self.lambda_mse, self.lambda_kl = float(lambda_mse), float(lambda_kl)
-        full, pruned, self.kept = self._description_targets()
-        self.register_buffer("mse_target", full, persistent=False)
-        self.register_buffer("kd_teacher", pruned, persistent=False)
-
-    def _description_targets(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        texts = [self.descriptions.get(n) or [self.cfg.template.format(n)] for n in self.classnames]
-        feats = self.encode_sentences([t for group in texts for t in group])
-        full, pruned, kept, start = [], [], [], 0
-        for group in texts:
-            own = feats[start:start + len(group)]
-            start += len(group)
-            mean = F.normalize(own.mean(dim=0), dim=-1)
-            keep = torch.ones(len(group), dtype=torch.bool, device=own.device)
-            if len(group) >= 3:
-                cosine = own @ mean
-                keep = cosine >= cosine.mean() - cosine.std()
-            full.append(mean)
-            pruned.append(F.normalize(own[keep].mean(dim=0), dim=-1))
-            kept.append(int(keep.sum()))
-        return torch.stack(full), torch.stack(pruned), kept
-
-    def loss_and_logits(self, image_feats: torch.Tensor, labels: torch.Tensor,
-                        dropout: bool = False
-                        ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        text = self.text_features(dropout)
-        logits = self.logits(image_feats, text)
-        with full_precision(logits.device):
-            return self._coop_loss(image_feats, text, logits, labels)
-
-    def _coop_loss(self, image_feats, text, logits, labels):
-        ce = F.cross_entropy(logits, labels)
-        mse = F.mse_loss(text, self.mse_target)
-        teacher_logits = self.logits(image_feats, self.kd_teacher)
-        kl = F.kl_div(F.log_softmax(logits, dim=-1), F.log_softmax(teacher_logits, dim=-1),
-                      reduction="sum", log_target=True) / logits.numel()
-        total = ce + self.lambda_mse * mse + self.lambda_kl * kl
-        return total, {"ce": ce.item(), "mse": mse.item(), "kl": kl.item()}, logits
-
-
 @dataclass(frozen=True)
 class MethodOptions:
     """Settings of the methods that METHOD.md's table does not give."""
@@ -492,70 +412,39 @@ class MethodOptions:
 
 def prompt_config(method: str, settings: TaskSettings, protocol: str,
                   options: MethodOptions) -> PromptConfig:
-    common = dict(template=settings.template, ctx_init=settings.ctx_init,
+    """The prompt module's settings that make it `method` on this task (baselines: those of
+    the zero-shot classifier they start from)."""
+    if method not in METHODS:
+        raise ReproduceError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
+    common = dict(ctx_init=settings.ctx_init,
                   n_ctx=settings.n_ctx if settings.ctx_init == "" else None)
     if method == "biomed-dpt":
         l1, l2 = settings.lambdas(protocol)
-        return PromptConfig(**common, n_vision_prompts=options.vision_prompts, lambda_l1=l1,
-                            lambda_kl=l2)
-    if method in METHODS:
-        return PromptConfig.coop(**common)
-    raise ReproduceError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
+        common.update(n_vision_prompts=options.vision_prompts, lambda_l1=l1, lambda_kl=l2)
+    elif method == "kgcoop":
+        common.update(lambda_kg=options.kgcoop_weight)
+    elif method == "biomedcoop":
+        common.update(lambda_mse=options.biomedcoop_mse, lambda_kl=options.biomedcoop_kl)
+    prompt_method = method if method in PROMPT_METHODS else "zero-shot"
+    return PromptConfig.for_method(prompt_method, settings.template, **common)
 
 
 def build_prompts(method: str, bb: Backbone, classnames: Sequence[str], cfg: PromptConfig,
-                  descriptions: Mapping[str, Sequence[str]], options: MethodOptions) -> DualPrompt:
-    """The prompt module of `method`; zero-shot is the untrained template classifier."""
-    if method == "kgcoop":
-        return KgCoOpPrompt(bb, classnames, cfg, None, options.kgcoop_weight)
-    if method == "biomedcoop":
-        return BiomedCoOpPrompt(bb, classnames, cfg, descriptions, options.biomedcoop_mse,
-                                options.biomedcoop_kl)
-    dp = DualPrompt(bb, classnames, cfg, descriptions if method == "biomed-dpt" else None)
-    return dp.zero_shot() if method == "zero-shot" else dp
+                  descriptions: Mapping[str, Sequence[str]]) -> DualPrompt:
+    """The prompt module of `method`; zero-shot (and the baselines' text classifier) is the
+    untrained template classifier. Only the methods whose loss reads them get descriptions."""
+    uses = cfg.uses_teacher and method in ("biomed-dpt", "biomedcoop")
+    dp = DualPrompt(bb, classnames, cfg, descriptions if uses else None)
+    return dp if method in TUNED_METHODS else dp.zero_shot()
 
 
 # --------------------------------------------------------------------------------------------
 # Image views and cached features
 # --------------------------------------------------------------------------------------------
-def view_ids(cfg: TrainConfig | None) -> list[str]:
-    """The views a run needs, in `fit(view_features=...)` order: the evaluation view, then the
-    recipe's augmented crops."""
-    if cfg is None:
-        return ["eval"]
-    low, high = cfg.crop_scale
-    return ["eval"] + [f"rrc{low:g}-{high:g}#{i}" for i in range(cfg.augment_views)]
-
-
-def _view_transform(bb: Backbone, view: str) -> Callable[[Image.Image, Item], torch.Tensor]:
-    """Evaluation view: the backbone's transform. Crop view i of an image: a random-resized crop
-    drawn from a generator seeded by (image path, i), so the cached crop of an image is the same
-    in every run that uses it."""
-    if view == "eval":
-        return lambda image, item: bb.preprocess(image)
-    from torchvision.transforms import v2
-
-    match = re.fullmatch(r"rrc([0-9.e-]+)-([0-9.e-]+)#(\d+)", view)
-    if match is None:
-        raise ValueError(f"unknown view {view!r}")
-    low, high, index = float(match[1]), float(match[2]), int(match[3])
-    crop = v2.Compose([v2.ToImage(), v2.RandomResizedCrop(
-        bb.image_size, scale=(low, high), interpolation=v2.InterpolationMode.BICUBIC,
-        antialias=True), v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=list(bb.mean), std=list(bb.std))])
-
-    def transform(image: Image.Image, item: Item) -> torch.Tensor:
-        seed = int.from_bytes(hashlib.sha256(f"{item.path}#{index}".encode()).digest()[:8], "big")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed % 2**63)
-            return crop(image)
-
-    return transform
-
-
 class Encoder:
-    """Encodes data set images for the feature store: threads read the files, the backbone
-    encodes in batches, a progress bar counts images."""
+    """Encodes data set images for the feature store through `core.features.encode`: threads
+    read the files, the backbone encodes in batches, a progress bar counts images. Crop views
+    are seeded by the image's path, so an image's cached crops are the same in every run."""
 
     def __init__(self, store: FeatureStore, batch_size: int = 64, workers: int | None = None,
                  progress: bool = True) -> None:
@@ -564,33 +453,29 @@ class Encoder:
         self.workers = workers or min(8, os.cpu_count() or 1)
         self.progress = progress
 
-    def features(self, dp: DualPrompt, dataset: Dataset, split: str, items: list[Item],
-                 view: str, precision: str) -> torch.Tensor:
-        bb = dp.backbone
-        key = StoreKey(bb.fingerprint, dp.cfg.n_vision_prompts, view, precision,
+    def features(self, bb: Backbone, vision_prompts: int, dataset: Dataset, split: str,
+                 items: list[Item], view: str, precision: str) -> torch.Tensor:
+        key = StoreKey(bb.fingerprint, vision_prompts, view, precision,
                        f"{dataset.name}/{split}")
-        transform = _view_transform(bb, view)
         with _bar(self.progress, len(items), f"{dataset.name}/{split} {view} features",
                   "img") as bar:
-            def encode(indices: list[int]) -> torch.Tensor:
-                return self._encode(dp, dataset, [items[i] for i in indices], transform,
-                                    precision, bar)
+            def encode_missing(indices: list[int]) -> torch.Tensor:
+                return self._encode(bb, vision_prompts, dataset, [items[i] for i in indices],
+                                    view, precision, bar)
 
-            return self.store.features(key, [item.id for item in items], encode,
+            return self.store.features(key, [item.id for item in items], encode_missing,
                                        progress=lambda done, total: _bar_to(bar, done))
 
-    @torch.no_grad()
-    def _encode(self, dp: DualPrompt, dataset: Dataset, items: list[Item], transform,
-                precision: str, bar) -> torch.Tensor:
-        bb = dp.backbone
+    def _encode(self, bb: Backbone, vision_prompts: int, dataset: Dataset, items: list[Item],
+                view: str, precision: str, bar) -> torch.Tensor:
         out = []
         with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
             for start in range(0, len(items), self.batch_size):
                 batch = items[start:start + self.batch_size]
                 images = list(pool.map(dataset.image, batch))
-                pixels = torch.stack([transform(im, it) for im, it in zip(images, batch)])
-                with autocast(bb.device, precision):
-                    out.append(dp.image_features(pixels.to(bb.device)).float().cpu())
+                out.append(encode(bb, images, view=view, vision_prompts=vision_prompts,
+                                  precision=precision, keys=[it.path for it in batch],
+                                  batch_size=self.batch_size))
                 bar.update(len(batch))
         return torch.cat(out)
 
@@ -716,7 +601,7 @@ class Sweep:
         by (its weights' fingerprint identifies it)."""
         ds, options = self.datasets[spec.dataset], self.options
         settings = self.settings[spec.dataset]
-        trained = spec.method != "zero-shot"
+        trained = spec.method in TUNED_METHODS
         return _json_ready({
             "backbone_fingerprint": self.bb.fingerprint,
             "dataset": ds.name, "classnames": ds.classnames, "protocol": spec.protocol,
@@ -747,12 +632,10 @@ class Sweep:
 
     def _few_shot(self, spec: RunSpec, ds: Dataset):
         test = capped(ds.test, self.options.max_test)
-        dp, history, timing = self._tuned(spec, ds, ds.classnames, ds.train)
-        encode_started = time.perf_counter()
-        feats = self.encoder.features(dp, ds, "test", test, "eval", self.precision)
-        timing["test_encode_s"] = round(time.perf_counter() - encode_started, 3)
+        model, history, timing = self._fitted(spec, ds, ds.classnames, ds.train)
+        feats = self._test_features(model, ds, test, timing)
         eval_started = time.perf_counter()
-        result = evaluate_features(dp, feats, [it.label for it in test], self.precision)
+        result = self._evaluate(model, feats, [it.label for it in test], ds.classnames)
         timing["eval_s"] = round(time.perf_counter() - eval_started, 3)
         return ({"test": result.to_dict()}, {"accuracy": result.accuracy}, history, timing)
 
@@ -760,20 +643,20 @@ class Sweep:
         base, novel = base_novel_split(ds.classnames)
         m = len(base)
         test = capped(ds.test, self.options.max_test)
-        dp, history, timing = self._tuned(spec, ds, base, [it for it in ds.train if it.label < m])
-        encode_started = time.perf_counter()
-        feats = self.encoder.features(dp, ds, "test", test, "eval", self.precision)
-        timing["test_encode_s"] = round(time.perf_counter() - encode_started, 3)
+        model, history, timing = self._fitted(spec, ds, base,
+                                              [it for it in ds.train if it.label < m])
+        feats = self._test_features(model, ds, test, timing)
         eval_started = time.perf_counter()
         labels = torch.tensor([it.label for it in test])
         on_base = labels < m
-        base_result = evaluate_features(dp, feats[on_base], labels[on_base].tolist(),
-                                        self.precision)
+        base_result = self._evaluate(model, feats[on_base], labels[on_base].tolist(), base)
         novel_labels = (labels[~on_base] - m).tolist()
         if len(novel) >= 2:
-            novel_dp = dp.with_classes(novel, ds.descriptions_for(novel)).eval()
-            novel_result = evaluate_features(novel_dp, feats[~on_base], novel_labels,
-                                             self.precision)
+            if isinstance(model, DualPrompt):  # the same learned context over the novel names
+                novel_model = model.with_classes(novel, ds.descriptions_for(novel)).eval()
+            else:  # a baseline has no examples of the novel classes: their zero-shot classifier
+                novel_model = self._baseline("zero-shot", ds, novel, None, [])
+            novel_result = self._evaluate(novel_model, feats[~on_base], novel_labels, novel)
         else:  # one novel class: every prediction is that class (as in the released code)
             novel_result = result_from_probabilities(
                 novel_labels, np.ones((len(novel_labels), 1), np.float32), novel)
@@ -783,23 +666,63 @@ class Sweep:
         return ({"base": base_result.to_dict(), "novel": novel_result.to_dict()}, metrics,
                 history, timing)
 
-    def _tuned(self, spec: RunSpec, ds: Dataset, classnames: list[str], pool: list[Item]
-               ) -> tuple[DualPrompt, dict | None, dict]:
-        """The run's prompt module, trained on its K-shot draw (untrained for zero-shot)."""
+    def _features(self, model, ds: Dataset, split: str, items: list[Item], view: str
+                  ) -> torch.Tensor:
+        prompts = model.cfg.n_vision_prompts if isinstance(model, DualPrompt) else 0
+        return self.encoder.features(self.bb, prompts, ds, split, items, view, self.precision)
+
+    def _test_features(self, model, ds: Dataset, test: list[Item], timing: dict) -> torch.Tensor:
+        started = time.perf_counter()
+        feats = self._features(model, ds, "test", test, "eval")
+        timing["test_encode_s"] = round(time.perf_counter() - started, 3)
+        return feats
+
+    def _evaluate(self, model, feats: torch.Tensor, labels: list[int], classnames: list[str]):
+        if isinstance(model, DualPrompt):
+            return evaluate_features(model, feats, labels, self.precision)
+        return result_from_probabilities(labels, model.predict_proba(feats), classnames)
+
+    def _baseline(self, method: str, ds: Dataset, classnames: list[str],
+                  feats: torch.Tensor | None, labels: list[int]):
+        """A baseline fitted on un-prompted training features, over the template classifier."""
+        cfg = prompt_config("zero-shot", self.settings[ds.name], "few-shot",
+                            self.options.method_options)
+        zero = build_prompts("zero-shot", self.bb, classnames, cfg, {})
+        text = zero.text_features().cpu()
+        scale = float(self.bb.logit_scale)
+        if feats is None:
+            feats = torch.zeros(0, text.shape[1])
+        return fit_baseline(method, feats, labels, text, logit_scale=scale)
+
+    def _fitted(self, spec: RunSpec, ds: Dataset, classnames: list[str], pool: list[Item]):
+        """The run's classifier: a prompt module trained on its K-shot draw (untrained for
+        zero-shot) or a baseline fitted on it; its training summary and timings."""
         options = self.options
-        cfg = prompt_config(spec.method, self.settings[ds.name], spec.protocol,
-                            options.method_options)
-        dp = build_prompts(spec.method, self.bb, classnames, cfg,
-                           ds.descriptions_for(classnames), options.method_options)
         timing: dict = {}
         if spec.method == "zero-shot":
-            return dp, None, timing
-        train_cfg = options.train_config(spec.seed)
+            cfg = prompt_config(spec.method, self.settings[ds.name], spec.protocol,
+                                options.method_options)
+            return build_prompts(spec.method, self.bb, classnames, cfg, {}), None, timing
         chosen = [pool[i] for i in few_shot_indices([it.label for it in pool], spec.shots,
                                                      spec.seed)]
+        labels = [it.label for it in chosen]
+        if spec.method in FITTED_BASELINES:
+            started = time.perf_counter()
+            feats = self.encoder.features(self.bb, 0, ds, "train", chosen, "eval",
+                                          self.precision)
+            timing["train_encode_s"] = round(time.perf_counter() - started, 3)
+            started = time.perf_counter()
+            model = self._baseline(spec.method, ds, classnames, feats, labels)
+            timing["train_s"] = round(time.perf_counter() - started, 3)
+            return model, {"n_train": len(chosen), "train_images": [it.path for it in chosen]}, \
+                timing
+        cfg = prompt_config(spec.method, self.settings[ds.name], spec.protocol,
+                            options.method_options)
+        dp = build_prompts(spec.method, self.bb, classnames, cfg, ds.descriptions_for(classnames))
+        train_cfg = options.train_config(spec.seed)
         encode_started = time.perf_counter()
-        views = torch.stack([self.encoder.features(dp, ds, "train", chosen, view, self.precision)
-                             for view in view_ids(train_cfg)])
+        views = torch.stack([self._features(dp, ds, "train", chosen, view)
+                             for view in train_cfg.view_names])
         timing["train_encode_s"] = round(time.perf_counter() - encode_started, 3)
         with _bar(options.progress, None, f"training {spec.method} K={spec.shots}",
                   "step") as bar:
@@ -809,8 +732,7 @@ class Sweep:
                     bar.set_postfix(loss=f"{progress.loss:.3f}", refresh=False)
                     _bar_to(bar, progress.done)
 
-            history = fit(dp, None, [it.label for it in chosen], train_cfg, on_step=on_step,
-                          view_features=views)
+            history = fit_features(dp, views, labels, train_cfg, on_step=on_step)
         timing["train_s"] = round(history.train_s, 3)
         summary = {"steps": len(history.steps), "n_train": len(chosen),
                    "first_loss": history.steps[0]["loss"] if history.steps else None,

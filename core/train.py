@@ -19,20 +19,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
+from core import features as feature_views
 from core.backbone import autocast, resolve_precision
 from core.errors import TrainingError
 from core.prompts import DualPrompt
 
 log = logging.getLogger(__name__)
-
-ENCODE_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -57,6 +55,13 @@ class TrainConfig:
     text_dropout: bool = False
     seed: int = 1
     time_budget_s: float | None = None  # stop (keeping what was learned) after this long
+    # stop once converged (step-based, full batch): when the loss, improving at the rate of the
+    # last `converge_window` steps for every step left, would gain less than `converge_tol` of
+    # itself (the rate only falls as the cosine schedule cools, so this is an upper bound), after
+    # at least `converge_min` steps; None trains every step
+    converge_tol: float | None = None
+    converge_window: int = 10
+    converge_min: int = 30
 
     def __post_init__(self) -> None:
         if (self.epochs is None) == (self.steps is None):
@@ -77,6 +82,16 @@ class TrainConfig:
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise TrainingError(f"crop_scale must satisfy 0 < low <= high <= 1, not {self.crop_scale}.")
+        if self.converge_tol is not None and not (self.converge_tol >= 0
+                                                  and self.converge_window >= 1):
+            raise TrainingError("converge_tol must be >= 0 and converge_window at least 1.")
+
+    @property
+    def view_names(self) -> list[str]:
+        """Every view `fit_features` takes, in order: the evaluation view first (always given:
+        the final fit is measured on it), then the augmented crops."""
+        return [feature_views.EVAL_VIEW] + feature_views.crop_views(self.augment_views,
+                                                                    self.crop_scale)
 
     @property
     def views(self) -> int:
@@ -97,7 +112,8 @@ class TrainConfig:
         return cls(**{**dict(recipe="fast", optimizer="adamw", lr=0.1, lr_relative=True,
                              weight_decay=0.0, steps=100, batch_size=None, warmup=0, eval_view=True,
                              augment_views=0, crop_scale=(0.5, 1.0), precision="auto",
-                             text_dropout=False, seed=1), **changes})
+                             text_dropout=False, seed=1, converge_tol=0.02, converge_window=5,
+                             converge_min=30), **changes})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,7 +141,7 @@ class History:
     config: TrainConfig
     steps: list[dict] = field(default_factory=list)
     final: dict[str, float] = field(default_factory=dict)
-    stopped: str | None = None  # None, "user" or "time budget"
+    stopped: str | None = None  # None, "user", "time budget" or "converged"
     precision: str = "fp32"
     encode_s: float = 0.0
     train_s: float = 0.0
@@ -137,64 +153,73 @@ class History:
         return out
 
 
-def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor | None, labels: Sequence[int],
+def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor, labels: Sequence[int],
         cfg: TrainConfig | None = None, on_step: Callable[[Progress], None] | None = None,
-        should_stop: Callable[[], bool] | None = None, *,
-        view_features: torch.Tensor | None = None) -> History:
-    """Tune `dp.ctx` on labelled images; returns the History. `images` are PIL images (views
-    are made from the originals) or preprocessed pixels (N, 3, H, W). `should_stop` is polled
-    before every step and encoding batch; when it answers True training ends after at most one
-    step, keeping what was learned.
+        should_stop: Callable[[], bool] | None = None,
+        cache: feature_views.FeatureCache | None = None) -> History:
+    """Tune `dp.ctx` on labelled images: encode every view the recipe needs once (through
+    `core.features`, with `cache` when given), then `fit_features`. `images` are PIL images, or
+    preprocessed pixels (N, 3, H, W) for a recipe without crops. `should_stop` is polled before
+    every encoding batch and step; training then ends after at most one step, keeping what was
+    learned."""
+    cfg = cfg or TrainConfig.fast()
+    bb = dp.backbone
+    _checked_labels(labels, len(images), dp.classnames)
+    precision = resolve_precision(cfg.precision, bb.device)
+    started = time.perf_counter()
+    emit = on_step or (lambda progress: None)
 
-    `view_features` (V, N, D), optional: the prompted image features encoded beforehand (a sweep
-    over shots and seeds caches them on disk, so each image is encoded once), the evaluation view
-    first, then `cfg.augment_views` augmented views (V = 1 + cfg.augment_views). When given,
-    nothing is encoded and `images` may be None."""
+    def progress(done: int, total: int) -> None:
+        emit(Progress("encode", done, total, time.perf_counter() - started))
+
+    views = feature_views.encode_views(bb, images, cfg.view_names,
+                                       vision_prompts=dp.cfg.n_vision_prompts, cache=cache,
+                                       precision=precision, progress=progress,
+                                       should_stop=should_stop)
+    encode_s = time.perf_counter() - started
+    if views is None:
+        return History(config=cfg, precision=precision, stopped="user", encode_s=encode_s,
+                       total_s=encode_s)
+    history = fit_features(dp, views, labels, cfg, on_step, should_stop)
+    history.encode_s = encode_s
+    history.total_s += encode_s
+    return history
+
+
+def fit_features(dp: DualPrompt, features: torch.Tensor, labels: Sequence[int],
+                 cfg: TrainConfig | None = None, on_step: Callable[[Progress], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> History:
+    """Tune `dp.ctx` on image features encoded beforehand (`core.features.encode` with this
+    module's vision prompts): (N, D) for a recipe on the evaluation view only, or (V, N, D) with
+    the views of `cfg.view_names` (the evaluation view first). Only the text steps run; a
+    re-tune with other lambdas, steps or seeds costs nothing on the image side."""
     cfg = cfg or TrainConfig.fast()
     bb = dp.backbone
     device = bb.device
-    if view_features is not None and (view_features.dim() != 3
-                                      or view_features.shape[0] != 1 + cfg.augment_views):
-        raise TrainingError(f"view_features must be (1 + {cfg.augment_views} views, images, dim), "
-                            f"the evaluation view first; got {tuple(view_features.shape)}.")
-    n_images = len(images) if view_features is None else view_features.shape[1]
-    labels_t = _checked_labels(labels, n_images, dp.classnames)
+    if features.dim() == 2:
+        features = features.unsqueeze(0)
+    wanted = len(cfg.view_names)
+    if features.dim() != 3 or features.shape[0] != wanted:
+        raise TrainingError(f"The features must be ({wanted} views, images, dim), the evaluation "
+                            f"view first (views {cfg.view_names}); got {tuple(features.shape)}.")
+    labels_t = _checked_labels(labels, features.shape[1], dp.classnames).to(device)
     precision = resolve_precision(cfg.precision, device)
     history = History(config=cfg, precision=precision)
     started = time.perf_counter()
     emit = on_step or (lambda progress: None)
     stop_requested = should_stop or (lambda: False)
+    features = features.to(device=device, dtype=torch.float32)
+    train_feats = features if cfg.eval_view else features[1:]
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         dp.eval()
-        if view_features is None:
-            view_feats = _encode_views(dp, images, cfg, precision, emit, stop_requested, started)
-        else:
-            given = view_features.to(device=device, dtype=torch.float32)
-            view_feats = given if cfg.eval_view else given[1:]
-        history.encode_s = time.perf_counter() - started
-        if view_feats is None:
-            history.stopped = "user"
-            history.total_s = time.perf_counter() - started
-            return history
-        eval_feats = view_feats[0] if cfg.eval_view else None
-        if dp.cfg.uses_teacher:
-            with autocast(device, precision):
-                dp.teacher_features()
-
-        train_started = time.perf_counter()
-        history.stopped = _train_loop(dp, view_feats, labels_t.to(device), cfg, precision,
-                                      generator, history, emit, stop_requested, started)
-        history.train_s = time.perf_counter() - train_started
+        history.stopped = _train_loop(dp, train_feats, labels_t, cfg, precision, generator,
+                                      history, emit, stop_requested, started)
+        history.train_s = time.perf_counter() - started
         dp.eval()
-        if eval_feats is None and view_features is not None:
-            eval_feats = view_features[0].to(device=device, dtype=torch.float32)
-        if eval_feats is None:
-            eval_feats = _encode_views(dp, images, replace(cfg, eval_view=True, augment_views=0),
-                                       precision, lambda p: None, lambda: False, started)[0]
-        history.final = _final_fit(dp, eval_feats, labels_t.to(device), precision)
+        history.final = _final_fit(dp, features[0], labels_t, precision)
     history.total_s = time.perf_counter() - started
     return history
 
@@ -213,48 +238,6 @@ def _checked_labels(labels: Sequence[int], n_images: int, classnames: list[str])
         raise TrainingError(f"No examples for {', '.join(empty)}: add at least one image for "
                             "every class.")
     return labels_t
-
-
-def _view_transforms(dp: DualPrompt, cfg: TrainConfig, from_pixels: bool) -> list[Callable]:
-    bb = dp.backbone
-    crop = v2.RandomResizedCrop(bb.image_size, scale=cfg.crop_scale,
-                                interpolation=v2.InterpolationMode.BICUBIC, antialias=True)
-    if from_pixels:
-        views = [lambda x: x] if cfg.eval_view else []
-        return views + [crop] * cfg.augment_views
-    augmented = v2.Compose([v2.ToImage(), crop, v2.ToDtype(torch.float32, scale=True),
-                            v2.Normalize(mean=list(bb.mean), std=list(bb.std))])
-    views = [bb.preprocess] if cfg.eval_view else []
-    return views + [augmented] * cfg.augment_views
-
-
-@torch.no_grad()
-def _encode_views(dp: DualPrompt, images, cfg: TrainConfig, precision: str,
-                  emit: Callable[[Progress], None], stop_requested: Callable[[], bool],
-                  started: float) -> torch.Tensor | None:
-    """(V, N, D) prompted image features of every view of every image; None if stopped."""
-    bb = dp.backbone
-    from_pixels = isinstance(images, torch.Tensor)
-    if not from_pixels:
-        images = [image.convert("RGB") for image in images]
-    transforms = _view_transforms(dp, cfg, from_pixels)
-    n = len(images)
-    total = n * len(transforms)
-    feats = []
-    done = 0
-    for transform in transforms:
-        view = []
-        for i in range(0, n, ENCODE_BATCH):
-            if stop_requested():
-                return None
-            chunk = images[i:i + ENCODE_BATCH]
-            pixels = torch.stack([transform(x) for x in chunk]).to(bb.device)
-            with autocast(bb.device, precision):
-                view.append(dp.image_features(pixels))
-            done += len(chunk)
-            emit(Progress("encode", done, total, time.perf_counter() - started))
-        feats.append(torch.cat(view))
-    return torch.stack(feats)
 
 
 def _lr_at(cfg: TrainConfig, unit: int, total_units: int, scale: float = 1.0) -> float:
@@ -297,6 +280,7 @@ def _train_loop(dp: DualPrompt, view_feats: torch.Tensor, labels: torch.Tensor, 
     total_steps = units * per_unit
     scale = bb.word_embedding_rms if cfg.lr_relative else 1.0
     step = 0
+    watch = _Convergence(cfg) if cfg.converge_tol is not None and not epoch_based else None
     dp.train()
     for unit in range(units):
         lr = _lr_at(cfg, unit, units, scale)
@@ -324,7 +308,26 @@ def _train_loop(dp: DualPrompt, view_feats: torch.Tensor, labels: torch.Tensor, 
             history.steps.append(record)
             emit(Progress("train", step, total_steps, record["elapsed_s"], loss.item(), parts,
                           accuracy, lr, record["epoch"]))
+            if watch is not None and watch.converged(record["loss"]):
+                return "converged"
     return None
+
+
+class _Convergence:
+    """The stopping rule of `TrainConfig.converge_tol` (full-batch losses, one per step)."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.losses: list[float] = []
+
+    def converged(self, loss: float) -> bool:
+        self.losses.append(loss)
+        w, n = self.cfg.converge_window, len(self.losses)
+        if n < max(self.cfg.converge_min, w + 1) or n >= self.cfg.steps:
+            return False
+        before, recent = min(self.losses[:-w]), min(self.losses[-w:])
+        rate = max(before - recent, 0.0) / w
+        return rate * (self.cfg.steps - n) < self.cfg.converge_tol * abs(recent)
 
 
 @torch.no_grad()

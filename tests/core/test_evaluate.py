@@ -1,18 +1,18 @@
 """Evaluation: metric functions against hand-computed values, evaluate() on tiny backbones,
-feature caching in memory and on disk, the confusion figure."""
+the cross-validated estimate, the confusion figure."""
 from __future__ import annotations
 
 import io
-import logging
 
 import numpy as np
 import pytest
 import torch
 
 from core.errors import DatasetError
-from core.evaluate import (FeatureCache, FeatureStore, StoreKey, accuracy, balanced_accuracy,
-                           compare, confusion_figure, confusion_matrix, encode_images, evaluate,
-                           macro_f1, precision_recall_f1, result_from_probabilities, summary_rows)
+from core.evaluate import (accuracy, balanced_accuracy, compare, confusion_figure,
+                           confusion_matrix, evaluate, macro_f1, precision_recall_f1,
+                           result_from_probabilities, summary_rows)
+from core.features import FeatureCache
 from core.prompts import DualPrompt, PromptConfig
 from tests.helpers import BRAIN_CLASSES, BRAIN_TEMPLATE, tinted_images, tinted_pixels
 
@@ -131,21 +131,6 @@ def test_memory_cache_encodes_each_image_once_per_image_tower(backbones):
     assert len(cache) == 8
 
 
-def test_feature_cache_drops_the_least_recently_used():
-    cache = FeatureCache(max_items=2)
-    for key in "abc":
-        cache.put(key, torch.ones(3))
-    assert cache.get("a") is None and cache.get("c") is not None and len(cache) == 2
-
-
-def test_encoding_the_same_images_is_deterministic(backbones):
-    dp = make(backbones["tiny-clip"]).eval()
-    x, _ = tinted_pixels(3, 1, seed=5)
-    first = encode_images(dp, x, batch_size=2)
-    assert torch.equal(first, encode_images(dp, x, batch_size=2))
-    assert torch.allclose(first, encode_images(dp, x, batch_size=8), atol=1e-5)
-
-
 @pytest.mark.parametrize("labels, message", [
     ([0, 1], "4 images but 2 labels"),
     (["glioma", "astrocytoma", "glioma", "glioma"], "'astrocytoma' is not one of the classes"),
@@ -197,41 +182,64 @@ def test_confusion_figure_shows_counts_without_pyplot_state():
     assert buffer.getvalue()[:4] == b"\x89PNG"
 
 
-# ---- the disk store -----------------------------------------------------------------------
-def key(view="eval", n_vision_prompts=4) -> StoreKey:
-    return StoreKey("fp", n_vision_prompts, view, "fp32", "TOY/test")
+# ---- the held-out estimate ----------------------------------------------------------------
+def test_folds_are_stratified_cover_every_example_once_and_are_seeded():
+    from core.evaluate import stratified_folds
+
+    labels = [0] * 8 + [1] * 4 + [2] * 6
+    folds = stratified_folds(labels, 4, seed=1)
+    assert len(folds) == 4
+    assert sorted(np.concatenate(folds).tolist()) == list(range(18))
+    for fold in folds:
+        counts = np.bincount(np.asarray(labels)[fold], minlength=3)
+        assert counts[0] == 2 and counts[1] == 1 and counts[2] in (1, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(folds, stratified_folds(labels, 4, seed=1)))
+    assert not all(np.array_equal(a, b) for a, b in zip(folds, stratified_folds(labels, 4, 2)))
+    assert len(stratified_folds([0, 0, 1, 1, 1], 4)) == 2  # capped at the smallest class
+    with pytest.raises(DatasetError, match="at least two examples of every class"):
+        stratified_folds([0, 0, 1], 4)
 
 
-def fake_encoder(log: list):
-    def encode(indices):
-        log.append(list(indices))
-        return torch.stack([torch.full((3,), float(i)) for i in indices])
-    return encode
+def test_cross_validation_predicts_each_example_without_having_seen_it():
+    from core.baselines import fit_baseline
+    from core.evaluate import cross_validate, stratified_folds
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(3, 16, generator=g), dim=-1)
+    labels = [c for c in range(3) for _ in range(6)]
+    feats = torch.nn.functional.normalize(centres[labels] + 0.5 * torch.randn(18, 16, generator=g),
+                                          dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(3, 16, generator=g), dim=-1)
+    out = cross_validate("tip-adapter", feats, labels, folds=3, seed=1, text_features=text,
+                         logit_scale=30.0)
+    assert out["folds"] == 3 and out["n"] == 18 and len(out["per_fold"]) == 3
+    # by hand: each fold's probabilities come from a cache without that fold
+    for test in stratified_folds(labels, 3, 1):
+        train = np.setdiff1d(np.arange(18), test)
+        clf = fit_baseline("tip-adapter", feats[train], np.asarray(labels)[train].tolist(), text,
+                           logit_scale=30.0)
+        assert np.allclose(out["probabilities"][test], clf.predict_proba(feats[test]), atol=1e-6)
+    pooled = result_from_probabilities(labels, out["probabilities"], ["a", "b", "c"])
+    assert out["accuracy"] == pytest.approx(pooled.accuracy)
+    assert out["balanced_accuracy"] == pytest.approx(pooled.balanced_accuracy)
+    assert out["std"] == pytest.approx(np.std([f["accuracy"] for f in out["per_fold"]]))
+    assert cross_validate("tip-adapter", feats, labels, text_features=text,
+                          should_stop=lambda: True) is None
 
 
-def test_store_encodes_only_missing_images_and_survives_a_restart(tmp_path):
-    calls: list = []
-    store = FeatureStore(tmp_path)
-    a = store.features(key(), ["x", "y"], fake_encoder(calls))
-    assert calls == [[0, 1]] and a[:, 0].tolist() == [0.0, 1.0]
-    b = store.features(key(), ["y", "z", "x"], fake_encoder(calls))
-    assert calls[-1] == [1]  # only z, at position 1 of the request
-    assert b[:, 0].tolist() == [1.0, 1.0, 0.0]  # y and x from the store, z freshly encoded
-    fresh = FeatureStore(tmp_path)  # a new process reads the file
-    again = fresh.features(key(), ["z", "x", "y"], fake_encoder(calls))
-    assert len(calls) == 2 and fresh.encoded == 0
-    assert again[:, 0].tolist() == [1.0, 0.0, 1.0]
-    other = fresh.features(key(n_vision_prompts=0), ["x"], fake_encoder(calls))
-    assert len(calls) == 3 and other.shape == (1, 3)  # other settings: another file
-    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+def test_cross_validating_prompt_tuning_starts_every_fold_afresh(backbones):
+    from core.evaluate import cross_validate
+    from core.features import encode
+    from core.train import TrainConfig
 
-
-def test_a_damaged_store_file_is_rebuilt(tmp_path, caplog):
-    store = FeatureStore(tmp_path)
-    store.features(key(), ["x"], fake_encoder([]))
-    store.path(key()).write_bytes(b"not a safetensors file")
-    calls: list = []
-    with caplog.at_level(logging.WARNING):
-        out = FeatureStore(tmp_path).features(key(), ["x"], fake_encoder(calls))
-    assert calls == [[0]] and out.shape == (1, 3)
-    assert "damaged feature cache" in caplog.text
+    bb = backbones["tiny-clip"]
+    x, y = tinted_pixels(4, 3, seed=2)
+    feats = encode(bb, x, precision="fp32")
+    dp = make(bb)
+    before = dp.ctx.detach().clone()
+    cfg = TrainConfig.fast(steps=3, precision="fp32")
+    out = cross_validate("biomed-dpt", feats, y, folds=3, seed=1, prompts=dp, train=cfg)
+    again = cross_validate("biomed-dpt", feats, y, folds=3, seed=1, prompts=dp, train=cfg)
+    assert torch.equal(dp.ctx, before)  # the given module is only copied
+    assert out["folds"] == 3 and np.allclose(out["probabilities"], again["probabilities"])
+    assert np.allclose(out["probabilities"].sum(axis=1), 1.0, atol=1e-5)

@@ -57,7 +57,8 @@ def lesion_model(request):
     for _ in range(60):
         labels = torch.randint(0, 2, (16,), generator=g)
         x, _ = squares(16, labels, patch, g)
-        score = bb.logit_scale * dp.image_features(x) @ text - bias
+        feats = F.normalize(bb.encode_image(x, dp.vision_prompts), dim=-1)  # with gradients
+        score = bb.logit_scale * feats @ text - bias
         loss = F.binary_cross_entropy_with_logits(score, labels.float())
         opt.zero_grad()
         loss.backward()

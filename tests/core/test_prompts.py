@@ -189,7 +189,7 @@ def test_coop_switch_has_no_vision_prompts_and_no_teacher(bb):
     total, parts = dp.loss(feats, torch.tensor([0, 1]))
     assert parts["l1"] == parts["kl"] == 0.0
     assert total.item() == pytest.approx(parts["ce"], rel=1e-6)
-    assert dp._teacher is None  # never computed
+    assert dp._sentences is None and not dp._targets  # never computed
 
 
 def test_only_ctx_receives_gradients(bb):
@@ -241,6 +241,23 @@ def test_zero_shot_is_the_plain_template_classifier(bb):
         expected = (bb.logit_scale * F.normalize(bb.model.encode_image(x), dim=-1)
                     @ F.normalize(bb.model.encode_text(bb.tokenizer(dp.prompts())), dim=-1).T)
     assert torch.allclose(zs.logits(zs.image_features(x)), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("template, ctx_init", [("{} seen on a brain MR scan.", None),
+                                                ("a MR photo of a {} in the brain.", "")])
+def test_zero_shot_is_the_plain_template_also_without_context_words(bb, template, ctx_init):
+    """A template that starts with the class name, or an empty context init, leaves the
+    prompt module a random context; its zero-shot classifier must still be the template's."""
+    dp = DualPrompt(bb, BRAIN_CLASSES, PromptConfig(template=template, ctx_init=ctx_init))
+    zs = dp.zero_shot()
+    x = pixels(2)
+    with torch.no_grad():
+        expected = (bb.logit_scale * F.normalize(bb.model.encode_image(x), dim=-1)
+                    @ F.normalize(bb.model.encode_text(bb.tokenizer(dp.prompts())), dim=-1).T)
+        learned = dp.logits(F.normalize(bb.model.encode_image(x), dim=-1))
+        assert torch.allclose(zs.logits(zs.image_features(x)), expected, atol=1e-4)
+        assert not torch.allclose(learned, expected, atol=1e-3)  # the random context differs
+        assert torch.allclose(zs.text_features(), zs.template_features())
 
 
 # ---- checkpoints --------------------------------------------------------------------------

@@ -13,15 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from core import reproduce
-from core.errors import DatasetError, PromptError, TrainingError
+from core.errors import DatasetError, TrainingError
 from core.prompts import DualPrompt, PromptConfig
-from core.reproduce import (PAPER_TASKS, BiomedCoOpPrompt, Item, KgCoOpPrompt, Options,
-                            ReproduceError, SettingsOverride, base_novel_split, capped,
-                            few_shot_indices, load_dataset, run_sweep, task_settings)
+from core.reproduce import (PAPER_TASKS, Item, Options, ReproduceError, SettingsOverride,
+                            base_novel_split, capped, few_shot_indices, load_dataset, run_sweep,
+                            task_settings)
 
 CLASSES = ["glioma", "meningioma", "pituitary tumor", "normal brain"]
 FAST = ["--backbone", "tiny-biomedclip", "--recipe", "fast", "--steps", "3", "--no-progress"]
@@ -91,7 +90,8 @@ def test_cli_writes_one_run_file_per_run(sweep, backbones):
     files = sorted(p.relative_to(out / "runs").as_posix() for p in (out / "runs").rglob("*.json"))
     expected = ["BTMRI/few-shot/zero-shot/k0_seed0.json"] + [
         f"BTMRI/few-shot/{m}/k{k}_seed{s}.json"
-        for m in ("coop", "kgcoop", "biomedcoop", "biomed-dpt") for k in (1, 2) for s in (1, 2)]
+        for m in ("tip-adapter", "linear-probe", "coop", "kgcoop", "biomedcoop", "biomed-dpt")
+        for k in (1, 2) for s in (1, 2)]
     assert files == sorted(expected)
     run = read_run(out, "biomed-dpt", 2, 1)
     cfg = run["config"]
@@ -112,6 +112,9 @@ def test_cli_writes_one_run_file_per_run(sweep, backbones):
     assert coop["prompt"]["n_vision_prompts"] == 0 and coop["prompt"]["lambda_l1"] == 0
     assert read_run(out, "kgcoop", 1, 1)["config"]["method_options"] == {"kgcoop_weight": 8.0}
     assert read_run(out, "zero-shot", 0, 0)["history"] is None
+    tip = read_run(out, "tip-adapter", 2, 1)
+    assert tip["config"]["train"] is None and tip["config"]["prompt"]["n_vision_prompts"] == 0
+    assert tip["history"]["n_train"] == 8 and tip["results"]["test"]["n"] == 8
 
 
 def test_tables_have_the_papers_shape(sweep):
@@ -119,7 +122,8 @@ def test_tables_have_the_papers_shape(sweep):
     rows = list(csv.reader((out / "results.csv").read_text().splitlines()))
     assert rows[0] == ["protocol", "dataset", "method", "K=1 mean", "K=1 std", "K=2 mean",
                        "K=2 std", "mean over K", "seeds"]
-    assert [r[2] for r in rows[1:]] == ["BiomedCLIP zero-shot", "CoOp", "KgCoOp-like",
+    assert [r[2] for r in rows[1:]] == ["BiomedCLIP zero-shot", "Tip-Adapter",
+                                        "Linear probe (zero-shot init)", "CoOp", "KgCoOp-like",
                                         "BiomedCoOp-like", "Biomed-DPT"]
     assert all(r[:2] == ["few-shot", "BTMRI"] and len(r) == len(rows[0]) for r in rows[1:])
     dpt = dict(zip(rows[0], rows[-1]))
@@ -143,7 +147,7 @@ def test_a_second_invocation_skips_finished_runs(backbones, sweep, data_root):
     options = Options(root=data_root, out=out, cache_dir=cache, shots=(1, 2), seeds=(1, 2),
                       backbone="tiny-biomedclip", recipe="fast", steps=3, progress=False)
     summary = run_sweep(options, backbones["tiny-biomedclip"])
-    assert (summary.ran, summary.skipped, summary.encoded) == (0, 17, 0)
+    assert (summary.ran, summary.skipped, summary.encoded) == (0, 25, 0)
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json")} == before
 
 
@@ -212,35 +216,6 @@ def test_paper_recipe_trains_on_cached_crops(backbones, data_root, tmp_path):
     assert len(list(cache.glob("BTMRI_test-*"))) == 1
 
 
-def test_crops_are_fixed_per_image_and_view(backbones):
-    bb = backbones["tiny-biomedclip"]
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), np.uint8))
-    item = Item("a/b.png", 0, 1)
-    first, second = (reproduce._view_transform(bb, f"rrc0.08-1#{i}") for i in (0, 1))
-    assert torch.equal(first(image, item), first(image, item))
-    assert not torch.equal(first(image, item), second(image, item))
-    assert not torch.equal(first(image, item), first(image, Item("a/c.png", 0, 1)))
-
-
-def test_fit_on_precomputed_views_equals_fit_on_images(backbones):
-    """The seam sweeps use: features encoded once, then `fit(view_features=...)`."""
-    from core.evaluate import encode_images
-    from core.train import TrainConfig, fit
-    from tests.helpers import BRAIN_TEMPLATE, tinted_pixels
-
-    bb = backbones["tiny-clip"]
-    x, y = tinted_pixels(4, 2)
-    cfg = TrainConfig.fast(steps=4, precision="fp32")
-    a, b = (DualPrompt(bb, CLASSES, PromptConfig(template=BRAIN_TEMPLATE)) for _ in range(2))
-    from_images = fit(a, x, y, cfg)
-    views = encode_images(b.eval(), x, precision="fp32")[None]
-    from_views = fit(b, None, y, cfg, view_features=views)
-    assert torch.allclose(a.ctx, b.ctx, atol=1e-5)
-    assert from_views.final["loss"] == pytest.approx(from_images.final["loss"], abs=1e-4)
-    with pytest.raises(TrainingError, match="evaluation view first"):
-        fit(b, None, y, TrainConfig.paper(epochs=1), view_features=views)
-
-
 # ---- protocols and settings ---------------------------------------------------------------
 def test_few_shot_draws_are_per_class_seeded_and_nested():
     labels = [0] * 10 + [1] * 10 + [2] * 3
@@ -288,46 +263,42 @@ def test_every_papers_template_builds_prompts(backbones):
             assert dp.n_ctx == len(bb.text_ids([task.ctx_init])[0]) - 2
 
 
-# ---- ablation losses ----------------------------------------------------------------------
-def test_kgcoop_term_is_zero_at_the_template_and_grows_with_the_context(backbones):
+# ---- methods as settings of one module ------------------------------------------------------
+def test_methods_are_settings_of_one_module(backbones):
     bb = backbones["tiny-biomedclip"]
-    dp = KgCoOpPrompt(bb, CLASSES, PromptConfig.coop("a MR photo of a {} in the brain."))
-    feats = F.normalize(torch.randn(4, bb.embed_dim, generator=torch.Generator().manual_seed(0)),
-                        dim=-1)
-    labels = torch.tensor([0, 1, 2, 3])
-    total, parts, logits = dp.loss_and_logits(feats, labels)
-    assert parts["kg"] == pytest.approx(0.0, abs=1e-5)
-    assert total.item() == pytest.approx(F.cross_entropy(logits, labels).item(), abs=1e-4)
-    with torch.no_grad():
-        dp.ctx.add_(0.5)
-    total, parts, _ = dp.loss_and_logits(feats, labels)
-    assert parts["kg"] > 0 and total.item() == pytest.approx(parts["ce"] + 8.0 * parts["kg"],
-                                                             rel=1e-4)
-    total.backward()
-    assert dp.ctx.grad is not None and all(p.grad is None for p in bb.model.parameters())
-    with pytest.raises(PromptError, match="no vision prompts"):
-        KgCoOpPrompt(bb, CLASSES, PromptConfig(template="a MR photo of a {} in the brain."))
+    task = PAPER_TASKS["BTMRI"]
+    options = reproduce.MethodOptions(kgcoop_weight=3.0, biomedcoop_mse=2.0, biomedcoop_kl=0.5)
+    kg = reproduce.prompt_config("kgcoop", task, "few-shot", options)
+    assert (kg.lambda_kg, kg.lambda_l1, kg.lambda_kl, kg.n_vision_prompts) == (3.0, 0, 0, 0)
+    coop = reproduce.prompt_config("biomedcoop", task, "few-shot", options)
+    assert (coop.lambda_mse, coop.lambda_kl, coop.kl_teacher) == (2.0, 0.5, "pruned")
+    dpt = reproduce.prompt_config("biomed-dpt", task, "few-shot", options)
+    assert (dpt.lambda_l1, dpt.lambda_kl, dpt.n_vision_prompts) == (12.5, 0.25, 4)
+    for method in reproduce.METHODS:
+        dp = reproduce.build_prompts(method, bb, CLASSES,
+                                     reproduce.prompt_config(method, task, "few-shot", options),
+                                     {"glioma": ["an irregular mass"]})
+        assert type(dp) is DualPrompt
+        assert dp.plain == (method not in reproduce.TUNED_METHODS)
 
 
-def test_biomedcoop_prunes_outlier_descriptions_and_sums_its_parts(backbones):
-    bb = backbones["tiny-biomedclip"]
-    descriptions = {"glioma": ["an irregular infiltrative mass", "an irregular mass with edema",
-                               "an irregular infiltrative mass with edema", "xq zz 99 ## !!"],
-                    "meningioma": ["a well defined mass"]}
-    dp = BiomedCoOpPrompt(bb, CLASSES, PromptConfig.coop("a MR photo of a {} in the brain."),
-                          descriptions, lambda_mse=2.0, lambda_kl=0.5)
-    assert dp.kept[1:] == [1, 1, 1] and 2 <= dp.kept[0] <= 3  # the odd one out goes
-    feats = F.normalize(torch.randn(4, bb.embed_dim, generator=torch.Generator().manual_seed(1)),
-                        dim=-1)
-    total, parts, _ = dp.loss_and_logits(feats, torch.tensor([0, 1, 2, 3]))
-    assert set(parts) == {"ce", "mse", "kl"}
-    assert total.item() == pytest.approx(parts["ce"] + 2.0 * parts["mse"] + 0.5 * parts["kl"],
-                                         rel=1e-4)
-    with torch.no_grad():
-        assert parts["mse"] == pytest.approx(F.mse_loss(dp.text_features(), dp.mse_target).item(),
-                                             rel=1e-4)
-    with pytest.raises(PromptError, match="no vision prompts"):
-        BiomedCoOpPrompt(bb, CLASSES, PromptConfig(template="a MR photo of a {} in the brain."))
+def test_fit_features_on_cached_views_equals_fit_on_images(backbones):
+    """The seam sweeps and the app use: features encoded once, then `fit_features`."""
+    from core.features import encode
+    from core.train import TrainConfig, fit, fit_features
+    from tests.helpers import BRAIN_TEMPLATE, tinted_pixels
+
+    bb = backbones["tiny-clip"]
+    x, y = tinted_pixels(4, 2)
+    cfg = TrainConfig.fast(steps=4, precision="fp32")
+    a, b = (DualPrompt(bb, CLASSES, PromptConfig(template=BRAIN_TEMPLATE)) for _ in range(2))
+    from_images = fit(a, x, y, cfg)
+    views = encode(bb, x, precision="fp32")
+    from_views = fit_features(b, views, y, cfg)
+    assert torch.allclose(a.ctx, b.ctx, atol=1e-5)
+    assert from_views.final["loss"] == pytest.approx(from_images.final["loss"], abs=1e-4)
+    with pytest.raises(TrainingError, match="evaluation view first"):
+        fit_features(b, views, y, TrainConfig.paper(epochs=1))
 
 
 # ---- layouts that cannot be used ----------------------------------------------------------
@@ -410,4 +381,4 @@ def test_defaults_are_the_papers_protocols(tmp_path):
     b2n = Options(root=tmp_path, out=tmp_path, protocol="base-to-novel")
     assert b2n.shot_list == (16,) and b2n.train_config(1).epochs == 50
     assert math.isclose(b2n.train_config(1).lr, 0.0025)
-    assert len(few.specs(["A"])) == 1 + 4 * 5 * 3
+    assert len(few.specs(["A"])) == 1 + 6 * 5 * 3  # zero-shot once; 2 baselines, 4 tuned

@@ -8,7 +8,8 @@ import torch
 
 from core.errors import TrainingError
 from core.prompts import DualPrompt, PromptConfig
-from core.train import TrainConfig, _batches, _lr_at, fit
+from core.features import FeatureCache, encode
+from core.train import TrainConfig, _batches, _lr_at, fit, fit_features
 from tests.helpers import BRAIN_CLASSES, BRAIN_TEMPLATE, tinted_images, tinted_pixels
 
 DESCRIPTIONS = {"glioma": ["an irregular infiltrative mass"], "normal brain": ["no mass"]}
@@ -75,7 +76,7 @@ def test_fast_training_lowers_the_loss_and_leaves_the_backbone_untouched(bb):
     dp = make(bb)
     x, y = tinted_pixels(4, 6)
     before = state_copy(bb)
-    history = fit(dp, x, y, TrainConfig.fast())
+    history = fit(dp, x, y, TrainConfig.fast(converge_tol=None))
     assert len(history.steps) == 100 and history.stopped is None
     assert history.steps[-1]["loss"] < history.steps[0]["loss"] - 0.05
     assert history.final["loss"] < history.steps[0]["loss"]
@@ -83,6 +84,32 @@ def test_fast_training_lowers_the_loss_and_leaves_the_backbone_untouched(bb):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(not p.requires_grad for p in bb.model.parameters())
     assert not dp.training
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stopping_at_convergence_reaches_the_full_runs_loss_within_two_percent(bb, seed):
+    x, y = tinted_pixels(4, 4, seed=seed)
+    feats = encode(bb, x, precision="fp32")
+    full = fit_features(make(bb), feats, y, TrainConfig.fast(converge_tol=None, precision="fp32"))
+    early = fit_features(make(bb), feats, y, TrainConfig.fast(precision="fp32"))
+    assert len(full.steps) == 100 and early.stopped == "converged"
+    assert 30 <= len(early.steps) < 100
+    assert early.final["loss"] <= 1.02 * full.final["loss"]
+
+
+def test_retuning_from_cached_features_encodes_nothing(bb):
+    """The app's path: features cached as examples arrive; every tune re-uses them."""
+    images, y = tinted_images(4, 2)
+    cache = FeatureCache()
+    first = fit(make(bb), images, y, TrainConfig.fast(steps=3), cache=cache)
+    assert first.encode_s > 0 and len(cache) == 8 and cache.misses == 8
+    again = fit(make(bb), images, y, TrainConfig.fast(steps=3, seed=2), cache=cache)
+    assert cache.misses == 8 and cache.hits == 8 and again.steps
+    feats = encode(bb, images, cache=cache)
+    direct = fit_features(make(bb), feats, y, TrainConfig.fast(steps=3, seed=2))
+    assert direct.steps[-1]["loss"] == pytest.approx(again.steps[-1]["loss"], rel=1e-5)
+    with pytest.raises(TrainingError, match="evaluation view first"):
+        fit_features(make(bb), torch.stack([feats, feats]), y, TrainConfig.fast(steps=3))
 
 
 def test_fast_step_count_does_not_grow_with_shots(bb):
@@ -151,7 +178,8 @@ def test_stop_during_encoding_trains_nothing(bb):
 
 
 def test_time_budget_stops_training(bb):
-    history = fit(make(bb), *tinted_pixels(4, 2), TrainConfig.fast(steps=10_000, time_budget_s=2.0))
+    history = fit(make(bb), *tinted_pixels(4, 2), TrainConfig.fast(steps=10_000, time_budget_s=2.0,
+                                                                    converge_tol=None))
     assert history.stopped == "time budget"
     assert 0 < len(history.steps) < 10_000
 
