@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import queue
 import threading
 import time
 from datetime import datetime
@@ -33,6 +32,7 @@ from demo.messages import (TASK_TITLES_KO, UserError, core_text, language, modal
                            text, window_label)
 from demo.spaces_support import gpu
 from demo.tuning_line import TuningLine
+from demo.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -447,6 +447,32 @@ class Studio:
                                                                          "not_added")
         return (session, None, message, *self._examples_view(session, lang))
 
+    @answers(2, status=1)
+    def prepare_features(self, session: Any, message: str | None = None,
+                         request: gr.Request = None):
+        """After examples arrive: encode those not yet encoded (progress under the step's
+        message), so that tuning costs only the text steps. Stop (or a tune) interrupts it
+        harmlessly: tuning encodes whatever is missing."""
+        lang = language(request)
+        if session is None or not getattr(session, "examples", None):
+            yield session, gr.skip()
+            return
+        bb = self.backbone()
+        base = message or ""
+        halt = threading.Event()
+        worker = Worker(lambda emit: session.encode_examples(
+            bb, self.precision, lambda done, total: emit((done, total)),
+            lambda: halt.is_set() or session.gone), halt.set, name="encode")
+        try:
+            for done, total in worker:
+                if done < total:
+                    yield session, base + "\n\n" + text(lang, "encoding", done=done, total=total)
+        finally:
+            worker.close()
+        ready = worker.result()
+        yield session, base + "\n\n" + text(lang, "features_ready" if ready else
+                                             "features_stopped")
+
     @answers(3)
     def preview(self, files, window: str, level=None, width=None, index=-1,
                 request: gr.Request = None):
@@ -554,43 +580,63 @@ class Studio:
         from demo.report import training_curve
 
         dp = session.new_prompts(bb, lambdas)
-        events: queue.Queue = queue.Queue()
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["history"] = fit(dp, images, labels, cfg, on_step=events.put,
-                                         should_stop=session.stop.is_set)
-            except BaseException as exc:  # handed to the generator below
-                outcome["error"] = exc
-            finally:
-                events.put(None)
-
-        threading.Thread(target=run, daemon=True, name="tune").start()
+        worker = Worker(lambda emit: fit(dp, images, labels, cfg, on_step=emit,
+                                         should_stop=session.stop.is_set,
+                                         cache=session.features),
+                        session.stop.set, name="tune")
         points: list[dict] = []
         total = 1
-        while (event := events.get()) is not None:
-            message = _progress_text(event, progress, lang)
-            if event.phase == "train":
-                total = event.total
-                points.append({"step": event.done, "loss": event.loss,
-                               "accuracy": event.accuracy})
-                if event.done % 5 and event.done != event.total:
-                    continue  # redraw every few steps: the plot, not the model, is the cost
-                yield session, message, training_curve(points, total, lang), gr.skip(), gr.skip()
-            else:
-                yield session, message, gr.skip(), gr.skip(), gr.skip()
-        if "error" in outcome:
-            raise outcome["error"]
-        history = outcome["history"]
+        try:
+            for event in worker:
+                message = _progress_text(event, progress, lang)
+                if event.phase == "train":
+                    total = event.total
+                    points.append({"step": event.done, "loss": event.loss,
+                                   "accuracy": event.accuracy})
+                    if event.done % 5 and event.done != event.total:
+                        continue  # redraw every few steps: the plot, not the model, is the cost
+                    yield (session, message, training_curve(points, total, lang), gr.skip(),
+                           gr.skip())
+                else:
+                    yield session, message, gr.skip(), gr.skip(), gr.skip()
+        finally:
+            worker.close()
+        history = worker.result()
         if not history.steps:  # stopped before any step: nothing was learned, keep what was
             key = "stopped_early_kept" if session.tuned is not None else "stopped_early_none"
             yield session, text(lang, key), gr.skip(), gr.skip(), gr.skip()
             return
         session.tuned, session.history = dp, history
+        session.held_out = None
         saved = self._prompts_file(session, dp)
-        yield (session, _summary(history, dp, lang), training_curve(points, total, lang),
-               gr.update(choices=dp.classnames), saved)
+        summary = _summary(history, dp, lang)
+        curve = training_curve(points, total, lang)
+        yield session, summary, curve, gr.update(choices=dp.classnames), saved
+        if session.stop.is_set():
+            return
+        yield from self._estimate(session, bb, dp, cfg, summary, lang)
+
+    def _estimate(self, session, bb, dp, cfg, summary: str, lang: str):
+        """The held-out estimate after tuning, streamed into the status line below the
+        summary; Stop ends it."""
+        from demo.session import FOLDS
+
+        n = len(session.examples)
+        worker = Worker(lambda emit: session.estimate(
+            bb, dp, cfg, self.precision, session.stop.is_set,
+            on_fold=lambda done, total: emit((done, total))), session.stop.set, name="estimate")
+        yield (session, summary + "\n\n" + text(lang, "estimating", folds=FOLDS, done=0, total=4),
+               gr.skip(), gr.skip(), gr.skip())
+        try:
+            for done, total in worker:
+                yield (session, summary + "\n\n" + text(lang, "estimating", folds=FOLDS,
+                                                         done=done, total=total),
+                       gr.skip(), gr.skip(), gr.skip())
+        finally:
+            worker.close()
+        held_out = worker.result()
+        yield (session, summary + "\n\n" + estimate_text(lang, held_out, n), gr.skip(),
+               gr.skip(), gr.skip())
 
     def _prompts_file(self, session, dp) -> str:
         """The tuned prompts as the file the download button offers (made with the result it
@@ -613,7 +659,7 @@ class Studio:
         return text(language(request), "stopping")
 
     # ---- step 4: predict ------------------------------------------------------------------
-    @answers(8, status=6)
+    @answers(10, status=6)
     def predict(self, session: Any, file, window: str, level=None, width=None, index=-1,
                 alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None):
         lang = language(request)
@@ -639,10 +685,14 @@ class Studio:
         cmap = cmap if cmap in COLOUR_MAPS else "jet"
         heat = session.overlay_for(bb, top, alpha, cmap)
         report = self._report(session, bb, top, alpha, cmap, lang)
+        nearest = [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"),
+                    text(lang, "nearest_caption", name=e.name, similarity=sim))
+                   for e, sim in p.nearest]
         return (session, p.tuned or None, p.zero_shot,
                 self._picture(session.owner, p.view, "scan"),
                 self._picture(session.owner, heat, "map"),
-                gr.update(choices=p.classnames, value=top), " ".join(notes), report)
+                gr.update(choices=p.classnames, value=top), " ".join(notes), report,
+                p.baseline or None, nearest)
 
     @gpu(duration=60)
     def _predict(self, session, bb, path, window, index):
@@ -706,7 +756,9 @@ class Studio:
         from core.evaluate import confusion_figure, summary_rows
 
         results = self._evaluate(session)
-        names = {"zero-shot": text(lang, "col_zero"), "tuned": text(lang, "col_tuned")}
+        names = {"zero-shot": text(lang, "col_zero"), "tuned": text(lang, "col_tuned"),
+                 "tip-adapter": text(lang, "col_tip-adapter"),
+                 "linear-probe": text(lang, "col_linear-probe")}
         labels = {"accuracy": text(lang, "m_accuracy"),
                   "balanced_accuracy": text(lang, "m_balanced"),
                   "macro_f1": text(lang, "m_macro_f1"), "precision": text(lang, "m_precision"),
@@ -717,7 +769,7 @@ class Studio:
         figures = {name: confusion_figure(
             result, title=text(lang, "confusion_title", which=names[name],
                                accuracy=result.accuracy), axis_labels=axes)
-            for name, result in results.items()}
+            for name, result in results.items() if name in ("zero-shot", "tuned")}
         best = results.get("tuned", results["zero-shot"])
         which = text(lang, "which_tuned" if "tuned" in results else "which_zero")
         message = text(lang, "evaluated", n=best.n, accuracy=best.accuracy,
@@ -874,8 +926,28 @@ def _progress_text(event, progress, lang: str) -> str:
 
 def _summary(history, dp, lang: str) -> str:
     final = history.final
-    how = {None: "how_finished", "user": "how_user", "time budget": "how_budget"}
+    how = {None: "how_finished", "user": "how_user", "time budget": "how_budget",
+           "converged": "how_converged"}
     return text(lang, "summary", how=text(lang, how[history.stopped]), steps=len(history.steps),
                 seconds=history.total_s, precision=history.precision,
                 accuracy=final.get("accuracy", 0.0), loss=final.get("loss", float("nan")),
-                classes=", ".join(dp.classnames))
+                classes=", ".join(dp.classnames)) + " " + text(lang, "train_accuracy_note")
+
+
+def estimate_text(lang: str, held_out: dict | None, n: int) -> str:
+    """The held-out estimate as a small table, with its warnings."""
+    if held_out is None:
+        return text(lang, "estimate_stopped")
+    lines = []
+    methods = held_out["methods"]
+    if methods:
+        recipe = text(lang, "estimate_fast") if held_out.get("recipe") == "fast" and \
+            held_out.get("tuned_recipe") == "paper" else ""
+        lines += [text(lang, "estimate_title", folds=held_out["folds"], n=n, recipe=recipe), "",
+                  text(lang, "estimate_head"), "|---|---|---|---|"]
+        for name, out in methods.items():
+            lines.append(text(lang, "estimate_row", method=text(lang, f"method_{name}"),
+                              accuracy=out["accuracy"], balanced=out["balanced_accuracy"],
+                              std=out["std"]))
+    warnings = [text(lang, key, **values) for key, values in held_out["warnings"]]
+    return "\n".join(lines + ([""] if lines and warnings else []) + warnings)

@@ -81,7 +81,9 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
     upload.upload(add, [session, upload, *view], [session, upload, status, gallery, counts],
                   concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY,
                   api_visibility="private").then(_bump, rev, rev, queue=False,
-                                                 api_visibility="private")
+                                                 api_visibility="private").then(
+        studio.prepare_features, [session, status], [session, status], concurrency_id="infer",
+        concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
     remove.click(studio.remove_selected, session, [session, status, gallery, counts],
                  api_visibility="private").then(_bump, rev, rev, queue=False,
                                                 api_visibility="private")
@@ -190,6 +192,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
                                            elem_id="tuned-probs")
                     zero_label = gr.Label(num_top_classes=10, label=t("zero_shot_probs"),
                                           elem_id="zero-probs")
+                    baseline_label = gr.Label(num_top_classes=10, label=t("baseline_probs"),
+                                              elem_id="baseline-probs")
                 with gr.Column(scale=3):
                     with gr.Row():
                         scan_view = gr.Image(type="filepath", label=t("scan_view"), interactive=False,
@@ -205,6 +209,9 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     alpha = gr.Slider(0, 1, value=0.45, step=0.05, label=t("opacity"),
                                       elem_id="opacity")
                     report = gr.DownloadButton(t("report"), value=None, elem_id="report")
+                    nearest = gr.Gallery(label=t("nearest"), columns=3, height=200,
+                                         fit_columns=False, object_fit="contain",
+                                         allow_preview=False, elem_id="nearest")
 
         with gr.Tab(t("tab_evaluate")):
             gr.Markdown(t("eval_intro"))
@@ -272,7 +279,9 @@ def build_demo(studio: Studio) -> gr.Blocks:
                            *windows, modality, organ, template, table, lambda_l1, lambda_kl,
                            example_status], api_name="use_samples", concurrency_id="infer",
                           concurrency_limit=INFER_CONCURRENCY).then(
-            _bump, cards_rev, cards_rev, queue=False, api_visibility="private")
+            _bump, cards_rev, cards_rev, queue=False, api_visibility="private").then(
+            studio.prepare_features, [session, example_status], [session, example_status],
+            concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
 
         view_inputs = [files, window, level, width, index]
         view_outputs = [preview, preview_text, frame]
@@ -286,7 +295,9 @@ def build_demo(studio: Studio) -> gr.Blocks:
         add.click(studio.add_examples, [session, files, example_class, window, level, width, index],
                   [session, files, example_status, gallery, counts], api_name="add_examples",
                   concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
-            _bump, cards_rev, cards_rev, queue=False, api_visibility="private")
+            _bump, cards_rev, cards_rev, queue=False, api_visibility="private").then(
+            studio.prepare_features, [session, example_status], [session, example_status],
+            concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
         remove.click(studio.remove_selected, session, [session, example_status, gallery, counts],
                      api_name="remove_selected").then(_bump, cards_rev, cards_rev, queue=False,
                                                        api_visibility="private")
@@ -301,7 +312,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                       [session, scan, predict_window, predict_level, predict_width,
                        predict_index, alpha, cmap],
                       [session, tuned_label, zero_label, scan_view, heat, map_class,
-                       predict_status, report],
+                       predict_status, report, baseline_label, nearest],
                       api_name="predict", concurrency_id="infer",
                       concurrency_limit=INFER_CONCURRENCY)
         map_inputs = [session, map_class, alpha, cmap]

@@ -73,10 +73,39 @@ EN: dict[str, str] = {
                           "previous prompts are kept.",
     "stopped_early_none": "**Stopped before the first step**: nothing was learned, and there "
                           "are no tuned prompts yet.",
-    "summary": "**Tuning {how}** after {steps} steps in {seconds:.1f} s ({precision}). On the "
-               "examples: accuracy {accuracy:.0%}, loss {loss:.3f}. Classes: {classes}. Predict "
+    "summary": "**Tuning {how}** after {steps} steps in {seconds:.1f} s ({precision}). "
+               "Training accuracy {accuracy:.0%}, loss {loss:.3f}. Classes: {classes}. Predict "
                "in step 4.",
     "how_finished": "finished",
+    "encoding": "Preparing the features of the examples: {done}/{total}",
+    "features_ready": "Every example's features are ready: tuning now costs only the text "
+                      "steps.",
+    "features_stopped": "Preparing the features was interrupted; tuning will finish it.",
+    "how_converged": "finished (the loss had settled)",
+    "train_accuracy_note": "This is the accuracy on the examples the prompts were tuned on, "
+                           "not a measure of how they do on new scans: see the held-out "
+                           "estimate below.",
+    "estimating": "Estimating accuracy on held-out examples ({folds}-fold cross-validation): "
+                  "{done}/{total} methods",
+    "estimate_title": "**Held-out estimate** ({folds}-fold cross-validation on your {n} "
+                      "examples: each example predicted by a model that never saw it{recipe})",
+    "estimate_fast": "; the tuned column re-tuned with the fast recipe",
+    "estimate_head": "| method | accuracy | balanced accuracy | spread (± SD over folds) |",
+    "estimate_row": "| {method} | {accuracy:.0%} | {balanced:.0%} | ± {std:.0%} |",
+    "estimate_stopped": "The held-out estimate was stopped.",
+    "too_few_to_estimate": "⚠️ No held-out estimate: every class needs at least two examples.",
+    "few_per_class": "⚠️ A class has only {n} examples: with fewer than 4 per class the "
+                     "estimate is rough.",
+    "unbalanced": "⚠️ The classes differ in size more than 3× ({most} vs {least} examples): "
+                  "look at the balanced accuracy.",
+    "spread_wide": "⚠️ The spread over folds (± {spread:.0%}) is wider than the difference "
+                   "between the tuned prompts and the best baseline ({gap:.0%}): with these "
+                   "examples the two cannot be told apart.",
+    "method_tuned": "tuned prompts (Biomed-DPT)",
+    "method_zero-shot": "zero-shot",
+    "method_tip-adapter": "Tip-Adapter (no training)",
+    "method_linear-probe": "linear probe",
+    "nearest_caption": "{name} · similarity {similarity:.2f}",
     "how_user": "stopped by you",
     "how_budget": "stopped at the time limit",
     "need_examples": "Add at least one example for {classes} (step 2).",
@@ -115,6 +144,8 @@ EN: dict[str, str] = {
     "col_metric": "metric",
     "col_zero": "zero-shot",
     "col_tuned": "tuned",
+    "col_tip-adapter": "Tip-Adapter",
+    "col_linear-probe": "linear probe",
     "m_accuracy": "accuracy",
     "m_balanced": "balanced accuracy",
     "m_macro_f1": "macro F1",
@@ -216,9 +247,34 @@ KO: dict[str, str] = {
                           "유지합니다.",
     "stopped_early_none": "**첫 스텝 전에 중지됨**: 학습된 것이 없고, 튜닝된 프롬프트도 아직 "
                           "없습니다.",
-    "summary": "**튜닝 {how}**: {steps} 스텝, {seconds:.1f}초 ({precision}). 예시에서: 정확도 "
+    "summary": "**튜닝 {how}**: {steps} 스텝, {seconds:.1f}초 ({precision}). 학습 정확도 "
                "{accuracy:.0%}, 손실 {loss:.3f}. 클래스: {classes}. 4단계에서 예측하세요.",
     "how_finished": "완료",
+    "encoding": "예시의 특징 준비 중: {done}/{total}",
+    "features_ready": "모든 예시의 특징이 준비되었습니다. 이제 튜닝은 텍스트 스텝만 계산합니다.",
+    "features_stopped": "특징 준비가 중단되었습니다. 튜닝할 때 마저 준비합니다.",
+    "how_converged": "완료 (손실이 수렴함)",
+    "train_accuracy_note": "이 정확도는 프롬프트를 튜닝한 예시에서 잰 것으로, 새 영상에서의 성능을 "
+                           "뜻하지 않습니다. 아래의 교차 검증 추정치를 보세요.",
+    "estimating": "보지 않은 예시로 정확도 추정 중 ({folds}겹 교차 검증): 방법 {done}/{total}",
+    "estimate_title": "**교차 검증 추정치** (예시 {n}개로 {folds}겹 교차 검증: 각 예시를 그 예시를 "
+                      "보지 않은 모델로 예측{recipe})",
+    "estimate_fast": "; 튜닝 열은 빠른 레시피로 다시 튜닝",
+    "estimate_head": "| 방법 | 정확도 | 균형 정확도 | 편차 (겹별 ± 표준편차) |",
+    "estimate_row": "| {method} | {accuracy:.0%} | {balanced:.0%} | ± {std:.0%} |",
+    "estimate_stopped": "교차 검증 추정을 중지했습니다.",
+    "too_few_to_estimate": "⚠️ 교차 검증 추정 없음: 클래스마다 예시가 두 개 이상 필요합니다.",
+    "few_per_class": "⚠️ 예시가 {n}개뿐인 클래스가 있습니다. 클래스당 4개 미만이면 추정치가 "
+                     "거칩니다.",
+    "unbalanced": "⚠️ 클래스 크기가 3배 넘게 다릅니다 ({most}개 대 {least}개). 균형 정확도를 "
+                  "보세요.",
+    "spread_wide": "⚠️ 겹별 편차(± {spread:.0%})가 튜닝된 프롬프트와 가장 좋은 기준선의 차이"
+                   "({gap:.0%})보다 큽니다. 이 예시들로는 둘을 구별할 수 없습니다.",
+    "method_tuned": "튜닝된 프롬프트 (Biomed-DPT)",
+    "method_zero-shot": "제로샷",
+    "method_tip-adapter": "Tip-Adapter (학습 없음)",
+    "method_linear-probe": "선형 프로브",
+    "nearest_caption": "{name} · 유사도 {similarity:.2f}",
     "how_user": "사용자가 중지",
     "how_budget": "시간 제한으로 중지",
     "need_examples": "{classes}에 예시를 하나 이상 추가하세요 (2단계).",
@@ -253,6 +309,8 @@ KO: dict[str, str] = {
     "col_metric": "지표",
     "col_zero": "제로샷",
     "col_tuned": "튜닝",
+    "col_tip-adapter": "Tip-Adapter",
+    "col_linear-probe": "선형 프로브",
     "m_accuracy": "정확도",
     "m_balanced": "균형 정확도",
     "m_macro_f1": "매크로 F1",

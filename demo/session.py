@@ -14,18 +14,26 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.backbone import Backbone, autocast, resolve_precision
+from core.backbone import Backbone, resolve_precision
+from core.baselines import Classifier, fit_baseline
 from core.errors import ScanError, StudioError
 from core.explain import model_view, overlay, relevance_maps
-from core.evaluate import EvaluationResult, FeatureCache, compare, evaluate
+from core.evaluate import (EvaluationResult, cross_validate, evaluate_features,
+                           result_from_probabilities)
+from core.features import FeatureCache, encode
 from core.imaging import WINDOW_PRESETS, Scan, labelled_zip, load_scan, suggest_modality, to_rgb
 from core.prompts import DualPrompt, PromptConfig
-from core.train import History
+from core.train import History, TrainConfig
 from demo.messages import UserError
 
 MAX_EXAMPLES = 400
 MAX_CLASSES = 20
 THUMBNAIL = 160
+KEPT_SIDE = 448  # a kept picture's longer side: twice the model's view, <= 0.6 MB in RGB
+BASELINE = "linear-probe"  # the baseline shown beside the tuned prompts in Predict
+COMPARED = ("zero-shot", "tip-adapter", "linear-probe")  # baselines in Evaluate and the estimate
+NEAREST = 3
+FOLDS = 4
 # Modalities whose pictures are in colour; the others are greyscale (ultrasound may carry a
 # little colour Doppler, which stays far below the threshold of `looks_coloured`).
 COLOUR_MODALITIES = frozenset({"dermoscopy", "fundus", "histopathology", "endoscopy"})
@@ -39,7 +47,7 @@ class Example:
 
     uid: int
     label: str
-    image: Image.Image  # RGB, windowed, the chosen slice
+    image: Image.Image  # RGB, windowed, the chosen slice, longer side at most KEPT_SIDE
     thumbnail: Image.Image
     name: str  # a display name; never the uploaded file's own name
     digest: str = ""  # of the picture's pixels: finds the same scan uploaded twice
@@ -71,6 +79,8 @@ class Prediction:
     pixels: torch.Tensor
     tuned: dict[str, float]
     zero_shot: dict[str, float]
+    baseline: dict[str, float] = field(default_factory=dict)  # BASELINE on the examples
+    nearest: list[tuple[Example, float]] = field(default_factory=list)  # (example, cosine)
     maps: dict[int, np.ndarray] = field(default_factory=dict)
     classnames: list[str] = field(default_factory=list)
     suggested_modality: str | None = None
@@ -121,7 +131,10 @@ class Session:
     evaluated: tuple | None = None  # (test scans, results) of the last evaluation
     cell_scans: list[Example] = field(default_factory=list)  # the confusion cell shown
     cell_selected: int | None = None
+    held_out: dict | None = None  # the last held-out estimate (see `estimate`)
+    gone: bool = False  # the browser session ended: background work stops
     _zero: tuple | None = field(default=None, repr=False)
+    _baselines: dict = field(default_factory=dict, repr=False)  # fitted, by examples and task
 
     # ---- task ---------------------------------------------------------------------------------
     def set_task(self, bb: Backbone, template: str, rows: Iterable[Sequence[str]],
@@ -209,6 +222,7 @@ class Session:
                     raise UserError("too_many_examples", limit=MAX_EXAMPLES, kind=kind)
                 scan = load_scan(path)
                 picture, note = scan_picture(scan, window, index)
+                picture = kept_picture(picture)
                 digest = picture_digest(picture)
                 if digest in seen:
                     raise UserError("duplicate_of", other=seen[digest].name)
@@ -233,6 +247,30 @@ class Session:
     def counts(self) -> dict[str, int]:
         return {c: sum(e.label == c for e in self.examples) for c in self.classes}
 
+    # ---- features ---------------------------------------------------------------------------
+    def features_of(self, bb: Backbone, pictures: Sequence[Image.Image], vision_prompts: int,
+                    precision: str = "auto", progress=None, should_stop=None
+                    ) -> torch.Tensor | None:
+        """(N, D) features of pictures through the session's cache (encoded once each)."""
+        return encode(bb, list(pictures), vision_prompts=vision_prompts, cache=self.features,
+                      precision=precision, progress=progress, should_stop=should_stop)
+
+    def encode_examples(self, bb: Backbone, precision: str = "auto", progress=None,
+                        should_stop=None) -> bool:
+        """Encode every example not yet cached, with and without the vision prompts (tuning
+        uses the first, zero-shot, the baselines and the nearest examples the second);
+        `progress(done, total)` counts image encodings. False if stopped."""
+        pictures = [e.image for e in self.examples]
+        n = len(pictures)
+        for k, prompts in enumerate((4, 0)):
+            def counted(done, total, k=k):
+                if progress is not None:
+                    progress(k * n + done, 2 * n)
+
+            if self.features_of(bb, pictures, prompts, precision, counted, should_stop) is None:
+                return False
+        return True
+
     # ---- tuning -------------------------------------------------------------------------------
     def training_set(self) -> tuple[list[Image.Image], list[int]]:
         self.require_task()
@@ -246,6 +284,62 @@ class Session:
         cfg = PromptConfig(template=self.template, lambda_l1=float(lambdas[0]),
                            lambda_kl=float(lambdas[1]))
         return DualPrompt(bb, self.classes, cfg, self.descriptions)
+
+    def baseline(self, bb: Backbone, name: str = BASELINE, precision: str = "auto"
+                 ) -> Classifier | None:
+        """Baseline `name` fitted on the examples' features (milliseconds; kept while the
+        examples and the task stay the same); None until every class has an example."""
+        if len(self.classes) < 2 or any(n == 0 for n in self.counts().values()):
+            return None
+        key = (name, self.template, tuple(self.classes), tuple(e.digest for e in self.examples),
+               tuple(e.label for e in self.examples))
+        if key not in self._baselines:
+            pictures, labels = self.training_set()
+            feats = self.features_of(bb, pictures, 0, precision)
+            with torch.no_grad():
+                text = self.zero_shot(bb).text_features().cpu()
+            self._baselines = {k: v for k, v in self._baselines.items() if k[1:] == key[1:]}
+            self._baselines[key] = fit_baseline(name, feats, labels, text,
+                                                logit_scale=float(bb.logit_scale))
+        return self._baselines[key]
+
+    def estimate(self, bb: Backbone, prompts: DualPrompt, cfg: TrainConfig,
+                 precision: str = "auto", should_stop=None, on_fold=None) -> dict | None:
+        """The held-out estimate on the examples alone: stratified k-fold cross-validated
+        accuracy and balanced accuracy, with its spread, for the tuned method (re-tuned per
+        fold from the cached features, with the fast recipe when it was tuned with the paper's)
+        and the baselines; warnings when it is unreliable. None if stopped."""
+        pictures, labels = self.training_set()
+        counts = [n for n in self.counts().values()]
+        if min(counts) < 2:
+            self.held_out = {"methods": {}, "warnings": [("too_few_to_estimate", {})]}
+            return self.held_out
+        fast = cfg if cfg.augment_views == 0 else TrainConfig.fast(seed=cfg.seed,
+                                                                    precision=precision)
+        prompted = self.features_of(bb, pictures, prompts.cfg.n_vision_prompts, fast.precision)
+        plain = self.features_of(bb, pictures, 0, precision)
+        with torch.no_grad():
+            text = self.zero_shot(bb).text_features().cpu()
+        methods, total = {}, 1 + len(COMPARED)
+        for k, name in enumerate(("tuned",) + COMPARED):
+            if should_stop is not None and should_stop():
+                return None
+            if name == "tuned":
+                fresh = DualPrompt(bb, prompts.classnames, prompts.cfg, prompts.descriptions)
+                out = cross_validate("biomed-dpt", prompted, labels, FOLDS, cfg.seed,
+                                     prompts=fresh, train=fast, should_stop=should_stop)
+            else:
+                out = cross_validate(name, plain, labels, FOLDS, cfg.seed, text_features=text,
+                                     logit_scale=float(bb.logit_scale))
+            if out is None:
+                return None
+            methods[name] = out
+            if on_fold is not None:
+                on_fold(k + 1, total)
+        self.held_out = {"methods": methods, "warnings": estimate_warnings(counts, methods),
+                         "recipe": fast.recipe, "tuned_recipe": cfg.recipe,
+                         "folds": methods["tuned"]["folds"]}
+        return self.held_out
 
     # ---- evaluation ---------------------------------------------------------------------------
     def add_test_files(self, files: Sequence[tuple[str, str]], label: str, window=None,
@@ -288,18 +382,25 @@ class Session:
         return {c: sum(e.label == c for e in self.test_set) for c in self.classes}
 
     def evaluate(self, bb: Backbone, precision: str = "auto") -> dict[str, EvaluationResult]:
-        """Zero-shot and (when tuned) the tuned prompts on the test set, side by side."""
+        """Zero-shot, the baselines (once every class has examples) and (when tuned) the tuned
+        prompts on the test set, side by side; each test scan is encoded once per image tower."""
         self.require_task()
         if not self.test_set:
             raise UserError("need_tests")
         pictures = [e.image for e in self.test_set]
-        labels = [e.label for e in self.test_set]
-        if self.tuned is None:
-            results = {"zero-shot": evaluate(self.zero_shot(bb), pictures, labels,
-                                             precision=precision, feature_cache=self.features)}
-        else:
-            results = compare(self.tuned, pictures, labels, precision=precision,
-                              feature_cache=self.features)
+        index = {c: i for i, c in enumerate(self.classes)}
+        labels = [index[e.label] for e in self.test_set]
+        plain = self.features_of(bb, pictures, 0, precision)
+        results = {"zero-shot": evaluate_features(self.zero_shot(bb), plain, labels, precision)}
+        for name in COMPARED[1:]:
+            clf = self.baseline(bb, name, precision)
+            if clf is not None:
+                results[name] = result_from_probabilities(labels, clf.predict_proba(plain),
+                                                          self.classes)
+        if self.tuned is not None:
+            prompted = self.features_of(bb, pictures, self.tuned.cfg.n_vision_prompts,
+                                        precision)
+            results["tuned"] = evaluate_features(self.tuned, prompted, labels, precision)
         self.evaluated = (list(self.test_set), results)
         return results
 
@@ -344,24 +445,36 @@ class Session:
     # ---- prediction ---------------------------------------------------------------------------
     def predict(self, bb: Backbone, path: str, window=None, index: int | None = None,
                 precision: str = "auto") -> Prediction:
+        """Classify one scan with the tuned prompts, zero-shot and the baseline, and find the
+        examples it resembles most; the scan is encoded once per image tower."""
         self.require_task()
         scan = load_scan(path)
         picture, _ = scan_picture(scan, window, index)
+        picture = kept_picture(picture)
         classifier = self.tuned
         zero = self.zero_shot(bb)
-        pixels = bb.pixels([picture])
         precision = resolve_precision(precision, bb.device)
-        with torch.no_grad(), autocast(bb.device, precision):
-            zero_probs = zero.predict_proba(pixels)[0]
-            tuned_probs = classifier.predict_proba(pixels)[0] if classifier is not None else None
+        plain = self.features_of(bb, [picture], 0, precision)
+        with torch.no_grad():
+            zero_probs = _softmax(zero.logits(plain.to(bb.device)))[0]
+            tuned_probs = None
+            if classifier is not None:
+                prompted = self.features_of(bb, [picture], classifier.cfg.n_vision_prompts,
+                                            precision)
+                tuned_probs = _softmax(classifier.logits(prompted.to(bb.device)))[0]
+        base = self.baseline(bb, BASELINE, precision)
         explained = classifier or zero
         names = explained.classnames
         probs = tuned_probs if tuned_probs is not None else zero_probs
         top = int(probs.argmax())
+        pixels = bb.pixels([picture])
         prediction = Prediction(
             view=model_view(picture, bb.image_size), pixels=pixels,
             tuned=_as_dict(names, tuned_probs) if tuned_probs is not None else {},
             zero_shot=_as_dict(zero.classnames, zero_probs), classnames=list(names),
+            baseline=(_as_dict(self.classes, torch.from_numpy(base.predict_proba(plain)[0]))
+                      if base is not None else {}),
+            nearest=self.nearest(bb, plain[0], precision),
             suggested_modality=suggest_modality(scan),
             colour_mismatch=colour_mismatch(picture, self.modality),
             window=_window_name(window if _window_applies(scan, window) else None),
@@ -370,6 +483,17 @@ class Session:
         prediction.maps[top] = relevance_maps(explained, pixels, [top])[0]
         self.prediction = prediction
         return prediction
+
+    def nearest(self, bb: Backbone, feature: torch.Tensor, precision: str = "auto",
+                k: int = NEAREST) -> list[tuple[Example, float]]:
+        """The `k` examples closest to an image feature (cosine, plain BiomedCLIP features):
+        what the scan resembles, whatever any classifier makes of it."""
+        if not self.examples:
+            return []
+        feats = self.features_of(bb, [e.image for e in self.examples], 0, precision)
+        similarity = feats @ feature.float()
+        order = torch.argsort(similarity, descending=True)[:k]
+        return [(self.examples[int(i)], float(similarity[i])) for i in order]
 
     def map_for(self, bb: Backbone, class_name: str) -> np.ndarray:
         p = self.prediction
@@ -393,7 +517,10 @@ class Session:
         self.test_set.clear()
         self.features = FeatureCache()
         self.tuned = self.prediction = self.history = self._zero = self.evaluated = None
+        self.held_out = None
+        self._baselines = {}
         self.cell_scans = []
+        self.gone = True
         self.stop.set()
 
 
@@ -475,10 +602,44 @@ def looks_coloured(picture: Image.Image, chroma: int = 24, share: float = 0.2) -
     return float((spread > chroma).mean()) > share
 
 
+def kept_picture(picture: Image.Image) -> Image.Image:
+    """The picture an example keeps: the full-resolution one reduced so that its longer side
+    is at most KEPT_SIDE (twice the model's view: the evaluation view and the paper recipe's
+    crops are made from it), so a 2000 x 2000 radiograph keeps 0.6 MB, not 12."""
+    if max(picture.size) <= KEPT_SIDE:
+        return picture
+    small = picture.copy()
+    small.thumbnail((KEPT_SIDE, KEPT_SIDE), Image.Resampling.LANCZOS)
+    return small
+
+
 def thumbnail(picture: Image.Image) -> Image.Image:
     small = picture.copy()
     small.thumbnail((THUMBNAIL, THUMBNAIL))
     return small
+
+
+def estimate_warnings(counts: Sequence[int], methods: dict) -> list[tuple[str, dict]]:
+    """Why a held-out estimate may mislead: (message key, values) pairs."""
+    out = []
+    if min(counts) < 4:
+        out.append(("few_per_class", {"n": min(counts)}))
+    if min(counts) and max(counts) > 3 * min(counts):
+        out.append(("unbalanced", {"most": max(counts), "least": min(counts)}))
+    tuned = methods.get("tuned")
+    if tuned is not None:
+        others = [m for name, m in methods.items() if name != "tuned"]
+        best_other = max(others, key=lambda m: m["accuracy"]) if others else None
+        if best_other is not None:
+            gap = abs(tuned["accuracy"] - best_other["accuracy"])
+            if max(tuned["std"], best_other["std"]) > gap:
+                out.append(("spread_wide", {"spread": max(tuned["std"], best_other["std"]),
+                                            "gap": gap}))
+    return out
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.float().softmax(dim=-1)
 
 
 def _as_dict(names: Sequence[str], probs: torch.Tensor) -> dict[str, float]:

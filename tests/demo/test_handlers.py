@@ -21,6 +21,11 @@ def last(generator):
     return out
 
 
+def prompts_file(updates) -> str:
+    """The tuned prompts' file a tuning stream offers (with its summary, before the estimate)."""
+    return next(u[4] for u in updates if isinstance(u[4], str))
+
+
 def ready_session(studio, tmp_path, tune=True) -> Session:
     session = Session()
     studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
@@ -84,14 +89,53 @@ def test_tuning_streams_progress_and_keeps_the_prompts(studio, tmp_path):
                                progress=lambda *a, **k: None))
     assert any("Reading the examples" in u[1] for u in updates)
     assert any(u[1].startswith("Step ") for u in updates)
-    final = updates[-1]
+    final = next(u for u in updates if not isinstance(u[4], dict))  # the tuned prompts' file
     assert "Tuning finished" in final[1] and "12 steps" in final[1]
+    assert "Training accuracy" in final[1] and "not a measure" in final[1]
     curve = final[2]  # a figure with numeric axes over the whole run, both lines drawn
     loss_axis = curve.axes[0]
     assert loss_axis.get_xlim() == (0, 12) and len(loss_axis.lines[0].get_xdata()) == 12
     assert len(curve.axes[1].lines[0].get_ydata()) == 12
     assert isinstance(session.tuned, DualPrompt) and session.tuned.classnames == session.classes
     assert Path(final[4]).name.startswith("biomed-dpt-prompts_") and Path(final[4]).exists()
+    # then the held-out estimate, computed from the cached features, below the summary
+    estimate = updates[-1][1]
+    assert estimate.startswith(final[1]) and "Held-out estimate" in estimate
+    assert "3-fold cross-validation on your 6 examples" in estimate
+    for method in ("tuned prompts (Biomed-DPT)", "zero-shot", "Tip-Adapter", "linear probe"):
+        assert f"| {method}" in estimate
+    assert "only 3 examples" in estimate  # fewer than 4 per class: said
+    held = session.held_out["methods"]
+    assert set(held) == {"tuned", "zero-shot", "tip-adapter", "linear-probe"}
+    assert all(0 <= m["accuracy"] <= 1 and len(m["per_fold"]) == 3 for m in held.values())
+
+
+def test_examples_are_encoded_as_they_arrive_and_tuning_reuses_them(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    updates = list(studio.prepare_features(session, "Added 3 examples of x."))
+    assert any("Preparing the features of the examples" in u[1] for u in updates)
+    assert updates[-1][1].startswith("Added 3 examples of x.")
+    assert "features are ready" in updates[-1][1]
+    assert len(session.features) == 2 * len(session.examples)  # with and without prompts
+    misses = session.features.misses
+    updates = list(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1,
+                               progress=lambda *a, **k: None))
+    assert "Held-out estimate" in updates[-1][1]
+    # nothing re-encoded: not for tuning, nor for the estimate and its baselines
+    assert session.features.misses == misses
+
+
+def test_closing_a_tuning_stream_stops_and_joins_its_worker(studio, tmp_path):
+    import threading
+
+    session = ready_session(studio, tmp_path, tune=False)
+    stream = studio.tune(session, "fast", 12.5, 0.25, 5000, 1, 1, progress=lambda *a, **k: None)
+    for update in stream:
+        if update[1].startswith("Step "):
+            break
+    stream.close()  # the client went away mid-run
+    assert session.stop.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "tune"]
 
 
 def test_stop_ends_tuning_with_what_was_learned(studio, tmp_path):
@@ -131,8 +175,14 @@ def test_predict_shows_both_classifiers_a_map_and_its_report(studio, tmp_path):
     session = ready_session(studio, tmp_path)
     out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
     tuned, zero, view, picture, dropdown, report = out[1], out[2], out[3], out[4], out[5], out[7]
-    assert set(tuned) == set(zero) == set(session.classes)
+    baseline, nearest = out[8], out[9]
+    assert set(tuned) == set(zero) == set(baseline) == set(session.classes)
     assert sum(tuned.values()) == pytest.approx(1.0, abs=1e-5)
+    assert sum(baseline.values()) == pytest.approx(1.0, abs=1e-5)
+    assert len(nearest) == 3 and all(Image.open(path).size[0] <= 160 for path, _ in nearest)
+    similarities = [float(caption.rsplit(" ", 1)[1]) for _, caption in nearest]
+    assert similarities == sorted(similarities, reverse=True) and similarities[0] <= 1.0
+    assert session.prediction.nearest[0][0] in session.examples
     picture, view = Image.open(picture), Image.open(view)
     assert picture.size == view.size == (224, 224)
     assert dropdown["value"] == max(tuned, key=tuned.get)
@@ -155,8 +205,8 @@ def test_predict_before_tuning_uses_zero_shot(studio, tmp_path):
 
 def test_prompts_round_trip_through_a_file(studio, tmp_path):
     session = ready_session(studio, tmp_path, tune=False)
-    saved = last(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1,
-                             progress=lambda *a, **k: None))[4]
+    saved = prompts_file(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1,
+                                     progress=lambda *a, **k: None))
     scan = real_scan("MR_small_padded.dcm", tmp_path)
     first = studio.predict(session, scan, AUTO_WINDOW)[1]
     fresh = Session()
@@ -185,8 +235,8 @@ def test_app_without_a_model_says_what_is_wrong():
 
 def test_closing_the_page_deletes_the_sessions_files(studio, tmp_path):
     session = ready_session(studio, tmp_path, tune=False)
-    saved = last(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1,
-                             progress=lambda *a, **k: None))[4]
+    saved = prompts_file(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1,
+                                     progress=lambda *a, **k: None))
     uploads = studio.files.owned(session.owner)
     assert uploads and all(os.path.exists(p) for p in uploads) and os.path.exists(saved)
 
@@ -231,8 +281,9 @@ def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path)
     table = table["value"]
     assert "4 test scans" in status and "tuned prompts" in status
     assert "also training examples" in status  # MR2_UNCR is an example too
-    assert list(table.columns) == ["metric", "zero-shot", "tuned"]
-    assert table.iloc[0, 0] == "accuracy" and 0 <= table.iloc[0, 2] <= 100
+    assert list(table.columns) == ["metric", "zero-shot", "Tip-Adapter", "linear probe", "tuned"]
+    assert table.iloc[0, 0] == "accuracy" and all(0 <= v <= 100 for v in table.iloc[0, 1:])
+    assert set(session.evaluated[1]) == {"zero-shot", "tip-adapter", "linear-probe", "tuned"}
     assert zero_fig is not None and tuned_fig is not None and len(tuned_fig.axes) >= 1
     cached = len(session.features)
     studio.evaluate(session)
@@ -328,3 +379,17 @@ def test_a_ready_task_is_described_in_the_users_language(studio):
     assert out[0] == "CT" and TASK_DESCRIPTIONS_KO["kidney-ct"] in out[6]
     assert out[6].startswith("CT의 신장")
     assert "Classify kidney CT slices" in studio.preset_chosen("kidney-ct")[6]
+
+
+def test_an_example_keeps_the_models_view_not_the_full_resolution(studio, tmp_path):
+    import numpy as np
+
+    session = Session()
+    studio.set_task(session, "X-ray", None, "a {} photo.", ROWS, 12.5, 0.25)
+    big = tmp_path / "radiograph.png"
+    ramp = np.linspace(0, 65535, 2000 * 2000).reshape(2000, 2000).astype(np.uint16)
+    Image.fromarray(ramp).save(big)  # a 2000 x 2000 16-bit radiograph: 12 MB as RGB
+    studio.add_examples(session, [str(big)], ROWS[0][0], AUTO_WINDOW)
+    kept = session.examples[0].image
+    assert max(kept.size) == 448 and len(kept.tobytes()) <= 1_000_000
+    assert len(session.examples[0].thumbnail.tobytes()) < 100_000
