@@ -448,17 +448,15 @@ class Studio:
         return (session, None, message, *self._examples_view(session, lang))
 
     @answers(2, status=1)
-    def prepare_features(self, session: Any, message: str | None = None,
-                         request: gr.Request = None):
-        """After examples arrive: encode those not yet encoded (progress under the step's
-        message), so that tuning costs only the text steps. Stop (or a tune) interrupts it
-        harmlessly: tuning encodes whatever is missing."""
+    def prepare_features(self, session: Any, request: gr.Request = None):
+        """After examples arrive: encode those not yet encoded (with its own progress line in
+        the step), so that tuning costs only the text steps. Closing the page stops it; a tune
+        started meanwhile encodes whatever is still missing."""
         lang = language(request)
         if session is None or not getattr(session, "examples", None):
             yield session, gr.skip()
             return
         bb = self.backbone()
-        base = message or ""
         halt = threading.Event()
         worker = Worker(lambda emit: session.encode_examples(
             bb, self.precision, lambda done, total: emit((done, total)),
@@ -466,12 +464,11 @@ class Studio:
         try:
             for done, total in worker:
                 if done < total:
-                    yield session, base + "\n\n" + text(lang, "encoding", done=done, total=total)
+                    yield session, text(lang, "encoding", done=done, total=total)
         finally:
             worker.close()
         ready = worker.result()
-        yield session, base + "\n\n" + text(lang, "features_ready" if ready else
-                                             "features_stopped")
+        yield session, text(lang, "features_ready" if ready else "features_stopped")
 
     @answers(3)
     def preview(self, files, window: str, level=None, width=None, index=-1,
@@ -610,15 +607,19 @@ class Studio:
         session.held_out = None
         saved = self._prompts_file(session, dp)
         summary = _summary(history, dp, lang)
+        if history.stopped == "converged":  # the curve's axis ends where tuning did
+            total = len(history.steps)
         curve = training_curve(points, total, lang)
         yield session, summary, curve, gr.update(choices=dp.classnames), saved
         if session.stop.is_set():
             return
-        yield from self._estimate(session, bb, dp, cfg, summary, lang)
+        yield from self._estimate(session, bb, dp, cfg, summary, lang,
+                                  (curve, gr.update(choices=dp.classnames), saved))
 
-    def _estimate(self, session, bb, dp, cfg, summary: str, lang: str):
+    def _estimate(self, session, bb, dp, cfg, summary: str, lang: str, results: tuple):
         """The held-out estimate after tuning, streamed into the status line below the
-        summary; Stop ends it."""
+        summary; Stop ends it. The last update repeats the tuning's `results` (curve, classes,
+        prompts file): an API client receives the last update only."""
         from demo.session import FOLDS
 
         n = len(session.examples)
@@ -635,8 +636,7 @@ class Studio:
         finally:
             worker.close()
         held_out = worker.result()
-        yield (session, summary + "\n\n" + estimate_text(lang, held_out, n), gr.skip(),
-               gr.skip(), gr.skip())
+        yield (session, summary + "\n\n" + estimate_text(lang, held_out, n), *results)
 
     def _prompts_file(self, session, dp) -> str:
         """The tuned prompts as the file the download button offers (made with the result it

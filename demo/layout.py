@@ -53,7 +53,7 @@ def _bump(n):
 
 
 def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gallery, rev,
-                view) -> None:
+                view, features_status) -> None:
     """One class: its name, descriptions and count, its thumbnails (click one, then remove
     it), and an upload area that adds scans to this class."""
     name = card["name"]
@@ -82,7 +82,7 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
                   concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY,
                   api_visibility="private").then(_bump, rev, rev, queue=False,
                                                  api_visibility="private").then(
-        studio.prepare_features, [session, status], [session, status], concurrency_id="infer",
+        studio.prepare_features, session, [session, features_status], concurrency_id="infer",
         concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
     remove.click(studio.remove_selected, session, [session, status, gallery, counts],
                  api_visibility="private").then(_bump, rev, rev, queue=False,
@@ -148,6 +148,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     preview_text = gr.Markdown(elem_id="example-preview-text")
             add = gr.Button(t("add_examples"), variant="primary")
             example_status = gr.Markdown(elem_id="example-status")
+            features_status = gr.Markdown(elem_id="features-status")
             counts = gr.Markdown(elem_id="example-counts")
             # every example, for the API; the page shows them as one card per class below
             gallery = gr.Gallery(label=t("gallery"), visible=False, elem_id="example-gallery")
@@ -161,7 +162,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     gr.Markdown(t("cards_empty"))
                 for i, card in enumerate(cards):
                     _class_card(studio, i, card, session, example_status, counts, gallery,
-                                cards_rev, [window, level, width, index])
+                                cards_rev, [window, level, width, index], features_status)
 
         with gr.Tab(t("tab_tune")):
             recipe = gr.Radio(["fast", "paper"], value="fast", label=t("recipe"), info=t("recipe_info"))
@@ -188,12 +189,6 @@ def build_demo(studio: Studio) -> gr.Blocks:
                         _window_controls("predict")
                     predict = gr.Button(t("predict"), variant="primary")
                     predict_status = gr.Markdown(elem_id="predict-status")
-                    tuned_label = gr.Label(num_top_classes=10, label=t("tuned_probs"),
-                                           elem_id="tuned-probs")
-                    zero_label = gr.Label(num_top_classes=10, label=t("zero_shot_probs"),
-                                          elem_id="zero-probs")
-                    baseline_label = gr.Label(num_top_classes=10, label=t("baseline_probs"),
-                                              elem_id="baseline-probs")
                 with gr.Column(scale=3):
                     with gr.Row():
                         scan_view = gr.Image(type="filepath", label=t("scan_view"), interactive=False,
@@ -209,9 +204,17 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     alpha = gr.Slider(0, 1, value=0.45, step=0.05, label=t("opacity"),
                                       elem_id="opacity")
                     report = gr.DownloadButton(t("report"), value=None, elem_id="report")
-                    nearest = gr.Gallery(label=t("nearest"), columns=3, height=200,
-                                         fit_columns=False, object_fit="contain",
-                                         allow_preview=False, elem_id="nearest")
+            # the three classifiers side by side, then what the scan resembles
+            with gr.Row(equal_height=True):
+                tuned_label = gr.Label(num_top_classes=10, label=t("tuned_probs"),
+                                       elem_id="tuned-probs")
+                zero_label = gr.Label(num_top_classes=10, label=t("zero_shot_probs"),
+                                      elem_id="zero-probs")
+                baseline_label = gr.Label(num_top_classes=10, label=t("baseline_probs"),
+                                          elem_id="baseline-probs")
+            nearest = gr.Gallery(label=t("nearest"), columns=6, height=230,
+                                 fit_columns=False, object_fit="contain", allow_preview=False,
+                                 elem_id="nearest")
 
         with gr.Tab(t("tab_evaluate")):
             gr.Markdown(t("eval_intro"))
@@ -280,7 +283,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                            example_status], api_name="use_samples", concurrency_id="infer",
                           concurrency_limit=INFER_CONCURRENCY).then(
             _bump, cards_rev, cards_rev, queue=False, api_visibility="private").then(
-            studio.prepare_features, [session, example_status], [session, example_status],
+            studio.prepare_features, session, [session, features_status],
             concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
 
         view_inputs = [files, window, level, width, index]
@@ -296,7 +299,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                   [session, files, example_status, gallery, counts], api_name="add_examples",
                   concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
             _bump, cards_rev, cards_rev, queue=False, api_visibility="private").then(
-            studio.prepare_features, [session, example_status], [session, example_status],
+            studio.prepare_features, session, [session, features_status],
             concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
         remove.click(studio.remove_selected, session, [session, example_status, gallery, counts],
                      api_name="remove_selected").then(_bump, cards_rev, cards_rev, queue=False,

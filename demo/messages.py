@@ -105,7 +105,7 @@ EN: dict[str, str] = {
     "method_zero-shot": "zero-shot",
     "method_tip-adapter": "Tip-Adapter (no training)",
     "method_linear-probe": "linear probe",
-    "nearest_caption": "{name} · similarity {similarity:.2f}",
+    "nearest_caption": "{similarity:.2f} · {name}",
     "how_user": "stopped by you",
     "how_budget": "stopped at the time limit",
     "need_examples": "Add at least one example for {classes} (step 2).",
@@ -255,7 +255,7 @@ KO: dict[str, str] = {
     "features_stopped": "특징 준비가 중단되었습니다. 튜닝할 때 마저 준비합니다.",
     "how_converged": "완료 (손실이 수렴함)",
     "train_accuracy_note": "이 정확도는 프롬프트를 튜닝한 예시에서 잰 것으로, 새 영상에서의 성능을 "
-                           "뜻하지 않습니다. 아래의 교차 검증 추정치를 보세요.",
+                           "뜻하지 않습니다. 아래의 교차 검증 결과를 보세요.",
     "estimating": "보지 않은 예시로 정확도 추정 중 ({folds}겹 교차 검증): 방법 {done}/{total}",
     "estimate_title": "**교차 검증 추정치** (예시 {n}개로 {folds}겹 교차 검증: 각 예시를 그 예시를 "
                       "보지 않은 모델로 예측{recipe})",
@@ -274,7 +274,7 @@ KO: dict[str, str] = {
     "method_zero-shot": "제로샷",
     "method_tip-adapter": "Tip-Adapter (학습 없음)",
     "method_linear-probe": "선형 프로브",
-    "nearest_caption": "{name} · 유사도 {similarity:.2f}",
+    "nearest_caption": "{similarity:.2f} · {name}",
     "how_user": "사용자가 중지",
     "how_budget": "시간 제한으로 중지",
     "need_examples": "{classes}에 예시를 하나 이상 추가하세요 (2단계).",

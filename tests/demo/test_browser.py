@@ -51,7 +51,9 @@ TEMPLATE = "a {} photo."
 ALLOWED = {w.lower() for c in CLASSES for w in c.split()} | {
     "photo", "tiny", "biomedclip", "fp32", "bf16", "loss", "png", "dcm", "txt", "notes",
     # names of file formats
-    "dicom", "jpeg", "tiff", "bmp", "nifti", "nii", "metaimage", "mha", "nrrd", "zip"}
+    "dicom", "jpeg", "tiff", "bmp", "nifti", "nii", "metaimage", "mha", "nrrd", "zip",
+    # names of methods
+    "biomed", "dpt", "tip", "adapter"}
 
 
 def _browser(p, locale: str):
@@ -168,6 +170,9 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         wait_text(page, "#example-status", text(lang, "added_example", label=CLASSES[1]))
         page.wait_for_function(
             "() => document.querySelectorAll('#card-1-gallery .thumbnail-item').length === 4")
+        # the examples' features are prepared as they arrive, with progress in this step
+        wait_text(page, "#features-status", text(lang, "features_ready"), timeout=60_000)
+        shot(page, f"{lang}-4b-features")
 
         # 3. Tune: the curve is drawn with numeric axes while tuning and after
         page.get_by_role("tab", name=ui["tab3"]).click()
@@ -175,6 +180,13 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         wait_text(page, "#tune-status", text(lang, "how_finished"), timeout=180_000)
         curve = picture_in(page, "#training-curve")
         assert colour_share(curve, "#1f5fbf") > 0.002 and colour_share(curve, "#e07b00") > 0.002
+        # then the held-out estimate: a row per method, beside the labelled training accuracy
+        title = text(lang, "estimate_title", folds=4, n=16, recipe="").split("**")[1]
+        estimate = wait_text(page, "#tune-status", title, timeout=180_000)
+        assert text(lang, "train_accuracy_note")[:30] in estimate
+        for method in ("tuned", "zero-shot", "tip-adapter", "linear-probe"):
+            assert text(lang, f"method_{method}") in estimate
+        assert page.locator("#tune-status table tr").count() == 5  # header + 4 methods
         shot(page, f"{lang}-5-tuned")
 
         # 4. Predict: probabilities, the scan beside its map, the map of another class, and a
@@ -192,6 +204,9 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
             page.locator("#attention-map img").wait_for()
             page.locator("#scan-view img").wait_for()
             shown = text_of(page, "#tuned-probs")
+            assert "%" in text_of(page, "#baseline-probs")  # the baseline beside the tuned
+            page.locator("#nearest .thumbnail-item").nth(2).wait_for()
+            assert page.locator("#nearest .thumbnail-item").count() == 3
             page.wait_for_timeout(300)  # a person's reaction time, no more
             suggested, saved = _download(page, "#report", tmp_path, f"report-{name}.png")
             assert suggested.startswith("biomed-dpt-report_") and suggested.endswith(".png")
@@ -227,6 +242,8 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         assert text(lang, "overlap", n=1) in status
         table = text_of(page, "#metrics")
         assert text(lang, "m_precision", name=CLASSES[0]) in table
+        for column in ("col_zero", "col_tip-adapter", "col_linear-probe", "col_tuned"):
+            assert text(lang, column) in table
         page.locator("#confusion-tuned img").wait_for()
         shot(page, f"{lang}-7-evaluate")
 

@@ -49,10 +49,13 @@ def run_task(client: Client, rows, folder, steps=20):
 def test_whole_workflow_through_the_api(app_url, tmp_path):
     client = Client(app_url, verbose=False)
     status, _curve, _classes, prompts = run_task(client, ROWS, tmp_path)
-    assert "Tuning finished" in status
-    tuned, zero, view, heat, map_class, note, report = predict(
+    assert "Tuning finished" in status and "Held-out estimate" in status
+    tuned, zero, view, heat, map_class, note, report, baseline, nearest = predict(
         client, real_scan("MR_small_padded.dcm", tmp_path))
     probs = confidences(tuned)
+    assert set(confidences(baseline)) == set(probs)
+    assert len(nearest) == 3 and all(-1 <= float(item["caption"].split(" · ")[0]) <= 1
+                                     for item in nearest)
     # fp32 probabilities whatever the compute precision (defect 5)
     assert set(probs) == {r[0] for r in ROWS} and sum(probs.values()) == pytest.approx(1, abs=1e-6)
     assert heat and view and map_class["value"] == tuned["label"]  # the map explains the top

@@ -112,9 +112,8 @@ def test_tuning_streams_progress_and_keeps_the_prompts(studio, tmp_path):
 
 def test_examples_are_encoded_as_they_arrive_and_tuning_reuses_them(studio, tmp_path):
     session = ready_session(studio, tmp_path, tune=False)
-    updates = list(studio.prepare_features(session, "Added 3 examples of x."))
+    updates = list(studio.prepare_features(session))
     assert any("Preparing the features of the examples" in u[1] for u in updates)
-    assert updates[-1][1].startswith("Added 3 examples of x.")
     assert "features are ready" in updates[-1][1]
     assert len(session.features) == 2 * len(session.examples)  # with and without prompts
     misses = session.features.misses
@@ -180,7 +179,7 @@ def test_predict_shows_both_classifiers_a_map_and_its_report(studio, tmp_path):
     assert sum(tuned.values()) == pytest.approx(1.0, abs=1e-5)
     assert sum(baseline.values()) == pytest.approx(1.0, abs=1e-5)
     assert len(nearest) == 3 and all(Image.open(path).size[0] <= 160 for path, _ in nearest)
-    similarities = [float(caption.rsplit(" ", 1)[1]) for _, caption in nearest]
+    similarities = [float(caption.split(" · ")[0]) for _, caption in nearest]
     assert similarities == sorted(similarities, reverse=True) and similarities[0] <= 1.0
     assert session.prediction.nearest[0][0] in session.examples
     picture, view = Image.open(picture), Image.open(view)
