@@ -22,7 +22,7 @@ from pydicom.data.data_manager import DataTypes, external_data_sources
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, apply_windowing
 from pydicom.pixels import pixel_array as pydicom_pixels
 
-from core import imaging_dicom
+from core.imaging import dicom as imaging_dicom
 from core.errors import ScanError, StudioError
 from core.imaging import (APP_MODALITIES, WINDOW_PRESETS, Limits, Scan, Window, load_scan,
                           load_series, robust_range, suggest_modality, to_rgb)
@@ -748,7 +748,7 @@ def test_pydicom_log_records_are_redacted(caplog):
 def test_gdcm_crash_costs_one_file_not_the_app(tmp_path):
     """GDCM aborts its process on this corrupt baseline JPEG (found by fuzzing): run in a
     child it raises, and load_scan, which never gives GDCM a baseline JPEG, explains."""
-    from core.imaging_gdcm import decode_with_gdcm
+    from core.imaging.gdcm import decode_with_gdcm
 
     data = bytearray(shipped("SC_rgb_jpeg_dcmtk.dcm").read_bytes())
     data[1745:1827] = bytes.fromhex(
@@ -776,8 +776,8 @@ def test_concurrent_uploads_load_as_they_do_alone():
 
 
 def test_benchmark_files_are_what_they_claim(tmp_path):
-    """The figures of `python -m core.bench_imaging` are only as good as its files."""
-    from core.bench_imaging import write_ct_slice, write_radiograph
+    """The figures of `python -m benchmarks.imaging` are only as good as its files."""
+    from benchmarks.imaging import write_ct_slice, write_radiograph
 
     plain, compressed = write_ct_slice(tmp_path)
     ct = load_scan(plain)

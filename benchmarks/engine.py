@@ -1,4 +1,4 @@
-"""Benchmark: `python -m core.bench` prints one JSON line of figures.
+"""Benchmark: `python -m benchmarks.engine` prints one JSON line of figures.
 
 Builds the offline `random-biomedclip` (BiomedCLIP's full architecture at random weights: compute
 cost does not depend on weight values), makes a synthetic few-shot task (classes x shots images with

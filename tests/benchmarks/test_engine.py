@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from core.bench import main, synthetic_task
+from benchmarks.engine import main, synthetic_task
 
 
 def test_synthetic_task_has_the_requested_shape():

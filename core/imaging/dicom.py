@@ -28,15 +28,15 @@ from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndia
                          ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless)
 
 from core.errors import ScanError
-from core.imaging_formats import Limits, Meta, VoiLut, Window
-from core.imaging_gdcm import decode_with_gdcm
+from core.imaging.formats import Limits, Meta, VoiLut, Window
+from core.imaging.gdcm import decode_with_gdcm
 
 logger = logging.getLogger(__name__)
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 CINE_MODALITIES = {"US", "IVUS", "XA", "RF", "ES", "XC", "GM", "SM", "OP", "DMS"}
 VOI_FUNCTIONS = {"LINEAR", "LINEAR_EXACT", "SIGMOID"}
-# In-process decoder plugins, fastest first. GDCM is absent on purpose: see core/imaging_gdcm.py.
+# In-process decoder plugins, fastest first. GDCM is absent on purpose: see core/imaging/gdcm.py.
 IN_PROCESS_PLUGINS = ("pylibjpeg", "pillow", "pyjpegls", "pydicom")
 COLOR_PHOTOMETRICS = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420"}
 

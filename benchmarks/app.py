@@ -1,4 +1,4 @@
-"""App benchmark: `python -m demo.bench` prints one JSON line.
+"""App benchmark: `python -m benchmarks.app` prints one JSON line.
 
 Measures how long `python app.py` takes to serve the page and to have the model ready (it loads
 in the background while the page is served), and how long each interaction's handler takes,

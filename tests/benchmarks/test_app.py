@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from demo.bench import main
+from benchmarks.app import main
 
 
 def test_app_benchmark_times_every_interaction(capsys):

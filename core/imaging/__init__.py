@@ -10,7 +10,7 @@ LUT (CT values become Hounsfield units) and keep the file's own windows and VOI 
 MONOCHROME1 is inverted only when drawn. Every failure, whatever the bytes, is a `ScanError` whose
 message a clinician can act on, and limits are checked from headers before any pixel data is
 decoded. Patient names, IDs, dates, institutions and file names are never kept, logged or shown.
-The readers live in `imaging_dicom.py` and `imaging_formats.py`; this module is the whole API.
+The readers live in `dicom.py` and `formats.py` of this package; this module is the whole API.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image
 
 from core.errors import ScanError
-from core.imaging_dicom import read_dicom, read_dicom_series
-from core.imaging_formats import (MAX_FILE_BYTES, MAX_FRAMES, MAX_PIXELS_PER_FRAME,
+from core.imaging.dicom import read_dicom, read_dicom_series
+from core.imaging.formats import (MAX_FILE_BYTES, MAX_FRAMES, MAX_PIXELS_PER_FRAME,
                                   MAX_TOTAL_SAMPLES, MAX_UNZIPPED_BYTES, MAX_ZIP_MEMBERS,
                                   PILLOW_FORMATS, Limits, Meta, VoiLut, Window, read_gzip,
                                   read_head, read_itk, read_pillow, sniff, unzip_members)

@@ -1,4 +1,4 @@
-"""Benchmark: `python -m core.bench_imaging` prints one JSON line of figures.
+"""Benchmark: `python -m benchmarks.imaging` prints one JSON line of figures.
 
 Times `load_scan` + `to_rgb` (file to RGB picture, default window) on files written into a
 temporary folder: a 512x512 CT slice (pydicom's own CT_small.dcm upscaled four-fold, so real

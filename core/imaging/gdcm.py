@@ -1,10 +1,10 @@
-"""GDCM decoding in a child Python process, for `core.imaging_dicom`.
+"""GDCM decoding in a child Python process, for `core.imaging.dicom`.
 
 python-gdcm is the one permissively licensed decoder here for JPEG Lossless (process 14), the
 compression many archives export CT and radiographs with. On some corrupt JPEG streams it throws
 a C++ exception that ends the whole process (std::terminate): one damaged upload would take the
 app down with it. So GDCM never runs inside the app: each file is decoded by a fresh interpreter
-(`python -m core.imaging_gdcm IN TRANSFER_SYNTAX OUT.npy`), and a crash costs only that file.
+(`python -m core.imaging.gdcm IN TRANSFER_SYNTAX OUT.npy`), and a crash costs only that file.
 The price is about half a second per file, paid only for syntaxes no in-process plugin reads.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 DECODE_TIMEOUT_S = 300
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def decode_with_gdcm(path: Path, transfer_syntax: str) -> np.ndarray:
@@ -28,7 +28,7 @@ def decode_with_gdcm(path: Path, transfer_syntax: str) -> np.ndarray:
     back as RGB. Raises RuntimeError when the child fails, crashes or hangs."""
     with tempfile.TemporaryDirectory(prefix="scan-gdcm-") as folder:
         out = Path(folder) / "pixels.npy"
-        command = [sys.executable, "-m", "core.imaging_gdcm", str(Path(path).resolve()),
+        command = [sys.executable, "-m", "core.imaging.gdcm", str(Path(path).resolve()),
                    transfer_syntax, str(out)]
         try:
             # stderr is dropped, not logged: a decoder's complaint could quote the file.
