@@ -89,6 +89,9 @@ class TaskPreset:
     classes: tuple[str, ...]
     descriptions: dict[str, tuple[str, ...]]
     shaped_like: str
+    # the paper's settings for the public data set this task is shaped like (core.reproduce)
+    paper_base_to_novel: tuple[float, float] | None = None  # (lambda1, lambda2)
+    shaped_like_aliases: tuple[str, ...] = ()
 
     def prompt_config(self, **changes: Any) -> PromptConfig:
         """The task's prompt settings; `changes` override fields (e.g. n_vision_prompts=0)."""
@@ -324,12 +327,21 @@ def _task_from(data: Any, path: Path, modality_ids: set[str]) -> TaskPreset:
     lambda_kl = _weight(data["lambda_kl"], where, "lambda_kl")
     _checked_config(where, "template", data["template"], ctx_init=data["ctx_init"],
                     n_ctx=data.get("n_ctx"))
+    b2n = data.get("paper_base_to_novel")
+    if b2n is not None:
+        if not isinstance(b2n, list) or len(b2n) != 2:
+            raise PromptError(f"{where}: 'paper_base_to_novel' must be [lambda1, lambda2].")
+        b2n = (_weight(b2n[0], where, "paper_base_to_novel"),
+               _weight(b2n[1], where, "paper_base_to_novel"))
+    aliases = _text_list(data.get("shaped_like_aliases", []), where, "shaped_like_aliases") \
+        if data.get("shaped_like_aliases") else ()
     return TaskPreset(id=data["id"], title=data["title"], description=data["description"],
                       modality=data["modality"], organ=data["organ"], template=data["template"],
                       ctx_init=data["ctx_init"], n_ctx=data.get("n_ctx"),
                       paper_n_ctx=data.get("paper_n_ctx"), lambda_l1=lambda_l1,
                       lambda_kl=lambda_kl, classes=classes, descriptions=descriptions,
-                      shaped_like=data["shaped_like"])
+                      shaped_like=data["shaped_like"], paper_base_to_novel=b2n,
+                      shaped_like_aliases=aliases)
 
 
 def _descriptions(value: Any, classes: tuple[str, ...], where: str) -> dict[str, tuple[str, ...]]:

@@ -50,7 +50,7 @@ def make_public_dataset(root: Path, name: str = "BTMRI", classes=CLASSES, n_trai
 def run_cli(backbones, *argv: str) -> tuple[int, str]:
     """main() in process, the tiny backbone shared with the other tests instead of rebuilt."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(reproduce, "load_backbone", lambda spec, device=None: backbones[spec])
+        mp.setattr(reproduce.sweep, "load_backbone", lambda spec, device=None: backbones[spec])
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             code = reproduce.main(list(argv))
@@ -341,7 +341,7 @@ def test_cli_reports_layout_errors_before_loading_a_model(tmp_path, caplog):
     make_public_dataset(tmp_path / "data", name="MyScans", n_train=1, n_test=1)
     called = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(reproduce, "load_backbone", lambda *a, **k: called.append(a))
+        mp.setattr(reproduce.sweep, "load_backbone", lambda *a, **k: called.append(a))
         code = reproduce.main(["--root", str(tmp_path / "data"), "--out", str(tmp_path / "o"),
                                "--no-progress"])
         missing = reproduce.main(["--root", str(tmp_path / "data"), "--datasets", "BUSI",

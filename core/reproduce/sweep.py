@@ -1,0 +1,112 @@
+"""A sweep: finding the data sets, skipping finished runs, running the rest."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+
+from core.backbone import Backbone, load_backbone
+from core.errors import DatasetError
+
+from core.reproduce.settings import ReproduceError, task_settings
+from core.reproduce.data import load_dataset
+from core.reproduce.runs import (Options, RunSpec, Summary, Sweep, _bar, _read_run,
+                                 _write_json_atomic)
+from core.reproduce.tables import write_tables
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# The sweep
+# --------------------------------------------------------------------------------------------
+def find_datasets(root: Path, names: Sequence[str]) -> list[Path]:
+    """Folders of the named data sets (case-insensitive), or of every data set under root."""
+    if not root.is_dir():
+        raise DatasetError(f"--root {root} is not a folder; point it at the folder that holds "
+                           "one folder per data set.")
+    folders = {p.name: p for p in root.iterdir() if p.is_dir()}
+    if not names:
+        found = [p for n, p in sorted(folders.items()) if any(p.glob("split*.json"))]
+        if not found:
+            raise DatasetError(f"No data set folders (with a split*.json file) under {root}.")
+        return found
+    out = []
+    for name in names:
+        match = folders.get(name) or next(
+            (p for n, p in folders.items() if n.casefold() == name.casefold()), None)
+        if match is None:
+            raise DatasetError(f"There is no folder {name!r} under {root} (found: "
+                               f"{', '.join(sorted(folders)) or 'nothing'}).")
+        out.append(match)
+    return out
+
+
+def check_conflicts(sweep: Sweep, specs: Sequence[RunSpec]) -> tuple[list[RunSpec], int]:
+    """(runs to do, runs to skip). A finished run made with other settings is an error unless
+    --force: mixing settings in one table would be silently wrong."""
+    todo, skipped, conflicts = [], 0, []
+    for spec in specs:
+        found = _read_run(spec.path(sweep.options.out))
+        if found is None or sweep.options.force:
+            todo.append(spec)
+        elif found["config"] != sweep.config(spec):
+            conflicts.append((spec, _first_difference(found["config"], sweep.config(spec))))
+        else:
+            skipped += 1
+    if conflicts:
+        spec, diff = conflicts[0]
+        raise ReproduceError(f"{len(conflicts)} finished run(s) in {sweep.options.out} were made "
+                             f"with other settings (first: {spec.label}: {diff}). Pass --force "
+                             "to redo them, or choose another --out.")
+    return todo, skipped
+
+
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a != b:
+            if isinstance(a, dict) and isinstance(b, dict):
+                return _first_difference(a, b, f"{prefix}{key}.")
+            return f"{prefix}{key} was {a!r}, now {b!r}"
+    return "no difference"
+
+
+def run_sweep(options: Options, backbone: Backbone | None = None) -> Summary:
+    """Check the data sets, load the backbone, run what is not finished, rebuild the tables."""
+    folders = find_datasets(options.root, options.datasets)
+    datasets = {}
+    for folder in folders:
+        ds = load_dataset(folder)
+        task_settings(ds.name, options.override)  # fail now, not after hours of work
+        datasets[ds.name] = ds
+        log.info("%s: %d classes, %d train, %d test images", ds.name, len(ds.classnames),
+                 len(ds.train), len(ds.test))
+    if options.protocol == "base-to-novel":
+        small = [n for n, d in datasets.items() if len(d.classnames) < 3]
+        if small:
+            raise DatasetError(f"Base-to-novel needs at least 3 classes; {', '.join(small)} "
+                               "has fewer.")
+    bb = backbone or load_backbone(options.backbone, options.device)
+    sweep = Sweep(options, bb, datasets)
+    todo, skipped = check_conflicts(sweep, options.specs(list(datasets)))
+    log.info("%d run(s) to do, %d already finished; backbone %s on %s, precision %s",
+             len(todo), skipped, bb.name, bb.device, sweep.precision)
+    summary = Summary(skipped=skipped)
+    with _bar(options.progress and bool(todo), len(todo), "runs", "run") as bar:
+        for spec in todo:
+            bar.set_postfix(run=spec.label, refresh=False)
+            record = sweep.run(spec)
+            _write_json_atomic(spec.path(options.out), record)
+            log.info("%s: %s", spec.label, _metrics_text(record["metrics"]))
+            summary.ran += 1
+            bar.update(1)
+    summary.encoded = sweep.store.encoded
+    summary.results_md, summary.results_csv, summary.markdown = write_tables(options.out)
+    return summary
+
+
+def _metrics_text(metrics: dict) -> str:
+    return ", ".join(f"{k} {100 * v:.2f}%" for k, v in metrics.items())
+
+
