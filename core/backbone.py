@@ -626,6 +626,25 @@ def _cached_text_files(repo_id: str, allow_download: bool) -> Path:
     return config.parent
 
 
+def hub_cache_status(repo_id: str = BIOMEDCLIP_HUB_ID) -> tuple[bool, str]:
+    """(cached, explanation): whether a hub model's weights and config, and its text tower's
+    config and vocabulary, are all in the Hugging Face cache, as the loader looks for them;
+    checked without the network."""
+    try:
+        _, config = _cached_hub_model(repo_id, allow_download=False)
+    except _NotCached:
+        return False, f"{repo_id} is not in the Hugging Face cache"
+    except BackboneUnavailable as exc:
+        return False, str(exc)
+    text = config.get("model_cfg", {}).get("text_cfg", {}).get("hf_model_name")
+    if text and not Path(str(text)).is_dir():
+        try:
+            _cached_text_files(text, allow_download=False)
+        except BackboneUnavailable:
+            return False, f"the text tower {text} lacks config.json or vocab.txt in the cache"
+    return True, f"{repo_id} and its text tower's files are cached"
+
+
 def _check_hub_reachable(repo_id: str) -> None:
     """Fail in seconds, not after the hub client's retries, when there is no network."""
     from huggingface_hub import constants

@@ -5,7 +5,7 @@ Prints library versions, the device (and whether bfloat16 is native there) and w
 backbone's weights are available. When they are, it runs two real-weights checks on the example
 scans in assets/examples (manifest.json: a list of {"file", "modality", "organ", "source",
 "licence"}):
-- zero-shot modality recognition (X-ray, CT, MRI, ultrasound, fundus, histology) through the
+- zero-shot modality recognition (X-ray, CT, MRI, ultrasound, fundus, histopathology) through the
   prompt module, which must clearly beat chance; wrong tokenisation, a broken prompt path or
   mismatched weights fall to chance;
 - a short tune-then-predict round (fast recipe, a few steps) that must run and give finite
@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import platform
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,8 +29,9 @@ from typing import Sequence
 import torch
 from PIL import Image
 
-from core.backbone import (BIOMEDCLIP_HUB_ID, Backbone, bf16_supported, load_backbone,
-                           resolve_device)
+from core import presets
+from core.backbone import (BIOMEDCLIP_HUB_ID, Backbone, bf16_supported, hub_cache_status,
+                           load_backbone, resolve_device)
 from core.errors import BackboneUnavailable, StudioError
 from core.evaluate import evaluate
 from core.prompts import DualPrompt, PromptConfig
@@ -41,23 +41,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 MODALITY_TEMPLATE = "this is a photo of {}."
-# Class phrases in the words of biomedical figure captions, the text BiomedCLIP was trained on.
-MODALITY_PHRASES = {
-    "X-ray": "an X-ray radiograph",
-    "CT": "a computed tomography (CT) scan",
-    "MRI": "a magnetic resonance imaging (MRI) scan",
-    "ultrasound": "an ultrasound image",
-    "fundus": "a retinal fundus photograph",
-    "histology": "a histopathology slide",
-}
-_MODALITY_ALIASES = {
-    "X-ray": ("xray", "radiograph", "radiography", "cxr", "chestxray", "dx", "cr"),
-    "CT": ("ct", "computedtomography", "ctscan"),
-    "MRI": ("mri", "mr", "magneticresonance", "magneticresonanceimaging"),
-    "ultrasound": ("ultrasound", "us", "sonography", "ultrasonography"),
-    "fundus": ("fundus", "funduscopy", "fundoscopy", "fundusphotograph", "retina", "retinal"),
-    "histology": ("histology", "histopathology", "pathology", "histopathological", "microscopy"),
-}
+# Class phrases in the words of biomedical figure captions, the text BiomedCLIP was trained on:
+# the modalities' captions in assets/modalities.json (the one modality vocabulary).
+MODALITY_PHRASES = {m.id: m.caption for m in presets.load_modalities() if m.caption}
 MIN_ACCURACY = 0.5  # and at least twice chance: "clearly beats chance" on a handful of images
 LIBRARIES = ("torch", "torchvision", "open_clip_torch", "transformers", "timm", "safetensors",
              "numpy", "pillow", "matplotlib", "gradio", "pydicom", "SimpleITK",
@@ -65,12 +51,10 @@ LIBRARIES = ("torch", "torchvision", "open_clip_torch", "transformers", "timm", 
 
 
 def canonical_modality(name: str) -> str | None:
-    """The check's name for a manifest's modality ('Chest X-ray' -> 'X-ray', 'PET' -> None)."""
-    key = re.sub(r"[^a-z0-9]", "", str(name).casefold())
-    for modality, aliases in _MODALITY_ALIASES.items():
-        if key in aliases:
-            return modality
-    return None
+    """The check's name for a manifest's modality ('Chest X-ray' -> 'X-ray'); None for one the
+    check has no caption for ('PET')."""
+    found = presets.canonical_modality(name)
+    return found if found in MODALITY_PHRASES else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,27 +130,8 @@ def device_report(device: str | None = None) -> dict[str, object]:
 
 
 def biomedclip_cache_status() -> tuple[bool, str]:
-    """(cached, explanation): whether BiomedCLIP's weights, config and its text tower's config
-    and vocabulary are all in the Hugging Face cache, checked without the network."""
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(repo: str, filename: str) -> str | None:
-        found = try_to_load_from_cache(repo, filename)
-        return found if isinstance(found, str) else None
-
-    config = cached(BIOMEDCLIP_HUB_ID, "open_clip_config.json")
-    weights = [cached(BIOMEDCLIP_HUB_ID, n) for n in ("open_clip_model.safetensors",
-                                                       "open_clip_pytorch_model.bin")]
-    if config is None or not any(weights):
-        return False, f"{BIOMEDCLIP_HUB_ID} is not in the Hugging Face cache"
-    try:
-        text = json.loads(Path(config).read_text())["model_cfg"]["text_cfg"]["hf_model_name"]
-    except (OSError, ValueError, KeyError) as exc:
-        return False, f"the cached open_clip_config.json is unreadable ({exc})"
-    missing = [n for n in ("config.json", "vocab.txt") if cached(text, n) is None]
-    if missing:
-        return False, f"the text tower {text} lacks {', '.join(missing)} in the cache"
-    return True, "BiomedCLIP and its text tower's files are cached"
+    """(cached, explanation) for BiomedCLIP, as the loader sees the cache."""
+    return hub_cache_status(BIOMEDCLIP_HUB_ID)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -60,6 +61,9 @@ class Modality:
     lambda_kl: float
     lambdas_from: str
     organ_lambdas: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    colour: bool | None = None  # pictures in colour (True), greyscale (False) or either (None)
+    caption: str | None = None  # how figure captions name it (the doctor's zero-shot check)
+    aliases: tuple[str, ...] = ()  # other spellings, letters and digits only, lower case
 
     @property
     def has_organ_slot(self) -> bool:
@@ -279,7 +283,31 @@ def _modality_from(entry: Any, where: str) -> Modality:
                     template_without_organ=bare,
                     lambda_l1=_weight(entry["lambda_l1"], where, "lambda_l1"),
                     lambda_kl=_weight(entry["lambda_kl"], where, "lambda_kl"),
-                    lambdas_from=str(entry["lambdas_from"]), organ_lambdas=organ_lambdas)
+                    lambdas_from=str(entry["lambdas_from"]), organ_lambdas=organ_lambdas,
+                    colour=_optional_flag(entry.get("colour"), where, "colour"),
+                    caption=entry.get("caption") or None,
+                    aliases=tuple(str(a) for a in entry.get("aliases") or ()))
+
+
+def _optional_flag(value: Any, where: str, key: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise PromptError(f"{where}: '{key}' must be true, false or null.")
+    return value
+
+
+def modality_ids(assets_dir: str | Path | None = None) -> tuple[str, ...]:
+    """The app's modality names: the one vocabulary (imaging, the app and the doctor use it)."""
+    return tuple(m.id for m in load_modalities(assets_dir))
+
+
+def canonical_modality(name: str, assets_dir: str | Path | None = None) -> str | None:
+    """The modality a free-text name means ('Chest X-ray' -> 'X-ray', 'PET' -> None), by its
+    id or aliases, ignoring case, spaces and punctuation."""
+    key = re.sub(r"[^a-z0-9]", "", str(name).casefold())
+    for m in load_modalities(assets_dir):
+        if key == re.sub(r"[^a-z0-9]", "", m.id.casefold()) or key in m.aliases:
+            return m.id
+    return None
 
 
 @lru_cache(maxsize=8)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core import presets
 from core.backbone import Backbone, resolve_precision
 from core.baselines import Classifier, fit_baseline
 from core.errors import ScanError, StudioError
@@ -34,10 +35,10 @@ BASELINE = "linear-probe"  # the baseline shown beside the tuned prompts in Pred
 COMPARED = ("zero-shot", "tip-adapter", "linear-probe")  # baselines in Evaluate and the estimate
 NEAREST = 3
 FOLDS = 4
-# Modalities whose pictures are in colour; the others are greyscale (ultrasound may carry a
-# little colour Doppler, which stays far below the threshold of `looks_coloured`).
-COLOUR_MODALITIES = frozenset({"dermoscopy", "fundus", "histopathology", "endoscopy"})
-GREY_MODALITIES = frozenset({"X-ray", "CT", "MRI", "ultrasound", "OCT"})
+# Modalities whose pictures are in colour, and those in greyscale (assets/modalities.json;
+# ultrasound may carry a little colour Doppler, far below the threshold of `looks_coloured`).
+COLOUR_MODALITIES = frozenset(m.id for m in presets.load_modalities() if m.colour is True)
+GREY_MODALITIES = frozenset(m.id for m in presets.load_modalities() if m.colour is False)
 _ids = itertools.count(1)
 
 

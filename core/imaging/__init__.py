@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import ScanError
+from core.presets import modality_ids
 from core.imaging.dicom import read_dicom, read_dicom_series
 from core.imaging.formats import (MAX_FILE_BYTES, MAX_FRAMES, MAX_PIXELS_PER_FRAME,
                                   MAX_TOTAL_SAMPLES, MAX_UNZIPPED_BYTES, MAX_ZIP_MEMBERS,
@@ -59,8 +60,7 @@ WINDOW_PRESETS: dict[str, Window] = {
     "bone": Window(400, 1800),
 }
 
-APP_MODALITIES = ("X-ray", "CT", "MRI", "ultrasound", "dermoscopy", "fundus", "OCT",
-                  "histopathology", "endoscopy", "other")
+APP_MODALITIES = modality_ids()  # the one vocabulary: assets/modalities.json
 
 # DICOM Modality (0008,0060) defined terms (PS3.3 C.7.3.1.1.1) -> the app's modality names.
 _DICOM_TO_APP = {

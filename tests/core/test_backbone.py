@@ -217,6 +217,21 @@ def test_hub_model_loads_from_the_cache_without_network(backbones, tmp_path, hub
     assert loaded.name == "hf-hub:example/tiny-biomedclip"
 
 
+def test_cache_status_is_the_loaders_view_of_the_cache(backbones, tmp_path, hub_cache, no_downloads):
+    from core.backbone import hub_cache_status
+
+    bb = backbones["tiny-biomedclip"]
+    assert hub_cache_status("example/tiny-biomedclip") == (
+        False, "example/tiny-biomedclip is not in the Hugging Face cache")
+    _write_open_clip_folder(bb, tmp_path / "clip", "example/tiny-bert")
+    _hub_snapshot(hub_cache, "example/tiny-biomedclip", tmp_path / "clip")
+    cached, why = hub_cache_status("example/tiny-biomedclip")
+    assert not cached and "text tower example/tiny-bert" in why
+    _write_text_folder(tmp_path / "bert")
+    _hub_snapshot(hub_cache, "example/tiny-bert", tmp_path / "bert")
+    assert hub_cache_status("example/tiny-biomedclip")[0] is True
+
+
 def test_uncached_hub_model_offline_fails_at_once_with_a_fix(hub_cache, no_downloads, monkeypatch):
     from huggingface_hub import constants
 

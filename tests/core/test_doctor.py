@@ -15,7 +15,7 @@ from core.doctor import (DEFAULT_EXAMPLES, MODALITY_PHRASES, CheckResult, biomed
                          tune_check)
 from core.errors import BackboneUnavailable
 
-MODALITIES = ["X-ray", "CT", "MRI", "ultrasound", "fundus", "histology"]
+MODALITIES = ["X-ray", "CT", "MRI", "ultrasound", "fundus", "histopathology"]
 
 
 def make_examples(folder: Path, modalities=MODALITIES, extra: list | None = None) -> Path:
@@ -60,7 +60,7 @@ def test_real_biomedclip_recognises_modalities_and_tunes():
 # ---- plumbing, offline --------------------------------------------------------------------
 @pytest.mark.parametrize("name, expected", [
     ("X-ray", "X-ray"), ("chest x-ray", "X-ray"), ("CT", "CT"), ("MR", "MRI"), ("MRI", "MRI"),
-    ("Ultrasound", "ultrasound"), ("fundus photograph", "fundus"), ("histopathology", "histology"),
+    ("Ultrasound", "ultrasound"), ("fundus photograph", "fundus"), ("histology", "histopathology"),
     ("PET", None),
 ])
 def test_manifest_modalities_are_recognised(name, expected):
