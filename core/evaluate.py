@@ -357,12 +357,16 @@ def class_numbers(labels: Sequence[int | str], classnames: Sequence[str]) -> lis
 # --------------------------------------------------------------------------------------------
 def confusion_figure(result: EvaluationResult, classnames: Sequence[str] | None = None,
                      title: str | None = None,
-                     axis_labels: tuple[str, str] = ("predicted class", "true class")):
+                     axis_labels: tuple[str, str] = ("predicted class", "true class"),
+                     colour_label: str = "fraction of the true class"):
     """A matplotlib Figure of the confusion matrix: counts in the cells, colour = fraction of the
     true class (row-normalised, so rare classes are as visible as common ones). Built on
     `matplotlib.figure.Figure`, with no pyplot global state, so it is safe in a web server."""
     from matplotlib.figure import Figure
 
+    from core.overlay import figure_fonts
+
+    figure_fonts()
     names = list(classnames or result.classnames)
     counts = np.asarray(result.confusion, dtype=np.int64)
     if counts.shape != (len(names), len(names)):
@@ -385,5 +389,5 @@ def confusion_figure(result: EvaluationResult, classnames: Sequence[str] | None 
     ax.set_ylabel(axis_labels[1])
     ax.set_title(title or f"accuracy {result.accuracy:.1%}, balanced {result.balanced_accuracy:.1%}"
                  f" (n = {result.n})")
-    fig.colorbar(image, ax=ax, label="fraction of the true class", shrink=0.8)
+    fig.colorbar(image, ax=ax, label=colour_label, shrink=0.8)
     return fig

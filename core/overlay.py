@@ -8,6 +8,23 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+CJK_FAMILIES = ("Noto Sans CJK KR", "Noto Sans KR", "NanumGothic", "Noto Sans CJK JP",
+                "Source Han Sans KR")
+
+
+def figure_fonts() -> list[str]:
+    """Let figures draw Korean: matplotlib's default font first, then the first installed font
+    with Hangul as its fallback (Debian's fonts-noto-cjk; on Spaces, packages.txt). Without
+    one, nothing changes. Returns the font families in use."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    families = ["DejaVu Sans"] + [f for f in CJK_FAMILIES if f in installed][:1]
+    matplotlib.rcParams["font.family"] = families
+    return families
+
+
 # --------------------------------------------------------------------------------------------
 def model_view(image: Image.Image, size: int = 224) -> Image.Image:
     """The part of `image` the model sees (shorter side resized to `size`, centre crop), in RGB:

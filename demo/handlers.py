@@ -768,7 +768,8 @@ class Studio:
         axes = (text(lang, "predicted_class"), text(lang, "true_class"))
         figures = {name: confusion_figure(
             result, title=text(lang, "confusion_title", which=names[name],
-                               accuracy=result.accuracy), axis_labels=axes)
+                               accuracy=result.accuracy), axis_labels=axes,
+            colour_label=text(lang, "fraction_true"))
             for name, result in results.items() if name in ("zero-shot", "tuned")}
         best = results.get("tuned", results["zero-shot"])
         which = text(lang, "which_tuned" if "tuned" in results else "which_zero")

@@ -142,6 +142,7 @@ EN: dict[str, str] = {
     "overlap": "⚠️ {n} of the test scans are also training examples: the tuned figures are "
                "optimistic. Test on scans the prompts were not tuned on.",
     "col_metric": "metric",
+    "fraction_true": "fraction of the true class",
     "col_zero": "zero-shot",
     "col_tuned": "tuned",
     "col_tip-adapter": "Tip-Adapter",
@@ -307,6 +308,7 @@ KO: dict[str, str] = {
     "overlap": "⚠️ 평가 영상 중 {n}개는 학습 예시이기도 합니다. 튜닝 결과가 실제보다 좋게 나옵니다. "
                "튜닝에 쓰지 않은 영상으로 평가하세요.",
     "col_metric": "지표",
+    "fraction_true": "실제 클래스 중 비율",
     "col_zero": "제로샷",
     "col_tuned": "튜닝",
     "col_tip-adapter": "Tip-Adapter",

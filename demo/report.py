@@ -14,8 +14,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from core.overlay import colorize
+from core.overlay import colorize, figure_fonts
 from demo.messages import modality_name, text
+
+figure_fonts()  # Korean labels on the curve and the report
 
 if TYPE_CHECKING:
     from demo.session import Prediction
