@@ -9,10 +9,10 @@ EN = {
     "disclaimer": "**For research and teaching only.** Not a medical device; predictions must "
                   "not be used for diagnosis or treatment. Do not upload scans you are not "
                   "allowed to share.",
-    "privacy": "**Your files:** only the decoded pictures are kept, in memory, while you work. "
-               "Uploaded files and downloads are deleted within a minute of closing this page, "
-               "and all of them when the server stops; files sent through the API are deleted "
-               "within an hour. Names and other identifying DICOM fields are never kept, shown "
+    "privacy": "**Your files:** only the decoded pictures and their image features are kept, "
+               "in memory, while you work. Uploaded files and downloads are deleted within a "
+               "minute of closing this page, and all of them when the server stops; files sent "
+               "through the API are deleted within an hour. Names and other identifying DICOM fields are never kept, shown "
                "or logged.",
     "retry_model": "Try loading the model again",
     "use_demo_model": "Continue with the demo model (meaningless predictions)",
@@ -97,7 +97,7 @@ KO = {
              "확인하세요.",
     "disclaimer": "**연구 및 교육용입니다.** 의료기기가 아니며, 예측 결과를 진단이나 치료에 사용해서는 "
                   "안 됩니다. 공유가 허락되지 않은 영상은 올리지 마세요.",
-    "privacy": "**내 파일:** 작업하는 동안 해독된 영상만 메모리에 보관됩니다. 올린 파일과 내려받을 "
+    "privacy": "**내 파일:** 작업하는 동안 해독된 영상과 그 영상 특징만 메모리에 보관됩니다. 올린 파일과 내려받을 "
                "파일은 이 페이지를 닫은 뒤 1분 안에 삭제되고, 서버가 멈추면 모두 삭제됩니다. API로 "
                "보낸 파일은 1시간 안에 삭제됩니다. 이름 등 개인을 식별할 수 있는 DICOM 항목은 "
                "보관하거나 표시하거나 기록하지 않습니다.",
