@@ -12,8 +12,8 @@ EN = {
     "privacy": "**Your files:** only the decoded pictures and their image features are kept, "
                "in memory, while you work. Uploaded files and downloads are deleted within a "
                "minute of closing this page, and all of them when the server stops; files sent "
-               "through the API are deleted within an hour. Names and other identifying DICOM fields are never kept, shown "
-               "or logged.",
+               "through the API are deleted within an hour. Names and other identifying DICOM "
+               "fields are never kept, shown or logged.",
     "retry_model": "Try loading the model again",
     "use_demo_model": "Continue with the demo model (meaningless predictions)",
     "level": "Window level (centre)",
