@@ -153,10 +153,10 @@ class FeatureCache:
                 self._items.popitem(last=False)
 
 
-def feature_key(bb: Backbone, digest: str, view: str, vision_prompts: int, precision: str) -> str:
-    """What one cached feature depends on: the image's content, the view, the backbone's
-    weights, the vision prompts and the precision of the tower."""
-    return f"{bb.fingerprint}|{vision_prompts}|{precision}|{view}|{digest}"
+def feature_key(bb: Backbone, key: str, view: str, vision_prompts: int, precision: str) -> str:
+    """What one cached feature depends on: the image (its content key), the view, the
+    backbone's weights, the vision prompts and the precision of the tower."""
+    return f"{bb.fingerprint}|{vision_prompts}|{precision}|{view}|{key}"
 
 
 @torch.no_grad()
@@ -168,8 +168,10 @@ def encode(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, *, view: 
            should_stop: Callable[[], bool] | None = None) -> torch.Tensor | None:
     """(N, D) L2-normalised image features (CPU, float32) of one view of PIL images, or of
     preprocessed pixels (N, 3, H, W), with `vision_prompts` zero prompts
-    in the image tower. `keys` name the images for crop seeds (default: their content hash).
-    With a cache only images it has not seen are encoded. `precision` None: as the caller's
+    in the image tower. `keys` name the images, for the cache and the crop seeds; by default
+    their content hash (`image_digest`). A caller that already holds content hashes passes them
+    and skips the hashing; with a cache, a key must change whenever the content does. With a
+    cache only images it has not seen are encoded. `precision` None: as the caller's
     autocast context. `should_stop` is polled before each batch; when it answers True, None is
     returned."""
     if batch_size < 1:
@@ -188,12 +190,11 @@ def encode(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, *, view: 
         apply = lambda: autocast(bb.device, precision)  # noqa: E731
     transform = view_transform(bb, view)
     prompts = prompt_tokens(bb, vision_prompts)
-    digests = [image_digest(image) for image in images] if cache is not None or keys is None \
-        else None
-    seeds = list(keys) if keys is not None else digests
+    if keys is None and (cache is not None or view != EVAL_VIEW):
+        keys = [image_digest(image) for image in images]
     found: list[torch.Tensor | None] = [None] * n
     if cache is not None:
-        found = [cache.get(feature_key(bb, d, view, vision_prompts, precision)) for d in digests]
+        found = [cache.get(feature_key(bb, k, view, vision_prompts, precision)) for k in keys]
     missing = [i for i in range(n) if found[i] is None]
     done = n - len(missing)
     if progress is not None:
@@ -202,15 +203,15 @@ def encode(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, *, view: 
         if should_stop is not None and should_stop():
             return None
         chunk = missing[start:start + batch_size]
-        pixels = torch.stack([transform(images[i].float() if from_pixels else images[i], seeds[i])
-                              for i in chunk])
+        pixels = torch.stack([transform(images[i].float() if from_pixels else images[i],
+                                        keys[i] if keys is not None else "") for i in chunk])
         with apply():
             fresh = bb.encode_image(pixels.to(bb.device), prompts)
         fresh = F.normalize(fresh.float(), dim=-1).cpu()
         for i, feature in zip(chunk, fresh):
             found[i] = feature
             if cache is not None:
-                cache.put(feature_key(bb, digests[i], view, vision_prompts, precision), feature)
+                cache.put(feature_key(bb, keys[i], view, vision_prompts, precision), feature)
         done += len(chunk)
         if progress is not None:
             progress(done, n)
@@ -221,18 +222,23 @@ def encode(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, *, view: 
 
 def encode_views(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, views: Sequence[str],
                  *, vision_prompts: int = 4, cache: FeatureCache | None = None,
-                 precision: str = "auto", progress: ProgressCallback | None = None,
+                 precision: str = "auto", keys: Sequence[str] | None = None,
+                 progress: ProgressCallback | None = None,
                  should_stop: Callable[[], bool] | None = None) -> torch.Tensor | None:
     """(V, N, D) features of every view of every image; None if stopped. `progress` counts
-    image views over all of them."""
+    image views over all of them; `keys` as for `encode` (hashed once here when not given)."""
     n, out = len(images), []
+    if keys is None and (cache is not None or any(v != EVAL_VIEW for v in views)):
+        keys = [image_digest(image if isinstance(images, torch.Tensor) else _rgb(image))
+                for image in images]
     for v, view in enumerate(views):
         def counted(done: int, total: int, v=v) -> None:
             if progress is not None:
                 progress(v * n + done, len(views) * n)
 
         feats = encode(bb, images, view=view, vision_prompts=vision_prompts, cache=cache,
-                       precision=precision, progress=counted, should_stop=should_stop)
+                       precision=precision, keys=keys, progress=counted,
+                       should_stop=should_stop)
         if feats is None:
             return None
         out.append(feats)

@@ -156,9 +156,11 @@ class History:
 def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor, labels: Sequence[int],
         cfg: TrainConfig | None = None, on_step: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
-        cache: feature_views.FeatureCache | None = None) -> History:
+        cache: feature_views.FeatureCache | None = None,
+        keys: Sequence[str] | None = None) -> History:
     """Tune `dp.ctx` on labelled images: encode every view the recipe needs once (through
-    `core.features`, with `cache` when given), then `fit_features`. `images` are PIL images, or
+    `core.features`, with `cache` and the images' content `keys` when given), then
+    `fit_features`. `images` are PIL images, or
     preprocessed pixels (N, 3, H, W) for a recipe without crops. `should_stop` is polled before
     every encoding batch and step; training then ends after at most one step, keeping what was
     learned."""
@@ -174,7 +176,7 @@ def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor, labels: Se
 
     views = feature_views.encode_views(bb, images, cfg.view_names,
                                        vision_prompts=dp.cfg.n_vision_prompts, cache=cache,
-                                       precision=precision, progress=progress,
+                                       precision=precision, keys=keys, progress=progress,
                                        should_stop=should_stop)
     encode_s = time.perf_counter() - started
     if views is None:

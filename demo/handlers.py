@@ -552,7 +552,7 @@ class Studio:
         lang = language(request)
         session = self._session(session, request)
         bb = self.backbone()
-        images, labels = session.training_set()
+        examples, labels = session.training_set()
         cfg = self.training_config(recipe, steps, epochs, seed)
         session.stop.clear()
         ticket = self.line.join()
@@ -566,20 +566,21 @@ class Studio:
                 yield (session, text(lang, "line_wait", position=place,
                                      seconds=self.line.estimate_s(place)),
                        gr.skip(), gr.skip(), gr.skip())
-            yield from self._tune_now(session, bb, images, labels, cfg,
+            yield from self._tune_now(session, bb, examples, labels, cfg,
                                       (lambda_l1, lambda_kl), lang, progress)
         finally:
             self.line.leave(ticket)
 
     @gpu(duration=120)
-    def _tune_now(self, session, bb, images, labels, cfg, lambdas, lang, progress):
+    def _tune_now(self, session, bb, examples, labels, cfg, lambdas, lang, progress):
         from core.train import fit
         from demo.report import training_curve
 
         dp = session.new_prompts(bb, lambdas)
-        worker = Worker(lambda emit: fit(dp, images, labels, cfg, on_step=emit,
-                                         should_stop=session.stop.is_set,
-                                         cache=session.features),
+        worker = Worker(lambda emit: fit(dp, [e.image for e in examples], labels, cfg,
+                                         on_step=emit, should_stop=session.stop.is_set,
+                                         cache=session.features,
+                                         keys=[e.digest for e in examples]),
                         session.stop.set, name="tune")
         points: list[dict] = []
         total = 1
@@ -620,13 +621,14 @@ class Studio:
         """The held-out estimate after tuning, streamed into the status line below the
         summary; Stop ends it. The last update repeats the tuning's `results` (curve, classes,
         prompts file): an API client receives the last update only."""
-        from demo.session import FOLDS
+        from demo.session import COMPARED, FOLDS
 
         n = len(session.examples)
         worker = Worker(lambda emit: session.estimate(
             bb, dp, cfg, self.precision, session.stop.is_set,
             on_fold=lambda done, total: emit((done, total))), session.stop.set, name="estimate")
-        yield (session, summary + "\n\n" + text(lang, "estimating", folds=FOLDS, done=0, total=4),
+        yield (session, summary + "\n\n" + text(lang, "estimating", folds=FOLDS, done=0,
+                                                 total=1 + len(COMPARED)),
                gr.skip(), gr.skip(), gr.skip())
         try:
             for done, total in worker:

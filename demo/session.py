@@ -4,7 +4,6 @@ between widgets and these objects. Images are kept in memory, never written to d
 they came from are the handlers' (and `storage`'s) business."""
 from __future__ import annotations
 
-import hashlib
 import itertools
 import tempfile
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from core.errors import ScanError, StudioError
 from core.explain import model_view, overlay, relevance_maps
 from core.evaluate import (EvaluationResult, cross_validate, evaluate_features,
                            result_from_probabilities)
-from core.features import FeatureCache, encode
+from core.features import FeatureCache, encode, image_digest
 from core.imaging import WINDOW_PRESETS, Scan, labelled_zip, load_scan, suggest_modality, to_rgb
 from core.prompts import DualPrompt, PromptConfig
 from core.train import History, TrainConfig
@@ -249,37 +248,44 @@ class Session:
         return {c: sum(e.label == c for e in self.examples) for c in self.classes}
 
     # ---- features ---------------------------------------------------------------------------
-    def features_of(self, bb: Backbone, pictures: Sequence[Image.Image], vision_prompts: int,
-                    precision: str = "auto", progress=None, should_stop=None
-                    ) -> torch.Tensor | None:
-        """(N, D) features of pictures through the session's cache (encoded once each)."""
-        return encode(bb, list(pictures), vision_prompts=vision_prompts, cache=self.features,
-                      precision=precision, progress=progress, should_stop=should_stop)
+    def features_of(self, bb: Backbone, pictures: Sequence[Example] | Image.Image,
+                    vision_prompts: int, precision: str = "auto", progress=None,
+                    should_stop=None) -> torch.Tensor | None:
+        """(N, D) features of examples (or of one picture) through the session's cache, each
+        encoded once, keyed by the digests the examples already carry."""
+        if isinstance(pictures, Image.Image):
+            images, keys = [pictures], [picture_digest(pictures)]
+        else:
+            images, keys = [e.image for e in pictures], [e.digest for e in pictures]
+        return encode(bb, images, vision_prompts=vision_prompts, cache=self.features,
+                      precision=precision, keys=keys, progress=progress,
+                      should_stop=should_stop)
 
     def encode_examples(self, bb: Backbone, precision: str = "auto", progress=None,
                         should_stop=None) -> bool:
         """Encode every example not yet cached, with and without the vision prompts (tuning
         uses the first, zero-shot, the baselines and the nearest examples the second);
         `progress(done, total)` counts image encodings. False if stopped."""
-        pictures = [e.image for e in self.examples]
-        n = len(pictures)
-        for k, prompts in enumerate((4, 0)):
+        examples = list(self.examples)
+        n = len(examples)
+        for k, prompts in enumerate((self.prompt_config().n_vision_prompts, 0)):
             def counted(done, total, k=k):
                 if progress is not None:
                     progress(k * n + done, 2 * n)
 
-            if self.features_of(bb, pictures, prompts, precision, counted, should_stop) is None:
+            if self.features_of(bb, examples, prompts, precision, counted, should_stop) is None:
                 return False
         return True
 
     # ---- tuning -------------------------------------------------------------------------------
-    def training_set(self) -> tuple[list[Image.Image], list[int]]:
+    def training_set(self) -> tuple[list[Example], list[int]]:
+        """The examples as they are now (a snapshot) and their class numbers."""
         self.require_task()
         missing = [c for c, n in self.counts().items() if n == 0]
         if missing:
             raise UserError("need_examples", classes=", ".join(missing))
         index = {c: i for i, c in enumerate(self.classes)}
-        return [e.image for e in self.examples], [index[e.label] for e in self.examples]
+        return list(self.examples), [index[e.label] for e in self.examples]
 
     def new_prompts(self, bb: Backbone, lambdas: tuple[float, float]) -> DualPrompt:
         cfg = PromptConfig(template=self.template, lambda_l1=float(lambdas[0]),
@@ -295,8 +301,8 @@ class Session:
         key = (name, self.template, tuple(self.classes), tuple(e.digest for e in self.examples),
                tuple(e.label for e in self.examples))
         if key not in self._baselines:
-            pictures, labels = self.training_set()
-            feats = self.features_of(bb, pictures, 0, precision)
+            examples, labels = self.training_set()
+            feats = self.features_of(bb, examples, 0, precision)
             with torch.no_grad():
                 text = self.zero_shot(bb).text_features().cpu()
             self._baselines = {k: v for k, v in self._baselines.items() if k[1:] == key[1:]}
@@ -310,15 +316,15 @@ class Session:
         accuracy and balanced accuracy, with its spread, for the tuned method (re-tuned per
         fold from the cached features, with the fast recipe when it was tuned with the paper's)
         and the baselines; warnings when it is unreliable. None if stopped."""
-        pictures, labels = self.training_set()
-        counts = [n for n in self.counts().values()]
+        examples, labels = self.training_set()
+        counts = list(self.counts().values())
         if min(counts) < 2:
             self.held_out = {"methods": {}, "warnings": [("too_few_to_estimate", {})]}
             return self.held_out
         fast = cfg if cfg.augment_views == 0 else TrainConfig.fast(seed=cfg.seed,
                                                                     precision=precision)
-        prompted = self.features_of(bb, pictures, prompts.cfg.n_vision_prompts, fast.precision)
-        plain = self.features_of(bb, pictures, 0, precision)
+        prompted = self.features_of(bb, examples, prompts.cfg.n_vision_prompts, fast.precision)
+        plain = self.features_of(bb, examples, 0, precision)
         with torch.no_grad():
             text = self.zero_shot(bb).text_features().cpu()
         methods, total = {}, 1 + len(COMPARED)
@@ -388,10 +394,10 @@ class Session:
         self.require_task()
         if not self.test_set:
             raise UserError("need_tests")
-        pictures = [e.image for e in self.test_set]
+        tests = list(self.test_set)
         index = {c: i for i, c in enumerate(self.classes)}
-        labels = [index[e.label] for e in self.test_set]
-        plain = self.features_of(bb, pictures, 0, precision)
+        labels = [index[e.label] for e in tests]
+        plain = self.features_of(bb, tests, 0, precision)
         results = {"zero-shot": evaluate_features(self.zero_shot(bb), plain, labels, precision)}
         for name in COMPARED[1:]:
             clf = self.baseline(bb, name, precision)
@@ -399,10 +405,9 @@ class Session:
                 results[name] = result_from_probabilities(labels, clf.predict_proba(plain),
                                                           self.classes)
         if self.tuned is not None:
-            prompted = self.features_of(bb, pictures, self.tuned.cfg.n_vision_prompts,
-                                        precision)
+            prompted = self.features_of(bb, tests, self.tuned.cfg.n_vision_prompts, precision)
             results["tuned"] = evaluate_features(self.tuned, prompted, labels, precision)
-        self.evaluated = (list(self.test_set), results)
+        self.evaluated = (tests, results)
         return results
 
     # ---- from the evaluation back to the scans --------------------------------------------
@@ -455,12 +460,12 @@ class Session:
         classifier = self.tuned
         zero = self.zero_shot(bb)
         precision = resolve_precision(precision, bb.device)
-        plain = self.features_of(bb, [picture], 0, precision)
+        plain = self.features_of(bb, picture, 0, precision)
         with torch.no_grad():
             zero_probs = _softmax(zero.logits(plain.to(bb.device)))[0]
             tuned_probs = None
             if classifier is not None:
-                prompted = self.features_of(bb, [picture], classifier.cfg.n_vision_prompts,
+                prompted = self.features_of(bb, picture, classifier.cfg.n_vision_prompts,
                                             precision)
                 tuned_probs = _softmax(classifier.logits(prompted.to(bb.device)))[0]
         base = self.baseline(bb, BASELINE, precision)
@@ -491,7 +496,7 @@ class Session:
         what the scan resembles, whatever any classifier makes of it."""
         if not self.examples:
             return []
-        feats = self.features_of(bb, [e.image for e in self.examples], 0, precision)
+        feats = self.features_of(bb, self.examples, 0, precision)
         similarity = feats @ feature.float()
         order = torch.argsort(similarity, descending=True)[:k]
         return [(self.examples[int(i)], float(similarity[i])) for i in order]
@@ -581,7 +586,8 @@ def _window_name(window) -> str:
 
 
 def picture_digest(picture: Image.Image) -> str:
-    return hashlib.sha1(f"{picture.mode}{picture.size}".encode() + picture.tobytes()).hexdigest()
+    """The picture's content hash: finds duplicates, and keys its features in the cache."""
+    return image_digest(picture)
 
 
 def colour_mismatch(picture: Image.Image, modality: str | None) -> str | None:
