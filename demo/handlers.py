@@ -944,8 +944,7 @@ def estimate_text(lang: str, held_out: dict | None, n: int) -> str:
     lines = []
     methods = held_out["methods"]
     if methods:
-        recipe = text(lang, "estimate_fast") if held_out.get("recipe") == "fast" and \
-            held_out.get("tuned_recipe") == "paper" else ""
+        recipe = text(lang, "estimate_fast") if held_out.get("refit_fast") else ""
         lines += [text(lang, "estimate_title", folds=held_out["folds"], n=n, recipe=recipe), "",
                   text(lang, "estimate_head"), "|---|---|---|---|"]
         for name, out in methods.items():

@@ -344,8 +344,7 @@ class Session:
             if on_fold is not None:
                 on_fold(k + 1, total)
         self.held_out = {"methods": methods, "warnings": estimate_warnings(counts, methods),
-                         "recipe": fast.recipe, "tuned_recipe": cfg.recipe,
-                         "folds": methods["tuned"]["folds"]}
+                         "refit_fast": fast is not cfg, "folds": methods["tuned"]["folds"]}
         return self.held_out
 
     # ---- evaluation ---------------------------------------------------------------------------
