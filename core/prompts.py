@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -282,22 +282,39 @@ class DualPrompt(nn.Module):
         """Write the learned context as safetensors, with everything needed to rebuild the
         module as JSON metadata. `info` (JSON-serialisable) is stored alongside, e.g. how it
         was trained."""
-        from safetensors.torch import save_file
+        return write_prompts(path, self.ctx, self.classnames, self.cfg, self.descriptions,
+                             self.backbone.name, self.backbone.fingerprint, info)
 
-        path = Path(path)
-        metadata = {
-            "format": CHECKPOINT_FORMAT,
-            "format_version": str(CHECKPOINT_VERSION),
-            "backbone": self.backbone.name,
-            "backbone_fingerprint": self.backbone.fingerprint,
-            "classnames": json.dumps(self.classnames),
-            "config": self.cfg.to_json(),
-            "descriptions": json.dumps(self.descriptions),
-            "info": json.dumps(dict(info or {})),
-        }
-        save_file({"ctx": self.ctx.detach().to("cpu", torch.float32).contiguous()},
-                  str(path), metadata=metadata)
-        return path
+    # ---- as plain data ----------------------------------------------------------------------
+    @torch.no_grad()
+    def state(self) -> PromptState:
+        """This module as plain CPU data: what a session keeps and what crosses a process
+        boundary. Holds its classifier's text features and the frozen targets computed so far."""
+        return PromptState(
+            classnames=list(self.classnames), descriptions=dict(self.descriptions), cfg=self.cfg,
+            ctx=self.ctx.detach().to("cpu", torch.float32).clone(), plain=self.plain,
+            text=self.text_features().detach().to("cpu", torch.float32).clone(),
+            logit_scale=float(self.backbone.logit_scale), backbone=self.backbone.name,
+            fingerprint=self.backbone.fingerprint,
+            targets={k: v.detach().to("cpu", torch.float32) for k, v in self._targets.items()},
+            info=dict(getattr(self, "info", {}) or {}))
+
+    @classmethod
+    def from_state(cls, backbone: Backbone, state: PromptState) -> DualPrompt:
+        """The module a `state` describes, over `backbone` (which must be the one it was made
+        on), with its frozen targets already computed."""
+        if state.fingerprint != backbone.fingerprint:
+            raise CheckpointError(
+                f"These prompts were made on another model ({state.backbone}); the loaded model "
+                f"is {backbone.name}.")
+        dp = cls(backbone, state.classnames, state.cfg, state.descriptions)
+        if state.ctx is not None:
+            with torch.no_grad():
+                dp.ctx.copy_(state.ctx.to(dp.ctx.device))
+        dp.plain = state.plain
+        dp._targets = {k: v.to(backbone.device) for k, v in state.targets.items()}
+        dp.info = dict(state.info)
+        return dp.eval()
 
     @classmethod
     def load(cls, path: str | Path, backbone: Backbone) -> DualPrompt:
@@ -323,6 +340,69 @@ class DualPrompt(nn.Module):
             dp.ctx.copy_(ctx.to(dp.ctx.device))
         dp.info = json.loads(meta.get("info") or "{}")
         return dp.eval()
+
+
+@dataclass
+class PromptState:
+    """A prompt module as plain CPU data (no model): classes, settings, the learned context,
+    the classifier's text features (C, D) and the frozen targets. Scores, saves and pickles
+    without the backbone; `DualPrompt.from_state` rebuilds the module where the model is.
+    `untrained` describes a module still to be tuned (no context yet, no text features)."""
+
+    classnames: list[str]
+    descriptions: dict[str, list[str]]
+    cfg: PromptConfig
+    ctx: torch.Tensor | None
+    plain: bool
+    text: torch.Tensor | None
+    logit_scale: float
+    backbone: str
+    fingerprint: str
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def untrained(cls, classnames: Sequence[str], descriptions: Mapping[str, Sequence[str]],
+                  cfg: PromptConfig, backbone: str, fingerprint: str,
+                  targets: Mapping[str, torch.Tensor] | None = None) -> PromptState:
+        """A module to tune: its context starts as `DualPrompt` initialises it; `targets`
+        (frozen text targets computed before for the same task) are reused."""
+        return cls(list(classnames), {k: list(v) for k, v in descriptions.items()}, cfg, None,
+                   False, None, 0.0, backbone, fingerprint, dict(targets or {}))
+
+    def logits(self, image_feats: torch.Tensor) -> torch.Tensor:
+        """(B, C) scores of L2-normalised image features, in fp32."""
+        return self.logit_scale * image_feats.float().cpu() @ self.text.T
+
+    def proba(self, image_feats: torch.Tensor) -> torch.Tensor:
+        return self.logits(image_feats).softmax(dim=-1)
+
+    def save(self, path: str | Path, info: Mapping[str, object] | None = None) -> Path:
+        """The same prompt file as `DualPrompt.save`."""
+        return write_prompts(path, self.ctx, self.classnames, self.cfg, self.descriptions,
+                             self.backbone, self.fingerprint, info)
+
+
+def write_prompts(path: str | Path, ctx: torch.Tensor, classnames: Sequence[str],
+                  cfg: PromptConfig, descriptions: Mapping[str, Sequence[str]], backbone: str,
+                  fingerprint: str, info: Mapping[str, object] | None = None) -> Path:
+    """A prompt file: the context as safetensors, the rest as JSON metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": str(CHECKPOINT_VERSION),
+        "backbone": backbone,
+        "backbone_fingerprint": fingerprint,
+        "classnames": json.dumps(list(classnames)),
+        "config": cfg.to_json(),
+        "descriptions": json.dumps(dict(descriptions)),
+        "info": json.dumps(dict(info or {})),
+    }
+    save_file({"ctx": ctx.detach().to("cpu", torch.float32).contiguous()}, str(path),
+              metadata=metadata)
+    return path
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import threading
 import time
+from contextlib import closing
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -25,14 +25,13 @@ import gradio as gr
 import pandas as pd
 
 from core import presets
-from core.errors import BackboneUnavailable, StudioError
+from core.errors import StudioError
 from core.imaging import WINDOW_PRESETS
 from demo import storage
+from demo.host import DEMO_SPEC, WAIT_FOR_MODEL_S, ModelHost, ModelInfo
 from demo.messages import (TASK_TITLES_KO, UserError, core_text, language, modality_name,
                            text, window_label)
-from demo.spaces_support import gpu
 from demo.tuning_line import TuningLine
-from demo.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +39,6 @@ AUTO_WINDOW = "auto"
 MANUAL_WINDOW = "manual"
 LEGACY_AUTO = "file's own / automatic"
 COLOUR_MAPS = ("jet", "cividis")
-DEMO_SPEC = "tiny-biomedclip"
-WAIT_FOR_MODEL_S = 120.0
 LINE_POLL_S = 1.0
 KEEP_REPORTS = 3
 
@@ -123,15 +120,6 @@ def answers(outputs: int, status: int | None = None):
     return wrap
 
 
-def _warm_up() -> None:
-    """Import what the handlers import lazily, in the loader's thread."""
-    import core.evaluate  # noqa: F401
-    import core.explain  # noqa: F401
-    import core.train  # noqa: F401
-    import demo.report  # noqa: F401
-    import demo.session  # noqa: F401
-
-
 def _uploads(files) -> list[tuple[str, str]]:
     """(path, name as uploaded) of each file Gradio gives (paths, dicts or objects)."""
     out = []
@@ -158,21 +146,14 @@ def _shown_name(file, path: str) -> str:
 
 
 class Studio:
-    """The app's handlers around one shared backbone."""
+    """The app's handlers around one shared model (`ModelHost`). The handlers never touch the
+    model: they hand plain data to `demo.compute` through the sessions."""
 
     def __init__(self, backbone=None, problem: str | None = None,
                  time_budget_s: float | None = None, precision: str = "auto") -> None:
-        self.bb = backbone
-        self.problem = problem
+        self.host = ModelHost(backbone, problem, precision)
         self.time_budget_s = time_budget_s
         self.precision = precision
-        self.spec: str | None = getattr(backbone, "name", None)
-        self.device: str | None = None
-        self._ready = threading.Event()
-        self._load_started = time.monotonic()
-        self._load_lock = threading.Lock()
-        if backbone is not None or problem is not None:
-            self._ready.set()
         self.files = storage.SessionFiles()
         self.sessions: dict[str, Any] = {}
         self.line = TuningLine()
@@ -185,62 +166,28 @@ class Studio:
         meanwhile); if it cannot be loaded the app still runs, says why, and offers a retry and
         the demo model."""
         studio = cls(None, None, **options)
-        studio.device = device
-        studio.load(spec, background)
+        studio.host.device = device
+        studio.host.load(spec, background)
         return studio
 
-    def load(self, spec: str, background: bool = True) -> None:
-        with self._load_lock:
-            if not self._ready.is_set() and self.spec is not None:
-                return  # a load is under way
-            self.spec, self.problem, self.bb = spec, None, None
-            self._ready.clear()
-            self._load_started = time.monotonic()
-
-        def run() -> None:
-            try:
-                from core.backbone import load_backbone
-
-                self.bb = load_backbone(spec, self.device)
-                _warm_up()
-            except BackboneUnavailable as exc:
-                log.warning("backbone %s unavailable: %s", spec, exc)
-                self.problem = str(exc)
-            except Exception as exc:  # a broken install must still leave a working page
-                log.exception("loading backbone %s failed", spec)
-                self.problem = f"Loading it failed unexpectedly ({type(exc).__name__})."
-            finally:
-                self._ready.set()
-
-        if background:
-            threading.Thread(target=run, daemon=True, name="load-model").start()
-        else:
-            run()
+    @property
+    def bb(self):
+        """The loaded backbone (scripts and tests); handlers use `model_info`."""
+        return self.host.bb
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        return self.host.ready
 
     @property
     def demo_model(self) -> bool:
-        return self.bb is not None and self.bb.name.startswith(("tiny-", "random-"))
+        return self.host.demo_model
 
-    def backbone(self, wait_s: float = WAIT_FOR_MODEL_S):
-        if not self._ready.wait(timeout=wait_s):
-            raise UserError("still_loading", seconds=time.monotonic() - self._load_started)
-        if self.bb is None:
-            raise UserError("not_loaded", problem=self.problem)
-        return self.bb
+    def model_info(self, wait_s: float = WAIT_FOR_MODEL_S) -> ModelInfo:
+        return self.host.wait(wait_s)
 
     def status(self, lang: str = "en") -> str:
-        if not self.ready:
-            return text(lang, "loading", seconds=time.monotonic() - self._load_started)
-        if self.bb is None:
-            return (text(lang, "model_failed", problem=self.problem) + "\n\n"
-                    + text(lang, "model_failed_actions"))
-        if self.demo_model:
-            return text(lang, "demo_model", name=self.bb.name)
-        return text(lang, "model_ready", name=self.bb.name, device=self.bb.device.type.upper())
+        return self.host.status(lang)
 
     def _model_view(self, request):
         lang = language(request)
@@ -252,13 +199,13 @@ class Studio:
         return self._model_view(request)
 
     def retry_load(self, request: gr.Request = None):
-        if self.ready and self.bb is None and self.spec:
-            self.load(self.spec)
+        if self.ready and self.bb is None and self.host.spec:
+            self.host.load(self.host.spec)
         return self._model_view(request)
 
     def use_demo_model(self, request: gr.Request = None):
         if self.ready and self.bb is None:
-            self.load(DEMO_SPEC)
+            self.host.load(DEMO_SPEC)
         return self._model_view(request)
 
     def on_load(self, request: gr.Request = None):
@@ -285,7 +232,7 @@ class Studio:
     def _session(self, session, request=None):
         """The browser session's Session, made at its first event (after the model load, so
         the stack it imports is never imported by two threads at once)."""
-        self.backbone()
+        self.model_info()
         from demo.session import Session
 
         if session is None:
@@ -375,7 +322,7 @@ class Studio:
                  rows, lambda_l1: float, lambda_kl: float, request: gr.Request = None):
         lang = language(request)
         session = self._session(session, request)
-        change = session.set_task(self.backbone(), template or "", _rows(rows), modality, organ,
+        change = session.set_task(self.model_info(), template or "", _rows(rows), modality, organ,
                                   (lambda_l1, lambda_kl))
         classes = session.classes
         lines = [text(lang, "task_set", n=len(classes), classes=", ".join(classes))]
@@ -456,18 +403,15 @@ class Studio:
         if session is None or not getattr(session, "examples", None):
             yield session, gr.skip()
             return
-        bb = self.backbone()
-        halt = threading.Event()
-        worker = Worker(lambda emit: session.encode_examples(
-            bb, self.precision, lambda done, total: emit((done, total)),
-            lambda: halt.is_set() or session.gone), halt.set, name="encode")
-        try:
-            for done, total in worker:
+        info = self.model_info()
+        ready = False
+        for event in session.encode_examples(info, self.precision):
+            if event[0] == "progress":
+                done, total = event[1], event[2]
                 if done < total:
                     yield session, text(lang, "encoding", done=done, total=total)
-        finally:
-            worker.close()
-        ready = worker.result()
+            else:
+                ready = event[1]
         yield session, text(lang, "features_ready" if ready else "features_stopped")
 
     @answers(3)
@@ -475,7 +419,7 @@ class Studio:
                 request: gr.Request = None):
         """The scan viewer: the first chosen file as the model will see it, with its size and
         frames. Reads the file; needs no model, but waits for its load (the imports)."""
-        self.backbone()
+        self.model_info()
         from core.imaging import load_scan
         from core.overlay import model_view
         from demo.session import frame_used, scan_picture
@@ -551,7 +495,7 @@ class Studio:
              epochs, seed, request: gr.Request = None, progress=gr.Progress()):
         lang = language(request)
         session = self._session(session, request)
-        bb = self.backbone()
+        info = self.model_info()
         examples, labels = session.training_set()
         cfg = self.training_config(recipe, steps, epochs, seed)
         session.stop.clear()
@@ -566,78 +510,86 @@ class Studio:
                 yield (session, text(lang, "line_wait", position=place,
                                      seconds=self.line.estimate_s(place)),
                        gr.skip(), gr.skip(), gr.skip())
-            yield from self._tune_now(session, bb, examples, labels, cfg,
+            yield from self._tune_now(session, info, examples, labels, cfg,
                                       (lambda_l1, lambda_kl), lang, progress)
+        except GeneratorExit:  # the page went away: the run stops, wherever it runs
+            session.stop.set()
+            raise
         finally:
             self.line.leave(ticket)
 
-    @gpu(duration=120)
-    def _tune_now(self, session, bb, examples, labels, cfg, lambdas, lang, progress):
-        from core.train import fit
+    def _tune_now(self, session, info, examples, labels, cfg, lambdas, lang, progress):
+        """Encode what is missing of the views the recipe needs, then tune in one compute call
+        (streamed: the curve grows as it runs), then the held-out estimate."""
+        from core import train
+        from demo import compute
         from demo.report import training_curve
 
-        dp = session.new_prompts(bb, lambdas)
-        worker = Worker(lambda emit: fit(dp, [e.image for e in examples], labels, cfg,
-                                         on_step=emit, should_stop=session.stop.is_set,
-                                         cache=session.features,
-                                         keys=[e.digest for e in examples]),
-                        session.stop.set, name="tune")
-        points: list[dict] = []
-        total = 1
-        try:
-            for event in worker:
-                message = _progress_text(event, progress, lang)
-                if event.phase == "train":
-                    total = event.total
-                    points.append({"step": event.done, "loss": event.loss,
-                                   "accuracy": event.accuracy})
-                    if event.done % 5 and event.done != event.total:
+        task = session.tuning_task(info, lambdas)
+        started = time.perf_counter()
+        features = None
+        for event in session.feature_stream(info, examples, task.cfg.n_vision_prompts,
+                                            cfg.precision, cfg.view_names):
+            if event[0] == "progress":
+                step = train.Progress("encode", event[1], event[2], time.perf_counter() - started)
+                yield session, _progress_text(step, progress, lang), gr.skip(), gr.skip(), gr.skip()
+            else:
+                features = event[1]
+        encode_s = time.perf_counter() - started
+        if features is not None and len(cfg.view_names) == 1:
+            features = features[0]
+        history, tuned, points, total = None, None, [], 1
+        if features is not None and not session.stop.is_set():
+            stream = compute.tune(task, features, labels, cfg, session.stop.path)
+            with closing(stream):
+                for event in stream:
+                    if event[0] == "done":
+                        _, history, tuned = event
+                        continue
+                    step = event[1]
+                    message = _progress_text(step, progress, lang)
+                    total = step.total
+                    points.append({"step": step.done, "loss": step.loss, "accuracy": step.accuracy})
+                    if step.done % 5 and step.done != step.total:
                         continue  # redraw every few steps: the plot, not the model, is the cost
                     yield (session, message, training_curve(points, total, lang), gr.skip(),
                            gr.skip())
-                else:
-                    yield session, message, gr.skip(), gr.skip(), gr.skip()
-        finally:
-            worker.close()
-        history = worker.result()
-        if not history.steps:  # stopped before any step: nothing was learned, keep what was
+        if history is None or not history.steps:  # stopped before any step: keep what was
             key = "stopped_early_kept" if session.tuned is not None else "stopped_early_none"
             yield session, text(lang, key), gr.skip(), gr.skip(), gr.skip()
             return
-        session.tuned, session.history = dp, history
-        session.held_out = None
-        saved = self._prompts_file(session, dp)
-        summary = _summary(history, dp, lang)
+        history.encode_s = encode_s
+        history.total_s += encode_s
+        session.keep_tuned(tuned, history)
+        saved = self._prompts_file(session, tuned)
+        summary = _summary(history, tuned, lang)
         if history.stopped == "converged":  # the curve's axis ends where tuning did
             total = len(history.steps)
         curve = training_curve(points, total, lang)
-        yield session, summary, curve, gr.update(choices=dp.classnames), saved
+        yield session, summary, curve, gr.update(choices=tuned.classnames), saved
         if session.stop.is_set():
             return
-        yield from self._estimate(session, bb, dp, cfg, summary, lang,
-                                  (curve, gr.update(choices=dp.classnames), saved))
+        yield from self._estimate(session, info, task, cfg, summary, lang,
+                                  (curve, gr.update(choices=tuned.classnames), saved))
 
-    def _estimate(self, session, bb, dp, cfg, summary: str, lang: str, results: tuple):
+    def _estimate(self, session, info, task, cfg, summary: str, lang: str, results: tuple):
         """The held-out estimate after tuning, streamed into the status line below the
         summary; Stop ends it. The last update repeats the tuning's `results` (curve, classes,
         prompts file): an API client receives the last update only."""
         from demo.session import COMPARED, FOLDS
 
         n = len(session.examples)
-        worker = Worker(lambda emit: session.estimate(
-            bb, dp, cfg, self.precision, session.stop.is_set,
-            on_fold=lambda done, total: emit((done, total))), session.stop.set, name="estimate")
         yield (session, summary + "\n\n" + text(lang, "estimating", folds=FOLDS, done=0,
                                                  total=1 + len(COMPARED)),
                gr.skip(), gr.skip(), gr.skip())
-        try:
-            for done, total in worker:
-                yield (session, summary + "\n\n" + text(lang, "estimating", folds=FOLDS,
-                                                         done=done, total=total),
-                       gr.skip(), gr.skip(), gr.skip())
-        finally:
-            worker.close()
-        held_out = worker.result()
+        held_out = None
+        for event in session.estimate(info, task, cfg, self.precision):
+            if event[0] == "done":
+                held_out = event[1]
+                continue
+            yield (session, summary + "\n\n" + text(lang, "estimating", folds=FOLDS,
+                                                     done=event[1], total=event[2]),
+                   gr.skip(), gr.skip(), gr.skip())
         yield (session, summary + "\n\n" + estimate_text(lang, held_out, n), *results)
 
     def _prompts_file(self, session, dp) -> str:
@@ -670,9 +622,9 @@ class Studio:
         self._keep(session, [p for p, _ in uploads])
         if not uploads:
             raise UserError("choose_scan")
-        bb = self.backbone()
-        p = self._predict(session, bb, uploads[0][0], window_value(window, level, width),
-                          slice_value(index))
+        info = self.model_info()
+        p = session.predict(info, uploads[0][0], window_value(window, level, width),
+                            slice_value(index), self.precision)
         probs = p.tuned or p.zero_shot
         top = max(probs, key=probs.get)
         notes = [text(lang, "predicted", top=top, p=probs[top])]
@@ -685,8 +637,8 @@ class Studio:
         elif p.colour_mismatch:
             notes.append(text(lang, p.colour_mismatch, task=modality_name(lang, session.modality)))
         cmap = cmap if cmap in COLOUR_MAPS else "jet"
-        heat = session.overlay_for(bb, top, alpha, cmap)
-        report = self._report(session, bb, top, alpha, cmap, lang)
+        heat = session.overlay_for(info, top, alpha, cmap)
+        report = self._report(session, info, top, alpha, cmap, lang)
         nearest = [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"),
                     text(lang, "nearest_caption", name=e.name, similarity=sim))
                    for e, sim in p.nearest]
@@ -696,31 +648,27 @@ class Studio:
                 gr.update(choices=p.classnames, value=top), " ".join(notes), report,
                 p.baseline or None, nearest)
 
-    @gpu(duration=60)
-    def _predict(self, session, bb, path, window, index):
-        return session.predict(bb, path, window, index, self.precision)
-
     @answers(3)
     def change_map(self, session: Any, class_name: str, alpha: float, cmap: str = "jet",
                    request: gr.Request = None):
         lang = language(request)
         if session is None or session.prediction is None or not class_name:
             return session, gr.skip(), gr.skip()
-        bb = self.backbone()
+        info = self.model_info()
         cmap = cmap if cmap in COLOUR_MAPS else "jet"
-        heat = session.overlay_for(bb, class_name, alpha, cmap)
+        heat = session.overlay_for(info, class_name, alpha, cmap)
         return (session, self._picture(session.owner, heat, "map"),
-                self._report(session, bb, class_name, alpha, cmap, lang))
+                self._report(session, info, class_name, alpha, cmap, lang))
 
-    def _report(self, session, bb, class_name: str, alpha: float, cmap: str, lang: str) -> str:
+    def _report(self, session, info, class_name: str, alpha: float, cmap: str, lang: str) -> str:
         from demo.report import ReportContext, write_report
 
-        ctx = ReportContext(model=bb.name, demo_model=self.demo_model, modality=session.modality,
+        ctx = ReportContext(model=info.name, demo_model=self.demo_model, modality=session.modality,
                             organ=session.organ, classes=list(session.classes),
                             template=session.template, explained=class_name,
                             alpha=float(alpha), cmap=cmap, lang=lang)
         folder = self.files.downloads(session.owner)
-        path = write_report(folder, session.prediction, session.map_for(bb, class_name), ctx)
+        path = write_report(folder, session.prediction, session.map_for(info, class_name), ctx)
         # keep the last few (a click may be fetching the previous one), delete older ones
         older = sorted(folder.glob("biomed-dpt-report_*.png"), key=lambda p: p.stat().st_mtime)
         for stale in older[:-KEEP_REPORTS]:
@@ -757,7 +705,7 @@ class Studio:
         session = self._session(session, request)
         from core.evaluate import confusion_figure, summary_rows
 
-        results = self._evaluate(session)
+        results = session.evaluate(self.model_info(), self.precision)
         names = {"zero-shot": text(lang, "col_zero"), "tuned": text(lang, "col_tuned"),
                  "tip-adapter": text(lang, "col_tip-adapter"),
                  "linear-probe": text(lang, "col_linear-probe")}
@@ -806,20 +754,16 @@ class Studio:
         _, results = session.evaluated
         result = results.get("tuned", results["zero-shot"])
         t, p = (result.classnames[int(k)] for k in cell.split(","))
-        bb = self.backbone()
+        info = self.model_info()
         scans = session.cell(t, p)
         session.cell_scans, session.cell_selected = scans, None
-        pictures = self._cell_maps(session, bb, scans, p)
+        pictures = session.cell_maps(info, scans, p)
         which = text(lang, "which_tuned" if "tuned" in results else "which_zero")
         gallery = [(self._picture(session.owner, pic, f"cell-{e.uid}"), e.name)
                    for pic, e in zip(pictures, scans)]
         return (session, gallery,
                 text(lang, "cell_shown", n=len(scans), true=t, predicted=p, which=which),
                 gr.update(visible=bool(scans)))
-
-    @gpu(duration=60)
-    def _cell_maps(self, session, bb, scans, predicted):
-        return session.cell_maps(bb, scans, predicted)
 
     def select_cell_scan(self, session: Any, event: gr.SelectData, request: gr.Request = None):
         lang = language(request)
@@ -845,10 +789,6 @@ class Studio:
         return (session, text(lang, "cell_promoted", name=moved.name),
                 *self._examples_view(session, lang), counts, gallery)
 
-    @gpu(duration=120)
-    def _evaluate(self, session):
-        return session.evaluate(self.backbone(), self.precision)
-
     # ---- step 6: prompts ------------------------------------------------------------------
     @answers(12, status=1)
     def load_prompts(self, session: Any, file, request: gr.Request = None):
@@ -858,10 +798,11 @@ class Studio:
         if path is None:
             raise UserError("choose_prompts")
         self._keep(session, [path])
-        from core.prompts import DualPrompt
+        from demo import compute
 
-        dp = DualPrompt.load(path, self.backbone())
-        info = getattr(dp, "info", {}) or {}
+        self.model_info()
+        dp = compute.load_prompts(path)
+        info = dp.info
         session.tuned, session.history = dp, None
         session.template, session.classes = dp.cfg.template, list(dp.classnames)
         session.descriptions = dict(dp.descriptions)

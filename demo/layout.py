@@ -12,7 +12,7 @@ import gradio as gr
 
 from core import presets
 from core.overlay import colorbar
-from demo import storage
+from demo import gpu, storage
 from demo.handlers import AUTO_WINDOW, MANUAL_WINDOW, Studio, window_choices
 from demo.strings import EN, KO
 
@@ -21,6 +21,8 @@ QUEUE_SIZE = 16
 TUNING_SESSIONS = 8  # tuning generators alive at once: one runs, the others report their place
 INFER_CONCURRENCY = 2
 MAX_UPLOAD = "200mb"
+TIME_BUDGET_S = 300.0
+ZEROGPU_TIME_BUDGET_S = 90.0  # plus the worker's start: within what ZeroGPU lends per call
 CSS = """
 .disclaimer {border-left: 4px solid #c33; padding-left: 10px;}
 .privacy {border-left: 4px solid #37a; padding-left: 10px; font-size: 0.92em;}
@@ -372,14 +374,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="make a temporary public link")
-    parser.add_argument("--time-budget", type=float, default=300.0,
-                        help="longest a tuning run may take, in seconds")
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="longest a tuning run may take, in seconds (default 300; 90 on "
+                             "ZeroGPU, where a run is one GPU call)")
     return parser.parse_args(argv)
 
 
 def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, argparse.Namespace]:
+    """The app. On ZeroGPU the model is loaded here, at import, before the GPU workers fork
+    from this process; elsewhere in a background thread while the page is served."""
     args = parse_args(argv)
     storage.start()
-    studio = Studio.start(args.backbone, args.device, background=True,
-                          time_budget_s=args.time_budget)
+    zerogpu = gpu.mode() == "zerogpu"
+    budget = args.time_budget if args.time_budget is not None else (
+        ZEROGPU_TIME_BUDGET_S if zerogpu else TIME_BUDGET_S)
+    studio = Studio.start(args.backbone, args.device, background=not zerogpu,
+                          time_budget_s=budget)
     return build_demo(studio), args

@@ -29,6 +29,13 @@ EN: dict[str, str] = {
     "demo_model": "⚠️ **Demo model** (`{name}`, random weights): its predictions are "
                   "meaningless; use it to learn the workflow.",
     "unexpected": "Something went wrong on our side; your work so far is kept. Please try again.",
+    "gpu_quota_title": "No GPU time left",
+    "gpu_quota_cpu": "Your GPU time on this Space is used up for now (or no GPU was free in "
+                     "time), so this step runs on the CPU: it is slower, and the results are the "
+                     "same. Signing in to Hugging Face gives more GPU time.",
+    "gpu_aborted": "This step took longer than the GPU time it was given and was stopped; your "
+                   "work so far is kept. Try fewer steps, a shorter time limit or fewer scans.",
+    "stopped_evaluation": "The evaluation was stopped; press Evaluate again to run it.",
     # step 1
     "task_set": "Task set: {n} classes ({classes}). Now add a few examples of each (step 2).",
     "renamed": "Renamed {old} to {new}; its {n} examples were kept.",
@@ -208,6 +215,13 @@ KO: dict[str, str] = {
     "demo_model": "⚠️ **데모 모델** (`{name}`, 무작위 가중치): 예측에 의미가 없습니다. 작업 흐름을 "
                   "익히는 용도로만 쓰세요.",
     "unexpected": "서버에서 문제가 생겼습니다. 지금까지의 작업은 그대로 있습니다. 다시 시도하세요.",
+    "gpu_quota_title": "GPU 시간 소진",
+    "gpu_quota_cpu": "이 Space에서 쓸 수 있는 GPU 시간이 지금은 모두 소진되었거나 제때 GPU를 받지 "
+                     "못해, 이 단계는 CPU에서 실행됩니다. 더 느리지만 결과는 같습니다. Hugging Face에 "
+                     "로그인하면 GPU 시간이 늘어납니다.",
+    "gpu_aborted": "이 단계가 받은 GPU 시간을 넘겨 중지되었습니다. 지금까지의 작업은 그대로 있습니다. "
+                   "스텝 수나 시간 제한, 스캔 수를 줄여 다시 시도하세요.",
+    "stopped_evaluation": "평가가 중지되었습니다. 다시 실행하려면 평가를 누르세요.",
     "task_set": "과제 설정 완료: 클래스 {n}개 ({classes}). 이제 클래스마다 예시를 몇 개씩 추가하세요 "
                 "(2단계).",
     "renamed": "{old}의 이름을 {new}(으)로 바꾸었습니다. 예시 {n}개는 그대로 유지됩니다.",
@@ -430,8 +444,15 @@ class UserError(StudioError):
         self.key, self.values = key, values
         super().__init__(text("en", key, **values))
 
+    def __reduce__(self):  # rebuilt from its key and values when it crosses a process
+        return _user_error, (self.key, self.values)
+
     def text(self, lang: str) -> str:
         return text(lang, self.key, **self.values)
+
+
+def _user_error(key: str, values: dict) -> UserError:
+    return UserError(key, **values)
 
 
 def text(lang: str, key: str, **values: Any) -> str:

@@ -1,29 +1,35 @@
 """One browser session's work: the task, the labelled examples, the tuned prompts, the last
 prediction. Plain Python over the core; the Gradio handlers in `handlers.py` only translate
 between widgets and these objects. Images are kept in memory, never written to disk; the files
-they came from are the handlers' (and `storage`'s) business."""
+they came from are the handlers' (and `storage`'s) business.
+
+A session never holds the model: it keeps plain data (pictures, features, `PromptState`s) and
+asks `demo.compute` for whatever needs the model, so every model use can run in a GPU worker."""
 from __future__ import annotations
 
 import itertools
+import os
 import tempfile
+import uuid
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from core import presets
-from core.backbone import Backbone, resolve_precision
 from core.baselines import Classifier, fit_baseline
 from core.errors import ScanError, StudioError
-from core.explain import model_view, overlay, relevance_maps
-from core.evaluate import (EvaluationResult, cross_validate, evaluate_features,
-                           result_from_probabilities)
-from core.features import FeatureCache, encode, image_digest
+from core.evaluate import EvaluationResult, cross_validate, result_from_probabilities
+from core.features import EVAL_VIEW, FeatureCache, feature_key, image_digest
 from core.imaging import WINDOW_PRESETS, Scan, labelled_zip, load_scan, suggest_modality, to_rgb
-from core.prompts import DualPrompt, PromptConfig
+from core.overlay import model_view, overlay
+from core.prompts import PromptConfig, PromptState
 from core.train import History, TrainConfig
+from demo import compute, storage
+from demo.host import ModelInfo
 from demo.messages import UserError
 
 MAX_EXAMPLES = 400
@@ -76,7 +82,7 @@ class Prediction:
     """The last scan predicted, kept so the map can be switched without recomputing."""
 
     view: Image.Image  # what the model saw (centre crop), for the overlay
-    pixels: torch.Tensor
+    picture: Image.Image  # the scan as kept (longer side at most KEPT_SIDE), for more maps
     tuned: dict[str, float]
     zero_shot: dict[str, float]
     baseline: dict[str, float] = field(default_factory=dict)  # BASELINE on the examples
@@ -92,20 +98,25 @@ class Prediction:
 
 
 class StopFlag:
-    """Set by the Stop button, polled by the training thread. A plain flag (not a
-    threading.Event) so that Gradio can copy a fresh Session for each browser session."""
+    """Set by the Stop button, polled by running compute calls: a file that exists while the
+    flag is set, so a call in another process (a ZeroGPU worker) sees it too. Its path is what
+    is handed to compute calls."""
 
     def __init__(self) -> None:
-        self._set = False
+        self.path = str(storage.folder() / f"stop-{uuid.uuid4().hex}")
 
     def set(self) -> None:
-        self._set = True
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.path).touch()
 
     def clear(self) -> None:
-        self._set = False
+        self.discard()
+
+    def discard(self) -> None:
+        Path(self.path).unlink(missing_ok=True)
 
     def is_set(self) -> bool:
-        return self._set
+        return os.path.exists(self.path)
 
 
 @dataclass
@@ -121,7 +132,7 @@ class Session:
     lambda_kl: float = 0.25
     examples: list[Example] = field(default_factory=list)
     selected: int | None = None  # index into examples, chosen in the gallery
-    tuned: DualPrompt | None = None
+    tuned: PromptState | None = None  # the tuned prompts, as plain data (no model)
     history: History | None = None
     prediction: Prediction | None = None
     stop: StopFlag = field(default_factory=StopFlag)
@@ -133,11 +144,13 @@ class Session:
     cell_selected: int | None = None
     held_out: dict | None = None  # the last held-out estimate (see `estimate`)
     gone: bool = False  # the browser session ended: background work stops
+    info: ModelInfo | None = None  # the model the features and prompts belong to
     _zero: tuple | None = field(default=None, repr=False)
+    _targets: tuple | None = field(default=None, repr=False)  # (task, frozen text targets)
     _baselines: dict = field(default_factory=dict, repr=False)  # fitted, by examples and task
 
     # ---- task ---------------------------------------------------------------------------------
-    def set_task(self, bb: Backbone, template: str, rows: Iterable[Sequence[str]],
+    def set_task(self, info: ModelInfo, template: str, rows: Iterable[Sequence[str]],
                  modality: str | None = None, organ: str | None = None,
                  lambdas: tuple[float, float] | None = None) -> TaskChange:
         """Check and keep a task. Rows are (class name, descriptions with one sentence per
@@ -147,14 +160,15 @@ class Session:
         classes, descriptions = parse_class_rows(rows)
         l1, kl = lambdas if lambdas is not None else (self.lambda_l1, self.lambda_kl)
         cfg = PromptConfig(template=template.strip(), lambda_l1=float(l1), lambda_kl=float(kl))
-        zero_shot = DualPrompt(bb, classes, cfg, descriptions).zero_shot()
+        zero_shot = compute.zero_shot(classes, descriptions, cfg)
         change = self._follow_classes(classes)
         self.template, self.classes, self.descriptions = cfg.template, classes, descriptions
         self.lambda_l1, self.lambda_kl = cfg.lambda_l1, cfg.lambda_kl
         if modality:
             self.modality, self.organ = modality, organ
         self.selected = None
-        self._zero = ((self.template, tuple(classes)), zero_shot)
+        self.info = info
+        self._zero = (self._task_key(), zero_shot)
         return change
 
     def _follow_classes(self, classes: list[str]) -> TaskChange:
@@ -184,12 +198,16 @@ class Session:
         return PromptConfig(template=self.template, lambda_l1=self.lambda_l1,
                             lambda_kl=self.lambda_kl, **changes)
 
-    def zero_shot(self, bb: Backbone) -> DualPrompt:
+    def _task_key(self) -> tuple:
+        return (self.template, tuple(self.classes),
+                tuple((c, tuple(self.descriptions.get(c, ()))) for c in self.classes))
+
+    def zero_shot(self, info: ModelInfo) -> PromptState:
         """The plain template classifier of the current task (cached while the task stays)."""
-        key = (self.template, tuple(self.classes))
-        if self._zero is None or self._zero[0] != key:
-            self._zero = (key, DualPrompt(bb, self.classes, self.prompt_config(),
-                                          self.descriptions).zero_shot())
+        self.info = info
+        if self._zero is None or self._zero[0] != self._task_key():
+            self._zero = (self._task_key(), compute.zero_shot(self.classes, self.descriptions,
+                                                               self.prompt_config()))
         return self._zero[1]
 
     def require_task(self) -> None:
@@ -248,34 +266,73 @@ class Session:
         return {c: sum(e.label == c for e in self.examples) for c in self.classes}
 
     # ---- features ---------------------------------------------------------------------------
-    def features_of(self, bb: Backbone, pictures: Sequence[Example] | Image.Image,
-                    vision_prompts: int, precision: str = "auto", progress=None,
-                    should_stop=None) -> torch.Tensor | None:
-        """(N, D) features of examples (or of one picture) through the session's cache, each
-        encoded once, keyed by the digests the examples already carry."""
-        if isinstance(pictures, Image.Image):
-            images, keys = [pictures], [picture_digest(pictures)]
-        else:
-            images, keys = [e.image for e in pictures], [e.digest for e in pictures]
-        return encode(bb, images, vision_prompts=vision_prompts, cache=self.features,
-                      precision=precision, keys=keys, progress=progress,
-                      should_stop=should_stop)
+    def _precision(self, precision: str) -> str:
+        return self.info.precision if precision == "auto" else precision
 
-    def encode_examples(self, bb: Backbone, precision: str = "auto", progress=None,
-                        should_stop=None) -> bool:
+    def feature_stream(self, info: ModelInfo, pictures: Sequence[Example],
+                       vision_prompts: int, precision: str = "auto",
+                       views: Sequence[str] = (EVAL_VIEW,)) -> Iterator[tuple]:
+        """Features (V, N, D) of the examples' views through the session's cache: the ones
+        missing are encoded in one compute call. Yields ("progress", done, total) for the
+        encodings, then ("features", tensor) or ("stopped", None)."""
+        self.info = info
+        precision = self._precision(precision)
+        views = list(views)
+
+        def key(e: Example, view: str) -> str:
+            return feature_key(info, e.digest, view, vision_prompts, precision)
+
+        missing = [e for e in pictures if any(key(e, v) not in self.features for v in views)]
+        if missing:
+            fresh = None
+            for event in compute.encode([e.image for e in missing], [e.digest for e in missing],
+                                        views, vision_prompts, precision, self.stop.path):
+                if event[0] == "progress":
+                    yield event
+                else:
+                    fresh = event[1]
+            if fresh is None:
+                yield "stopped", None
+                return
+            for v, view in enumerate(views):
+                for e, feature in zip(missing, fresh[v]):
+                    self.features.put(key(e, view), feature)
+        found = [[self.features.get(key(e, v)) for e in pictures] for v in views]
+        if any(f is None for row in found for f in row):  # evicted meanwhile: encode again
+            yield from self.feature_stream(info, pictures, vision_prompts, precision, views)
+            return
+        if not pictures:
+            yield "features", torch.zeros(len(views), 0, info.embed_dim)
+            return
+        yield "features", torch.stack([torch.stack(row) for row in found])
+
+    def features_of(self, info: ModelInfo, pictures: Sequence[Example], vision_prompts: int,
+                    precision: str = "auto", progress=None) -> torch.Tensor | None:
+        """(N, D) evaluation-view features of examples (None if stopped); `progress(done,
+        total)` counts the encodings."""
+        out = None
+        for event in self.feature_stream(info, pictures, vision_prompts, precision):
+            if event[0] == "progress":
+                if progress is not None:
+                    progress(event[1], event[2])
+            else:
+                out = event[1]
+        return None if out is None else out[0]
+
+    def encode_examples(self, info: ModelInfo, precision: str = "auto") -> Iterator[tuple]:
         """Encode every example not yet cached, with and without the vision prompts (tuning
-        uses the first, zero-shot, the baselines and the nearest examples the second);
-        `progress(done, total)` counts image encodings. False if stopped."""
+        uses the first, zero-shot, the baselines and the nearest examples the second). Yields
+        ("progress", done, total) over both, then ("done", False if stopped)."""
         examples = list(self.examples)
         n = len(examples)
         for k, prompts in enumerate((self.prompt_config().n_vision_prompts, 0)):
-            def counted(done, total, k=k):
-                if progress is not None:
-                    progress(k * n + done, 2 * n)
-
-            if self.features_of(bb, examples, prompts, precision, counted, should_stop) is None:
-                return False
-        return True
+            for event in self.feature_stream(info, examples, prompts, precision):
+                if event[0] == "progress":
+                    yield "progress", k * n + event[1], 2 * n
+                elif event[0] == "stopped":
+                    yield "done", False
+                    return
+        yield "done", True
 
     # ---- tuning -------------------------------------------------------------------------------
     def training_set(self) -> tuple[list[Example], list[int]]:
@@ -287,12 +344,26 @@ class Session:
         index = {c: i for i, c in enumerate(self.classes)}
         return list(self.examples), [index[e.label] for e in self.examples]
 
-    def new_prompts(self, bb: Backbone, lambdas: tuple[float, float]) -> DualPrompt:
-        cfg = PromptConfig(template=self.template, lambda_l1=float(lambdas[0]),
-                           lambda_kl=float(lambdas[1]))
-        return DualPrompt(bb, self.classes, cfg, self.descriptions)
+    def tuning_task(self, info: ModelInfo, lambdas: tuple[float, float] | None = None
+                    ) -> PromptState:
+        """The untrained prompts of the task (with the given lambdas), reusing the frozen text
+        targets of an earlier run on the same task."""
+        cfg = self.prompt_config()
+        if lambdas is not None:
+            cfg = PromptConfig(template=self.template, lambda_l1=float(lambdas[0]),
+                               lambda_kl=float(lambdas[1]))
+        targets = self._targets[1] if self._targets and self._targets[0] == self._task_key() \
+            else {}
+        return PromptState.untrained(self.classes, self.descriptions, cfg, info.name,
+                                     info.fingerprint, targets)
 
-    def baseline(self, bb: Backbone, name: str = BASELINE, precision: str = "auto"
+    def keep_tuned(self, state: PromptState, history: History) -> None:
+        """The result of a tuning run becomes the session's prompts."""
+        self.tuned, self.history = state, history
+        self.held_out = None
+        self._targets = (self._task_key(), dict(state.targets))
+
+    def baseline(self, info: ModelInfo, name: str = BASELINE, precision: str = "auto"
                  ) -> Classifier | None:
         """Baseline `name` fitted on the examples' features (milliseconds; kept while the
         examples and the task stay the same); None until every class has an example."""
@@ -302,50 +373,57 @@ class Session:
                tuple(e.label for e in self.examples))
         if key not in self._baselines:
             examples, labels = self.training_set()
-            feats = self.features_of(bb, examples, 0, precision)
-            with torch.no_grad():
-                text = self.zero_shot(bb).text_features().cpu()
+            feats = self.features_of(info, examples, 0, precision)
+            if feats is None:
+                return None
+            text = self.zero_shot(info).text
             self._baselines = {k: v for k, v in self._baselines.items() if k[1:] == key[1:]}
             self._baselines[key] = fit_baseline(name, feats, labels, text,
-                                                logit_scale=float(bb.logit_scale))
+                                                logit_scale=info.logit_scale)
         return self._baselines[key]
 
-    def estimate(self, bb: Backbone, prompts: DualPrompt, cfg: TrainConfig,
-                 precision: str = "auto", should_stop=None, on_fold=None) -> dict | None:
+    def estimate(self, info: ModelInfo, task: PromptState, cfg: TrainConfig,
+                 precision: str = "auto") -> Iterator[tuple]:
         """The held-out estimate on the examples alone: stratified k-fold cross-validated
         accuracy and balanced accuracy, with its spread, for the tuned method (re-tuned per
         fold from the cached features, with the fast recipe when it was tuned with the paper's)
-        and the baselines; warnings when it is unreliable. None if stopped."""
+        and the baselines; warnings when it is unreliable. Yields ("fold", done, total), then
+        ("done", the estimate, or None if stopped)."""
         examples, labels = self.training_set()
         counts = list(self.counts().values())
         if min(counts) < 2:
             self.held_out = {"methods": {}, "warnings": [("too_few_to_estimate", {})]}
-            return self.held_out
+            yield "done", self.held_out
+            return
         fast = cfg if cfg.augment_views == 0 else TrainConfig.fast(seed=cfg.seed,
                                                                     precision=precision)
-        prompted = self.features_of(bb, examples, prompts.cfg.n_vision_prompts, fast.precision)
-        plain = self.features_of(bb, examples, 0, precision)
-        with torch.no_grad():
-            text = self.zero_shot(bb).text_features().cpu()
+        prompted = self.features_of(info, examples, task.cfg.n_vision_prompts, fast.precision)
+        plain = self.features_of(info, examples, 0, precision)
+        if prompted is None or plain is None:
+            yield "done", None
+            return
+        text = self.zero_shot(info).text
         methods, total = {}, 1 + len(COMPARED)
-        for k, name in enumerate(("tuned",) + COMPARED):
-            if should_stop is not None and should_stop():
-                return None
-            if name == "tuned":
-                fresh = DualPrompt(bb, prompts.classnames, prompts.cfg, prompts.descriptions)
-                out = cross_validate("biomed-dpt", prompted, labels, FOLDS, cfg.seed,
-                                     prompts=fresh, train=fast, should_stop=should_stop)
-            else:
-                out = cross_validate(name, plain, labels, FOLDS, cfg.seed, text_features=text,
-                                     logit_scale=float(bb.logit_scale))
-            if out is None:
-                return None
-            methods[name] = out
-            if on_fold is not None:
-                on_fold(k + 1, total)
+        out = None
+        for event in compute.cross_validate_prompts(task, prompted, labels, FOLDS, cfg.seed, fast,
+                                                    self.stop.path):
+            if event[0] == "done":
+                out = event[1]
+        if out is None:
+            yield "done", None
+            return
+        methods["tuned"] = out
+        yield "fold", 1, total
+        for k, name in enumerate(COMPARED):
+            if self.stop.is_set():
+                yield "done", None
+                return
+            methods[name] = cross_validate(name, plain, labels, FOLDS, cfg.seed,
+                                           text_features=text, logit_scale=info.logit_scale)
+            yield "fold", k + 2, total
         self.held_out = {"methods": methods, "warnings": estimate_warnings(counts, methods),
                          "refit_fast": fast is not cfg, "folds": methods["tuned"]["folds"]}
-        return self.held_out
+        yield "done", self.held_out
 
     # ---- evaluation ---------------------------------------------------------------------------
     def add_test_files(self, files: Sequence[tuple[str, str]], label: str, window=None,
@@ -387,7 +465,7 @@ class Session:
     def test_counts(self) -> dict[str, int]:
         return {c: sum(e.label == c for e in self.test_set) for c in self.classes}
 
-    def evaluate(self, bb: Backbone, precision: str = "auto") -> dict[str, EvaluationResult]:
+    def evaluate(self, info: ModelInfo, precision: str = "auto") -> dict[str, EvaluationResult]:
         """Zero-shot, the baselines (once every class has examples) and (when tuned) the tuned
         prompts on the test set, side by side; each test scan is encoded once per image tower."""
         self.require_task()
@@ -396,16 +474,23 @@ class Session:
         tests = list(self.test_set)
         index = {c: i for i, c in enumerate(self.classes)}
         labels = [index[e.label] for e in tests]
-        plain = self.features_of(bb, tests, 0, precision)
-        results = {"zero-shot": evaluate_features(self.zero_shot(bb), plain, labels, precision)}
+        plain = self.features_of(info, tests, 0, precision)
+        if plain is None:
+            raise UserError("stopped_evaluation")
+        zero = self.zero_shot(info)
+        results = {"zero-shot": result_from_probabilities(labels, zero.proba(plain).numpy(),
+                                                          zero.classnames)}
         for name in COMPARED[1:]:
-            clf = self.baseline(bb, name, precision)
+            clf = self.baseline(info, name, precision)
             if clf is not None:
                 results[name] = result_from_probabilities(labels, clf.predict_proba(plain),
                                                           self.classes)
         if self.tuned is not None:
-            prompted = self.features_of(bb, tests, self.tuned.cfg.n_vision_prompts, precision)
-            results["tuned"] = evaluate_features(self.tuned, prompted, labels, precision)
+            prompted = self.features_of(info, tests, self.tuned.cfg.n_vision_prompts, precision)
+            if prompted is None:
+                raise UserError("stopped_evaluation")
+            results["tuned"] = result_from_probabilities(
+                labels, self.tuned.proba(prompted).numpy(), self.tuned.classnames)
         self.evaluated = (tests, results)
         return results
 
@@ -422,17 +507,19 @@ class Session:
                 if names[t] == true and names[p] == predicted
                 and any(e is kept for kept in self.test_set)]
 
-    def cell_maps(self, bb: Backbone, scans: Sequence[Example], predicted: str,
+    def explained(self, info: ModelInfo) -> PromptState:
+        """What the maps explain: the tuned prompts, else zero-shot."""
+        return self.tuned if self.tuned is not None else self.zero_shot(info)
+
+    def cell_maps(self, info: ModelInfo, scans: Sequence[Example], predicted: str,
                   limit: int = 12) -> list[Image.Image]:
         """Each scan with the map of the class it was predicted as."""
-        explained = self.tuned if self.tuned is not None else self.zero_shot(bb)
+        explained = self.explained(info)
         k = explained.classnames.index(predicted)
-        out = []
-        for example in scans[:limit]:
-            pixels = bb.pixels([example.image])
-            heat = relevance_maps(explained, pixels, [k])[0]
-            out.append(overlay(model_view(example.image, bb.image_size), heat))
-        return out
+        shown = list(scans[:limit])
+        heats = compute.maps(explained, [e.image for e in shown], [k] * len(shown))
+        return [overlay(model_view(e.image, info.image_size), heat)
+                for e, heat in zip(shown, heats)]
 
     def promote(self, example: Example) -> Example:
         """Move a test scan into the examples under its true class (it no longer counts as a
@@ -448,59 +535,60 @@ class Session:
         return moved
 
     # ---- prediction ---------------------------------------------------------------------------
-    def predict(self, bb: Backbone, path: str, window=None, index: int | None = None,
+    def predict(self, info: ModelInfo, path: str, window=None, index: int | None = None,
                 precision: str = "auto") -> Prediction:
         """Classify one scan with the tuned prompts, zero-shot and the baseline, and find the
-        examples it resembles most; the scan is encoded once per image tower."""
+        examples it resembles most; the scan is encoded once per image tower, in one compute
+        call that also makes the map of the class ranked first."""
         self.require_task()
+        self.info = info
         scan = load_scan(path)
         picture, _ = scan_picture(scan, window, index)
         picture = kept_picture(picture)
+        digest = picture_digest(picture)
+        precision = self._precision(precision)
         classifier = self.tuned
-        zero = self.zero_shot(bb)
-        precision = resolve_precision(precision, bb.device)
-        plain = self.features_of(bb, picture, 0, precision)
-        with torch.no_grad():
-            zero_probs = _softmax(zero.logits(plain.to(bb.device)))[0]
-            tuned_probs = None
-            if classifier is not None:
-                prompted = self.features_of(bb, picture, classifier.cfg.n_vision_prompts,
-                                            precision)
-                tuned_probs = _softmax(classifier.logits(prompted.to(bb.device)))[0]
-        base = self.baseline(bb, BASELINE, precision)
+        zero = self.zero_shot(info)
         explained = classifier or zero
-        names = explained.classnames
-        probs = tuned_probs if tuned_probs is not None else zero_probs
-        top = int(probs.argmax())
-        pixels = bb.pixels([picture])
+        tuned_vp = classifier.cfg.n_vision_prompts if classifier is not None else 0
+        feats, top, heat = compute.look(picture, digest, (0, tuned_vp), precision, explained,
+                                        tuned_vp)
+        for vp, feature in feats.items():
+            self.features.put(feature_key(info, digest, EVAL_VIEW, vp, precision), feature)
+        plain = feats[0][None]
+        zero_probs = zero.proba(plain)[0]
+        tuned_probs = classifier.proba(feats[tuned_vp][None])[0] if classifier else None
+        base = self.baseline(info, BASELINE, precision)
         prediction = Prediction(
-            view=model_view(picture, bb.image_size), pixels=pixels,
-            tuned=_as_dict(names, tuned_probs) if tuned_probs is not None else {},
-            zero_shot=_as_dict(zero.classnames, zero_probs), classnames=list(names),
+            view=model_view(picture, info.image_size), picture=picture,
+            tuned=_as_dict(classifier.classnames, tuned_probs) if classifier else {},
+            zero_shot=_as_dict(zero.classnames, zero_probs),
+            classnames=list(explained.classnames),
             baseline=(_as_dict(self.classes, torch.from_numpy(base.predict_proba(plain)[0]))
                       if base is not None else {}),
-            nearest=self.nearest(bb, plain[0], precision),
+            nearest=self.nearest(info, plain[0], precision),
             suggested_modality=suggest_modality(scan),
             colour_mismatch=colour_mismatch(picture, self.modality),
             window=_window_name(window if _window_applies(scan, window) else None),
-            frame=frame_used(scan, index), n_frames=scan.n_frames,
-            digest=picture_digest(picture))
-        prediction.maps[top] = relevance_maps(explained, pixels, [top])[0]
+            frame=frame_used(scan, index), n_frames=scan.n_frames, digest=digest)
+        prediction.maps[top] = heat
         self.prediction = prediction
         return prediction
 
-    def nearest(self, bb: Backbone, feature: torch.Tensor, precision: str = "auto",
+    def nearest(self, info: ModelInfo, feature: torch.Tensor, precision: str = "auto",
                 k: int = NEAREST) -> list[tuple[Example, float]]:
         """The `k` examples closest to an image feature (cosine, plain BiomedCLIP features):
         what the scan resembles, whatever any classifier makes of it."""
         if not self.examples:
             return []
-        feats = self.features_of(bb, self.examples, 0, precision)
+        feats = self.features_of(info, self.examples, 0, precision)
+        if feats is None:
+            return []
         similarity = feats @ feature.float()
         order = torch.argsort(similarity, descending=True)[:k]
         return [(self.examples[int(i)], float(similarity[i])) for i in order]
 
-    def map_for(self, bb: Backbone, class_name: str) -> np.ndarray:
+    def map_for(self, info: ModelInfo, class_name: str) -> np.ndarray:
         p = self.prediction
         if p is None:
             raise UserError("predict_first")
@@ -508,13 +596,13 @@ class Session:
             raise UserError("not_a_class", name=repr(class_name))
         k = p.classnames.index(class_name)
         if k not in p.maps:
-            explained = self.tuned if self.tuned is not None else self.zero_shot(bb)
-            p.maps[k] = relevance_maps(explained, p.pixels, [k])[0]
+            p.maps[k] = compute.maps(self.explained(info), [p.picture], [k])[0]
         return p.maps[k]
 
-    def overlay_for(self, bb: Backbone, class_name: str, alpha: float, cmap: str = "jet"
+    def overlay_for(self, info: ModelInfo, class_name: str, alpha: float, cmap: str = "jet"
                     ) -> Image.Image:
-        return overlay(self.prediction.view, self.map_for(bb, class_name), alpha=alpha, cmap=cmap)
+        return overlay(self.prediction.view, self.map_for(info, class_name), alpha=alpha,
+                       cmap=cmap)
 
     def close(self) -> None:
         """Forget everything (the browser tab was closed)."""
@@ -527,6 +615,7 @@ class Session:
         self.cell_scans = []
         self.gone = True
         self.stop.set()
+        self.stop.discard()
 
 
 def parse_class_rows(rows: Iterable[Sequence[str]]) -> tuple[list[str], dict[str, list[str]]]:

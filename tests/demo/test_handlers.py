@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from core.errors import StudioError
-from core.prompts import DualPrompt
+from core.prompts import PromptState
 from demo.handlers import AUTO_WINDOW, Studio
 from demo.session import Session
 from tests.demo.conftest import CT_FILES, MR_FILES, ROWS, real_scan
@@ -96,7 +96,7 @@ def test_tuning_streams_progress_and_keeps_the_prompts(studio, tmp_path):
     loss_axis = curve.axes[0]
     assert loss_axis.get_xlim() == (0, 12) and len(loss_axis.lines[0].get_xdata()) == 12
     assert len(curve.axes[1].lines[0].get_ydata()) == 12
-    assert isinstance(session.tuned, DualPrompt) and session.tuned.classnames == session.classes
+    assert isinstance(session.tuned, PromptState) and session.tuned.classnames == session.classes
     assert Path(final[4]).name.startswith("biomed-dpt-prompts_") and Path(final[4]).exists()
     # then the held-out estimate, computed from the cached features, below the summary
     estimate = updates[-1][1]
@@ -350,17 +350,17 @@ def test_the_viewer_offers_a_slider_for_volumes(studio, tmp_path):
 
 def test_model_loads_in_the_background_and_the_page_says_so():
     studio = Studio.start("no-such-backbone", background=True)
-    studio._ready.wait(60)
+    studio.host._ready.wait(60)
     assert "could not be loaded" in studio.status() and "Unknown backbone" in studio.status()
     text, timer, actions = studio.status_until_ready()
     assert timer["active"] is False and actions["visible"] is True  # retry / demo model
     studio.use_demo_model()
-    studio._ready.wait(60)
+    studio.host._ready.wait(60)
     assert studio.demo_model and "Demo model" in studio.status()
     loading = Studio(None)
     assert loading.status().startswith("⏳") and loading.status_until_ready()[1]["active"] is True
     with pytest.raises(StudioError, match="still loading"):
-        loading.backbone(wait_s=0.01)
+        loading.model_info(wait_s=0.01)
 
 
 def test_a_session_is_made_by_its_first_event(studio):

@@ -1,0 +1,187 @@
+"""Every use of the model the app makes, as compute calls (`demo.gpu`): plain CPU-side data in,
+plain CPU-side data out, so that on ZeroGPU each can run in a GPU worker process.
+
+Nothing here keeps state between calls or changes what it is given: a call's whole effect is
+its result (on ZeroGPU a worker's changes are never seen by the caller). Long calls are
+generators that stream their progress, and poll the session's stop file (a path, which a
+worker process sees as well as the main one): Stop reaches a running worker.
+
+Durations (what ZeroGPU is asked for) follow from the work: the tuning time budget for a run,
+the number of images for encoding.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.features import encode_views
+from core.prompt_config import PromptConfig
+from core.prompts import DualPrompt, PromptState
+from demo import host
+from demo.gpu import gpu
+from demo.worker import Worker
+
+START_S = 20.0  # a worker's start: moving the model to the GPU, first kernels
+PER_IMAGE_S = 0.05  # encoding one image view on a GPU, generously
+STEPS_S = 60.0  # a tuning run without a time budget
+MAX_S = 290.0
+
+
+def _stopper(stop: str | None, halt: threading.Event | None = None):
+    def stopped() -> bool:
+        return (halt is not None and halt.is_set()) or (stop is not None and os.path.exists(stop))
+    return stopped
+
+
+def _bounded(seconds: float) -> float:
+    return float(min(MAX_S, max(START_S, seconds)))
+
+
+# ---- the task's text side --------------------------------------------------------------------
+@gpu(duration=START_S + 10)
+def zero_shot(classnames: Sequence[str], descriptions: dict, cfg: PromptConfig) -> PromptState:
+    """The task's plain template classifier; building it checks the task against the model
+    (token lengths, names)."""
+    return DualPrompt(host.model(), classnames, cfg, descriptions).zero_shot().state()
+
+
+@gpu(duration=START_S + 10)
+def load_prompts(path: str) -> PromptState:
+    """A saved prompt file, checked against the loaded model."""
+    dp = DualPrompt.load(path, host.model())
+    return dp.state()
+
+
+# ---- images to features ----------------------------------------------------------------------
+def _encode_s(pictures, keys, views, *args, **kwargs) -> float:
+    return _bounded(START_S + PER_IMAGE_S * len(pictures) * max(1, len(views)))
+
+
+@gpu(duration=_encode_s)
+def encode(pictures: Sequence[Image.Image], keys: Sequence[str], views: Sequence[str],
+           vision_prompts: int, precision: str, stop: str | None = None) -> Iterator[tuple]:
+    """Features of every view of every picture: yields ("progress", done, total) as batches
+    finish, then ("features", (V, N, D) CPU float32), or ("stopped", None)."""
+    bb = host.model()
+    out: dict = {}
+    halt = threading.Event()
+
+    def work(emit):
+        return encode_views(bb, list(pictures), list(views), vision_prompts=vision_prompts,
+                            precision=precision, keys=list(keys),
+                            progress=lambda done, total: emit(("progress", done, total)),
+                            should_stop=_stopper(stop, halt))
+
+    worker = Worker(work, halt.set, name="encode")
+    try:
+        for event in worker:
+            yield event
+    finally:
+        worker.close()
+    out = worker.result()
+    yield ("stopped", None) if out is None else ("features", out)
+
+
+def encoded(stream: Iterator[tuple], progress=None) -> torch.Tensor | None:
+    """Drain an `encode` stream: the features (None if stopped), `progress(done, total)` on
+    the way."""
+    result = None
+    for event in stream:
+        if event[0] == "progress":
+            if progress is not None:
+                progress(event[1], event[2])
+        else:
+            result = event[1]
+    return result
+
+
+# ---- tuning ---------------------------------------------------------------------------------
+def _tune_s(task, features, labels, cfg, *args, **kwargs) -> float:
+    budget = cfg.time_budget_s
+    return _bounded(START_S + (budget if budget is not None else STEPS_S))
+
+
+@gpu(duration=_tune_s)
+def tune(task: PromptState, features: torch.Tensor, labels: Sequence[int], cfg,
+         stop: str | None = None) -> Iterator[tuple]:
+    """Tune the task's prompts (`task`: `PromptState.untrained`, with the targets known so far) on cached features (N, D) or (V, N, D). Yields ("step", Progress)
+    per step, then ("done", History, PromptState of the tuned module)."""
+    from core.train import fit_features
+
+    bb = host.model()
+    dp = DualPrompt.from_state(bb, task).train()
+    halt = threading.Event()
+    worker = Worker(lambda emit: fit_features(dp, features, list(labels), cfg,
+                                              on_step=lambda p: emit(("step", p)),
+                                              should_stop=_stopper(stop, halt)),
+                    halt.set, name="tune")
+    try:
+        for event in worker:
+            yield event
+    finally:
+        worker.close()
+    history = worker.result()
+    yield "done", history, dp.state()
+
+
+def _estimate_s(task, features, labels, folds, seed, cfg, *args, **kwargs) -> float:
+    budget = cfg.time_budget_s
+    return _bounded(START_S + folds * (budget if budget is not None else STEPS_S) / 2)
+
+
+@gpu(duration=_estimate_s)
+def cross_validate_prompts(task: PromptState, features: torch.Tensor, labels: Sequence[int],
+                           folds: int, seed: int, cfg, stop: str | None = None
+                           ) -> Iterator[tuple]:
+    """The held-out estimate of prompt tuning: each fold re-tuned from the untrained `task` on
+    the other folds' features. Yields ("fold", done, total), then ("done", result or None)."""
+    from core.evaluate import cross_validate
+
+    bb = host.model()
+    fresh = DualPrompt.from_state(bb, task)
+    halt = threading.Event()
+    worker = Worker(lambda emit: cross_validate(
+        "biomed-dpt", features, list(labels), folds, seed, prompts=fresh, train=cfg,
+        should_stop=_stopper(stop, halt), on_fold=lambda d, t: emit(("fold", d, t))),
+        halt.set, name="estimate")
+    try:
+        for event in worker:
+            yield event
+    finally:
+        worker.close()
+    yield "done", worker.result()
+
+
+# ---- one scan: features and maps ------------------------------------------------------------
+@gpu(duration=START_S + 10)
+def look(picture: Image.Image, key: str, vision_prompts: Sequence[int], precision: str,
+         explained: PromptState, explained_prompts: int) -> tuple[dict, int, np.ndarray]:
+    """One scan seen once per image tower: its features by number of vision prompts, the
+    class `explained` ranks first (scored on the features with `explained_prompts`), and that
+    class's relevance map."""
+    from core.explain import relevance_maps
+    from core.features import encode as encode_images
+
+    bb = host.model()
+    feats = {vp: encode_images(bb, [picture], vision_prompts=vp, precision=precision,
+                               keys=[key])[0] for vp in sorted(set(vision_prompts))}
+    top = int(explained.logits(feats[explained_prompts][None]).argmax())
+    dp = DualPrompt.from_state(bb, explained)
+    heat = relevance_maps(dp, bb.pixels([picture]), [top])[0]
+    return feats, top, heat
+
+
+@gpu(duration=START_S + 10)
+def maps(explained: PromptState, pictures: Sequence[Image.Image], classes: Sequence[int]
+         ) -> list[np.ndarray]:
+    """The relevance map of class `classes[i]` on `pictures[i]`, for each i."""
+    from core.explain import relevance_maps
+
+    bb = host.model()
+    dp = DualPrompt.from_state(bb, explained)
+    return [relevance_maps(dp, bb.pixels([p]), [int(k)])[0] for p, k in zip(pictures, classes)]
