@@ -9,7 +9,8 @@ the decorator runs the call where it is.
 `BIOMED_DPT_ZEROGPU=emulate` (the test mode) imposes ZeroGPU's constraints on any machine: each
 call runs in a forked child process, arguments and results pickled through a pipe, a result
 holding a tensor on an accelerator refused, a call running past its duration killed, and the
-model unusable outside a compute call. `BIOMED_DPT_ZEROGPU=emulate-no-quota` also refuses every
+model unusable outside a compute call. (The child computes on one CPU thread, as a real worker's
+CPU side does: see `_enter_worker`.) `BIOMED_DPT_ZEROGPU=emulate-no-quota` also refuses every
 call as a spent quota does, so the CPU fallback runs.
 
 When a visitor's quota is spent (or no GPU comes in time), the call runs on the CPU in the main
@@ -194,11 +195,22 @@ def _here_generator(fn: Callable) -> Callable:
     return stream
 
 
+def _enter_worker() -> None:
+    """A forked worker's first step. The main process has run CPU kernels on OpenMP threads,
+    whose pool a forked child cannot use (its first parallel region would wait forever); the
+    worker's CPU work (decoding, resizing) is small, so it runs on one thread."""
+    global _in_worker
+    if not _in_worker:
+        _in_worker = True
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def _worker_call(fn: Callable) -> Callable:  # pragma: no cover - runs in a ZeroGPU worker
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        global _in_worker
-        _in_worker = True
+        _enter_worker()
         return fn(*args, **kwargs)
     return call
 
@@ -206,8 +218,7 @@ def _worker_call(fn: Callable) -> Callable:  # pragma: no cover - runs in a Zero
 def _worker_generator(fn: Callable) -> Callable:  # pragma: no cover
     @functools.wraps(fn)
     def stream(*args, **kwargs):
-        global _in_worker
-        _in_worker = True
+        _enter_worker()
         yield from fn(*args, **kwargs)
     return stream
 
@@ -241,11 +252,11 @@ class _CpuOnlyPickler(pickle.Pickler):
     """Refuses tensors that live on an accelerator: ZeroGPU cannot send them back."""
 
     def reducer_override(self, obj):
-        device = getattr(obj, "device", None)
-        if device is not None and getattr(device, "type", "cpu") not in ("cpu", "meta") \
-                and type(obj).__module__.startswith("torch"):
-            raise pickle.PicklingError(
-                f"A tensor on {device} crossed the GPU-call boundary; move it to the CPU first.")
+        import torch
+
+        if isinstance(obj, torch.Tensor) and obj.device.type != "cpu":
+            raise pickle.PicklingError(f"A tensor on {obj.device} crossed the GPU-call "
+                                       "boundary; move it to the CPU first.")
         return NotImplemented
 
 
@@ -261,8 +272,7 @@ def _seconds(duration, args, kwargs) -> float:
 
 def _child(fn: Callable, conn, payload: bytes, stop, generator: bool) -> None:
     """The emulated worker: unpickle the call, run it, send back pickled results."""
-    global _in_worker
-    _in_worker = True
+    _enter_worker()
     try:
         args, kwargs = pickle.loads(payload)
         if generator:

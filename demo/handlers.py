@@ -27,7 +27,7 @@ import pandas as pd
 from core import presets
 from core.errors import StudioError
 from core.imaging import WINDOW_PRESETS
-from demo import storage
+from demo import gpu, storage
 from demo.host import DEMO_SPEC, WAIT_FOR_MODEL_S, ModelHost, ModelInfo
 from demo.messages import (TASK_TITLES_KO, UserError, core_text, language, modality_name,
                            text, window_label)
@@ -92,7 +92,11 @@ def answers(outputs: int, status: int | None = None):
     def wrap(handler: Callable) -> Callable:
         def problem(args, kwargs, exc):
             lang = language(_request_of(handler, args, kwargs))
-            if not isinstance(exc, StudioError):
+            if isinstance(exc, gpu.GpuTaskAborted):
+                exc = UserError("gpu_aborted")
+            elif isinstance(exc, gr.Error):  # ZeroGPU's own refusals say what happened
+                exc = StudioError(getattr(exc, "message", None) or str(exc))
+            elif not isinstance(exc, StudioError):
                 log.error("unexpected error in %s", handler.__name__, exc_info=exc)
                 exc = UserError("unexpected")
             return _problem_reply(lang, exc, outputs, status)
@@ -102,7 +106,7 @@ def answers(outputs: int, status: int | None = None):
             def stream(*args, **kwargs):
                 try:
                     yield from handler(*args, **kwargs)
-                except (gr.Error, GeneratorExit):
+                except GeneratorExit:
                     raise
                 except Exception as exc:  # noqa: BLE001 - answered, never shown as a trace
                     yield problem(args, kwargs, exc)
@@ -112,8 +116,6 @@ def answers(outputs: int, status: int | None = None):
         def call(*args, **kwargs):
             try:
                 return handler(*args, **kwargs)
-            except gr.Error:
-                raise
             except Exception as exc:  # noqa: BLE001
                 return problem(args, kwargs, exc)
         return call

@@ -1,0 +1,142 @@
+"""The whole workflow under ZeroGPU's constraints (`BIOMED_DPT_ZEROGPU=emulate`: every compute
+call in a forked worker, arguments and results pickled, the model unusable outside), compared
+with the same workflow run in-process: a call that relied on changing what it was given, or on
+the model outside a GPU call, fails or differs here."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo import gpu
+from demo.handlers import AUTO_WINDOW
+from demo.session import Session
+from tests.demo.conftest import CT_FILES, MR_FILES, ROWS, real_scan
+from tests.demo.test_handlers import _class_zip, last
+
+NOOP = lambda *a, **k: None  # noqa: E731
+
+
+def workflow(studio, folder: Path) -> dict:
+    """Task, examples (encoded as they arrive), tune, predict, another class's map, the report,
+    evaluate with a cell's maps, save and load the prompts: what a user sees of each."""
+    session = Session()
+    out = {}
+    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
+    for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
+        studio.add_examples(session, [real_scan(n, folder) for n in names], label, AUTO_WINDOW)
+    out["features"] = last(studio.prepare_features(session))[1]
+    tuned = list(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=NOOP))
+    out["summary"] = tuned[-1][1]
+    out["saved"] = next(u[4] for u in tuned if isinstance(u[4], str))
+    scan = real_scan("MR_small_padded.dcm", folder)
+    predicted = studio.predict(session, scan, AUTO_WINDOW)
+    out["tuned"], out["zero"], out["baseline"] = predicted[1], predicted[2], predicted[8]
+    out["map"] = np.asarray(Image.open(predicted[4]), dtype=np.int16)
+    other = [c for c in session.classes if c != predicted[5]["value"]][0]
+    _, switched, report = studio.change_map(session, other, 0.6, "jet")
+    out["switched"] = np.asarray(Image.open(switched), dtype=np.int16)
+    out["report"] = json.loads(Image.open(report).text["biomed-dpt-report"])["explained"]
+    studio.add_test_scans(session, _class_zip(folder), None, ROWS[0][0], AUTO_WINDOW)
+    evaluated = studio.evaluate(session)
+    out["evaluated"] = evaluated[1]
+    out["table"] = evaluated[2]["value"].values.tolist()
+    cell = evaluated[5]["choices"][0][1]
+    out["cell"] = [np.asarray(Image.open(p), dtype=np.int16)
+                   for p, _ in studio.show_cell(session, cell)[1]]
+    fresh = Session()
+    upload = folder / "upload.safetensors"
+    upload.write_bytes(Path(out["saved"]).read_bytes())
+    out["loaded"] = studio.load_prompts(fresh, str(upload))[1]
+    out["again"] = studio.predict(fresh, real_scan("MR_small_padded.dcm", folder), AUTO_WINDOW)[1]
+    return out
+
+
+def stopped_run(studio, session_source, folder: Path) -> list:
+    updates = []
+    for update in studio.tune(session_source, "fast", 12.5, 0.25, 2000, 1, 1, progress=NOOP):
+        updates.append(update)
+        if update[1].startswith("Step "):
+            studio.stop(session_source)
+    return updates
+
+
+@pytest.fixture(scope="module")
+def both(studio, tmp_path_factory):
+    previous = os.environ.pop(gpu.MODE_ENV, None)
+    try:
+        local = workflow(studio, tmp_path_factory.mktemp("local"))
+        os.environ[gpu.MODE_ENV] = gpu.EMULATE
+        emulated = workflow(studio, tmp_path_factory.mktemp("emulated"))
+    finally:
+        os.environ.pop(gpu.MODE_ENV, None)
+        if previous is not None:
+            os.environ[gpu.MODE_ENV] = previous
+    return local, emulated
+
+
+def test_the_workflow_runs_under_zerogpus_constraints(both):
+    _, out = both
+    assert "ready" in out["features"]
+    assert "Tuning finished" in out["summary"] and "held-out" in out["summary"].lower()
+    assert sum(out["tuned"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert np.abs(out["map"] - out["switched"]).max() > 50 and out["report"] in ROWS[0][0] + ROWS[1][0]
+    assert "3 test scans" in out["evaluated"]
+    assert out["cell"] and "Loaded prompts" in out["loaded"]
+    assert out["again"] == pytest.approx(out["tuned"], abs=1e-5)
+
+
+def test_the_workflow_gives_what_it_gives_in_process(both):
+    local, emulated = both
+    for key in ("tuned", "zero", "again"):
+        assert emulated[key] == pytest.approx(local[key], abs=1e-5), key
+    # the linear probe's L-BFGS fit carries the features' last bits (one thread there, two here)
+    assert emulated["baseline"] == pytest.approx(local["baseline"], abs=1e-3)
+    assert emulated["table"] == local["table"]
+    # the same maps, to the last bits of a float summed on one thread there and two here
+    for mine, theirs in zip([emulated["map"], *emulated["cell"]], [local["map"], *local["cell"]]):
+        assert np.abs(mine - theirs).max() <= 2
+    assert len(emulated["cell"]) == len(local["cell"])
+
+
+def test_stop_reaches_a_running_gpu_worker(studio, tmp_path, monkeypatch):
+    monkeypatch.setenv(gpu.MODE_ENV, gpu.EMULATE)
+    session = Session()
+    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
+    for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
+        studio.add_examples(session, [real_scan(n, tmp_path) for n in names], label, AUTO_WINDOW)
+    updates = stopped_run(studio, session, tmp_path)
+    assert "stopped by you" in updates[-1][1]
+    assert session.tuned is not None and len(session.history.steps) < 2000
+
+
+def test_a_spent_quota_runs_the_workflow_on_the_cpu(studio, tmp_path, monkeypatch):
+    monkeypatch.setenv(gpu.MODE_ENV, gpu.EMULATE_NO_QUOTA)
+    session = Session()
+    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
+    for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
+        studio.add_examples(session, [real_scan(n, tmp_path) for n in names], label, AUTO_WINDOW)
+    final = last(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=NOOP))
+    assert "Tuning finished" in final[1]
+    out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
+    assert sum(out[1].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_run_past_its_gpu_time_is_answered_and_loses_nothing(studio, tmp_path, monkeypatch):
+    from demo import compute
+
+    monkeypatch.setenv(gpu.MODE_ENV, gpu.EMULATE)
+    session = Session()
+    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
+    for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
+        studio.add_examples(session, [real_scan(n, tmp_path) for n in names], label, AUTO_WINDOW)
+    last(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=NOOP))
+    kept = session.tuned
+    monkeypatch.setattr(compute, "MAX_S", 1.0)  # ZeroGPU lends this call one second
+    final = last(studio.tune(session, "fast", 12.5, 0.25, 100000, 1, 3, progress=NOOP))
+    assert final[1].startswith("⚠️") and "longer than the GPU time" in final[1]
+    assert session.tuned is kept and len(session.examples) == 6
