@@ -275,6 +275,38 @@ def test_save_then_load_gives_identical_features(bb, tmp_path):
     assert torch.equal(loaded.teacher_features(), dp.teacher_features())
 
 
+def test_a_state_is_plain_data_that_scores_saves_and_rebuilds_the_module(bb, tmp_path):
+    import pickle
+
+    dp = make(bb, PromptConfig(template=BRAIN_TEMPLATE), descriptions=DESCRIPTIONS)
+    with torch.no_grad():
+        dp.ctx.add_(0.1 * torch.randn(dp.ctx.shape, generator=torch.Generator().manual_seed(6)))
+    dp.teacher_features()
+    state = pickle.loads(pickle.dumps(dp.eval().state()))  # what crosses a process boundary
+    assert state.ctx.device.type == state.text.device.type == "cpu"
+    assert set(state.targets) >= {"teacher"} and state.fingerprint == bb.fingerprint
+    feats = dp.image_features(pixels(3))
+    with torch.no_grad():
+        expected = dp.logits(feats).softmax(dim=-1).cpu()
+    assert torch.allclose(state.proba(feats), expected, atol=1e-6)
+    rebuilt = DualPrompt.from_state(bb, state)
+    assert torch.equal(rebuilt.ctx, dp.ctx) and rebuilt.cfg == dp.cfg
+    assert torch.equal(rebuilt.teacher_features(), dp.teacher_features())
+    with torch.no_grad():
+        assert torch.allclose(rebuilt.text_features(), dp.text_features(), atol=1e-6)
+    loaded = DualPrompt.load(state.save(tmp_path / "s.safetensors", info={"a": 1}), bb)
+    assert torch.equal(loaded.ctx, dp.ctx) and loaded.info == {"a": 1}
+    fresh = DualPrompt.from_state(bb, state.__class__.untrained(
+        dp.classnames, dp.descriptions, dp.cfg, bb.name, bb.fingerprint, state.targets))
+    assert torch.equal(fresh.ctx, make(bb, PromptConfig(template=BRAIN_TEMPLATE)).ctx)
+
+
+def test_a_state_made_on_another_model_is_refused(backbones):
+    state = make(backbones["tiny-clip"]).state()
+    with pytest.raises(CheckpointError, match="another model"):
+        DualPrompt.from_state(backbones["tiny-biomedclip"], state)
+
+
 def test_checkpoint_holds_only_the_context_and_json_metadata(bb, tmp_path):
     path = make(bb).save(tmp_path / "p.safetensors")
     tensors, meta = read_checkpoint(path)

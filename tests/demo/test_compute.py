@@ -1,0 +1,95 @@
+"""Compute calls: plain data in and out, the same numbers as the engine called directly."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.explain import relevance_maps
+from core.features import encode as engine_encode
+from core.prompts import DualPrompt, PromptConfig, PromptState
+from core.train import TrainConfig
+from demo import compute, gpu
+from demo.host import ModelHost
+
+CLASSES = ["cyst", "stone"]
+CFG = PromptConfig(template="a CT photo of a {} in the kidney.")
+
+
+@pytest.fixture(autouse=True)
+def serving(backbones, monkeypatch):
+    monkeypatch.delenv(gpu.MODE_ENV, raising=False)
+    return ModelHost(backbones["tiny-biomedclip"]).bb
+
+
+def pictures(n: int) -> list[Image.Image]:
+    rng = np.random.default_rng(3)
+    return [Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_zero_shot_is_the_plain_template_classifier_as_data(serving):
+    state = compute.zero_shot(CLASSES, {"cyst": ["round and dark"]}, CFG)
+    expected = DualPrompt(serving, CLASSES, CFG).zero_shot()
+    with torch.no_grad():
+        assert torch.allclose(state.text, expected.text_features(), atol=1e-6)
+    assert state.plain and state.classnames == CLASSES and "template" in state.targets
+
+
+def test_encoding_streams_progress_and_equals_the_engine(serving, tmp_path):
+    images = pictures(5)
+    events = list(compute.encode(images, [f"k{i}" for i in range(5)], ["eval", "rrc0.5-1#0"],
+                                 4, "fp32"))
+    assert events[0] == ("progress", 0, 10) and events[-1][0] == "features"
+    feats = events[-1][1]
+    assert feats.shape == (2, 5, serving.embed_dim)
+    direct = engine_encode(serving, images, vision_prompts=4, precision="fp32")
+    assert torch.allclose(feats[0], direct, atol=1e-6)
+    stop = tmp_path / "stop"
+    stop.touch()
+    assert list(compute.encode(images, ["a"] * 5, ["eval"], 4, "fp32", str(stop)))[-1] == \
+        ("stopped", None)
+
+
+def test_tuning_streams_steps_and_returns_plain_results(serving, tmp_path):
+    images = pictures(6)
+    labels = [0, 1, 0, 1, 0, 1]
+    feats = engine_encode(serving, images, vision_prompts=4, precision="fp32")
+    task = PromptState.untrained(CLASSES, {}, CFG, serving.name, serving.fingerprint)
+    events = list(compute.tune(task, feats, labels, TrainConfig.fast(steps=8, precision="fp32")))
+    steps = [e[1] for e in events if e[0] == "step"]
+    assert [s.done for s in steps] == list(range(1, 9))
+    _, history, tuned = events[-1]
+    assert len(history.steps) == 8 and tuned.ctx is not None and tuned.text.shape == (2, 64)
+    assert set(tuned.targets) >= {"teacher"}
+    pickle.dumps((history, tuned))  # results cross a process boundary
+    stop = tmp_path / "stop"
+    stop.touch()
+    stopped = list(compute.tune(task, feats, labels, TrainConfig.fast(steps=50), str(stop)))
+    assert stopped[-1][1].stopped == "user" and len(stopped[-1][1].steps) <= 1
+
+
+def test_a_scan_is_seen_once_per_tower_with_the_map_of_its_top_class(serving):
+    picture = pictures(1)[0]
+    zero = compute.zero_shot(CLASSES, {}, CFG)
+    feats, top, heat = compute.look(picture, "key", (0, 4), "fp32", zero, 0)
+    assert set(feats) == {0, 4} and feats[0].shape == (serving.embed_dim,)
+    assert top == int(zero.logits(feats[0][None]).argmax())
+    dp = DualPrompt.from_state(serving, zero)
+    expected = relevance_maps(dp, serving.pixels([picture]), [top])[0]
+    assert heat.shape == (224, 224) and np.allclose(heat, expected, atol=1e-5)
+    again = compute.maps(zero, [picture, picture], [top, 1 - top])
+    assert np.allclose(again[0], heat, atol=1e-5) and not np.allclose(again[1], heat)
+
+
+def test_durations_follow_the_work():
+    cfg = TrainConfig.fast(time_budget_s=90)
+    assert compute._tune_s(None, None, None, cfg) == pytest.approx(compute.START_S + 90)
+    assert compute._tune_s(None, None, None, TrainConfig.fast(time_budget_s=10_000)) == \
+        compute.MAX_S
+    few = compute._encode_s([0] * 4, [], ["eval"])
+    many = compute._encode_s([0] * 400, [], ["eval"] * 9)
+    assert few == pytest.approx(compute.START_S + 4 * compute.PER_IMAGE_S)
+    assert few < many <= compute.MAX_S
