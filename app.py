@@ -11,4 +11,4 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 demo, args = create_app()
 
 if __name__ == "__main__":
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options(args.mcp))

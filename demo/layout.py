@@ -12,7 +12,7 @@ import gradio as gr
 
 from core import presets
 from core.overlay import colorbar
-from demo import gpu, storage
+from demo import gpu, storage, tools
 from demo.handlers import AUTO_WINDOW, MANUAL_WINDOW, Studio, window_choices
 from demo.strings import EN, KO
 
@@ -91,7 +91,10 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
                                                 api_visibility="private")
 
 
-def build_demo(studio: Studio) -> gr.Blocks:
+def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
+    """The page, the step endpoints (one browser or `gradio_client` session each), and the
+    stateless tools. With `mcp`, only the tools are documented, and so only they are MCP tools
+    (a tool's `gr.State` would be reset at every call); the step endpoints stay callable."""
     modalities = presets.load_modalities()
     tasks = presets.load_tasks()
     first = presets.modality("MRI")
@@ -355,14 +358,20 @@ def build_demo(studio: Studio) -> gr.Blocks:
                      test_class, save, *windows],
                     api_name="load_prompts").then(_bump, cards_rev, cards_rev, queue=False,
                                                   api_visibility="private")
+        offered = tools.register(studio, "infer", INFER_CONCURRENCY)
+    if mcp:  # the tools only: every other endpoint stays callable, undocumented
+        for fn in demo.fns.values():
+            if fn.api_visibility == "public" and fn.api_name not in offered.names:
+                fn.api_visibility = "undocumented"
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=4)
     return demo
 
 
-def launch_options() -> dict:
-    """Options that belong to `launch()` in Gradio 6: privacy and look."""
+def launch_options(mcp: bool = False) -> dict:
+    """Options that belong to `launch()` in Gradio 6: privacy, look, and the MCP server (at
+    /gradio_api/mcp/) when asked for."""
     return dict(run_history=False, max_file_size=MAX_UPLOAD, i18n=I18N, css=CSS,
-                theme=gr.themes.Soft(), show_error=False)
+                theme=gr.themes.Soft(), show_error=False, mcp_server=mcp)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -374,6 +383,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="make a temporary public link")
+    parser.add_argument("--mcp", action="store_true",
+                        help="also serve the stateless tools to agents as an MCP server "
+                             "(streamable HTTP at /gradio_api/mcp/)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="longest a tuning run may take, in seconds (default 300; 90 on "
                              "ZeroGPU, where a run is one GPU call)")
@@ -390,4 +402,4 @@ def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, argparse.Names
         ZEROGPU_TIME_BUDGET_S if zerogpu else TIME_BUDGET_S)
     studio = Studio.start(args.backbone, args.device, background=not zerogpu,
                           time_budget_s=budget)
-    return build_demo(studio), args
+    return build_demo(studio, args.mcp), args

@@ -36,6 +36,11 @@ EN: dict[str, str] = {
     "gpu_aborted": "This step took longer than the GPU time it was given and was stopped; your "
                    "work so far is kept. Try fewer steps, a shorter time limit or fewer scans.",
     "stopped_evaluation": "The evaluation was stopped; press Evaluate again to run it.",
+    "unknown_method": "The method {method} is not one this app offers; use one of {methods}.",
+    "choose_support": "Give a support set: a .zip with one folder per class holding its scans.",
+    "support_needs_classes": "The support set needs at least two class folders, each holding "
+                             "scans (the folder's name is the class name).",
+    "line_too_long": "Too many tuning runs are waiting; try again in a few minutes.",
     # step 1
     "task_set": "Task set: {n} classes ({classes}). Now add a few examples of each (step 2).",
     "renamed": "Renamed {old} to {new}; its {n} examples were kept.",
@@ -222,6 +227,11 @@ KO: dict[str, str] = {
     "gpu_aborted": "이 단계가 받은 GPU 시간을 넘겨 중지되었습니다. 지금까지의 작업은 그대로 있습니다. "
                    "스텝 수나 시간 제한, 스캔 수를 줄여 다시 시도하세요.",
     "stopped_evaluation": "평가가 중지되었습니다. 다시 실행하려면 평가를 누르세요.",
+    "unknown_method": "{method} 방법은 이 앱에 없습니다. 다음 중 하나를 쓰세요: {methods}.",
+    "choose_support": "지원 세트를 주세요: 클래스마다 폴더 하나에 스캔을 담은 .zip 파일.",
+    "support_needs_classes": "지원 세트에는 스캔이 든 클래스 폴더가 두 개 이상 있어야 합니다 "
+                             "(폴더 이름이 클래스 이름입니다).",
+    "line_too_long": "기다리는 튜닝이 너무 많습니다. 몇 분 뒤에 다시 시도하세요.",
     "task_set": "과제 설정 완료: 클래스 {n}개 ({classes}). 이제 클래스마다 예시를 몇 개씩 추가하세요 "
                 "(2단계).",
     "renamed": "{old}의 이름을 {new}(으)로 바꾸었습니다. 예시 {n}개는 그대로 유지됩니다.",

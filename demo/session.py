@@ -95,6 +95,7 @@ class Prediction:
     frame: int | None = None
     n_frames: int = 1
     digest: str = ""
+    plain: torch.Tensor | None = None  # (D,) its plain BiomedCLIP feature, for the baselines
 
 
 class StopFlag:
@@ -570,10 +571,25 @@ class Session:
             suggested_modality=suggest_modality(scan),
             colour_mismatch=colour_mismatch(picture, self.modality),
             window=_window_name(window if _window_applies(scan, window) else None),
-            frame=frame_used(scan, index), n_frames=scan.n_frames, digest=digest)
+            frame=frame_used(scan, index), n_frames=scan.n_frames, digest=digest,
+            plain=plain[0])
         prediction.maps[top] = heat
         self.prediction = prediction
         return prediction
+
+    def scores(self, info: ModelInfo, method: str) -> dict[str, float]:
+        """The last predicted scan's class probabilities by a baseline (`COMPARED`) fitted on
+        the examples."""
+        p = self.prediction
+        if p is None:
+            raise UserError("predict_first")
+        if method == "zero-shot":
+            return p.zero_shot
+        clf = self.baseline(info, method)
+        if clf is None:
+            raise UserError("need_examples", classes=", ".join(
+                c for c, n in self.counts().items() if n == 0))
+        return _as_dict(self.classes, torch.from_numpy(clf.predict_proba(p.plain[None])[0]))
 
     def nearest(self, info: ModelInfo, feature: torch.Tensor, precision: str = "auto",
                 k: int = NEAREST) -> list[tuple[Example, float]]:

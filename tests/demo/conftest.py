@@ -40,9 +40,9 @@ def app_log(tmp_path_factory):
     return tmp_path_factory.mktemp("app") / "app.log"
 
 
-@pytest.fixture(scope="session")
-def app_url(app_log):
-    """`python app.py --backbone tiny-biomedclip` started as a user would, on a free port."""
+def start_app(log, *flags: str):
+    """`python app.py --backbone tiny-biomedclip` (and `flags`) started as a user would, on a
+    free port; yields its URL and stops it afterwards."""
     import os
     import subprocess
     import sys
@@ -52,12 +52,11 @@ def app_url(app_log):
 
     root = Path(__file__).resolve().parents[2]
     port = _free_port()
-    log = app_log
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "app.py", "--backbone", "tiny-biomedclip", "--port", str(port)],
-            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "app.py", "--backbone", "tiny-biomedclip", "--port", str(port),
+             *flags], cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     while True:
@@ -67,7 +66,7 @@ def app_url(app_log):
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError("the app did not start:\n" + log.read_text()[-3000:])
+                raise RuntimeError("the app did not start:\n" + Path(log).read_text()[-3000:])
             time.sleep(0.5)
     yield url
     process.terminate()
@@ -75,3 +74,8 @@ def app_url(app_log):
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_log):
+    yield from start_app(app_log)
