@@ -1,7 +1,12 @@
 """Biomed-DPT Studio: `python app.py` opens the clinician app in a browser (`--help` for flags)."""
 import logging
 
-from demo import storage
+try:  # on a ZeroGPU Space, `spaces` must be imported before torch
+    import spaces  # noqa: F401
+except ImportError:
+    pass
+
+from demo import storage  # noqa: E402
 
 storage.start()  # the private folder for uploads and downloads, before gradio reads it
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 CLASSES = [["computed tomography", "cross-sectional x-ray image"], ["magnetic resonance", ""]]
@@ -20,13 +21,12 @@ FILES = {"computed tomography": ["CT_small.dcm", "693_UNCR.dcm", "693_UNCI.dcm"]
          "magnetic resonance": ["MR_small.dcm", "MR2_UNCR.dcm", "MR_small_implicit.dcm"]}
 
 
-def app_start_s(spec: str) -> tuple[float, float]:
-    """Seconds from `python app.py --backbone SPEC` to (the page being served, the model being
-    ready), as a person opening the page would see them."""
+@contextmanager
+def serve(spec: str, *flags: str, timeout_s: float = 300):
+    """`python app.py --backbone SPEC` on a free port: yields (its URL, when it was started)
+    once the page is served; stopped afterwards."""
     import socket
     import urllib.request
-
-    from gradio_client import Client
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -34,25 +34,35 @@ def app_start_s(spec: str) -> tuple[float, float]:
     root = Path(__file__).resolve().parents[1]
     url = f"http://127.0.0.1:{port}/"
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "app.py", "--backbone", spec, "--port", str(port)],
-                               cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "app.py", "--backbone", spec, "--port", str(port),
+                                *flags], cwd=root, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     try:
         while True:
             try:
                 urllib.request.urlopen(url, timeout=2)
                 break
             except OSError:
-                if process.poll() is not None or time.perf_counter() - started > 300:
+                if process.poll() is not None or time.perf_counter() - started > timeout_s:
                     raise RuntimeError("the app did not start")
                 time.sleep(0.1)
+        yield url, started
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def app_start_s(spec: str) -> tuple[float, float]:
+    """Seconds from `python app.py --backbone SPEC` to (the page being served, the model being
+    ready), as a person opening the page would see them."""
+    from gradio_client import Client
+
+    with serve(spec) as (url, started):
         page = time.perf_counter() - started
         client = Client(url, verbose=False)
         while client.predict(api_name="/status")[0].startswith("⏳"):
             time.sleep(0.1)
         return page, time.perf_counter() - started
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def copies(names: list[str], folder: Path) -> list[str]:

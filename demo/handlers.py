@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
 import time
 from contextlib import closing
 from datetime import datetime
@@ -40,6 +41,8 @@ MANUAL_WINDOW = "manual"
 LEGACY_AUTO = "file's own / automatic"
 COLOUR_MAPS = ("jet", "cividis")
 LINE_POLL_S = 1.0
+IDLE_S = 30 * 60.0  # a session unused this long is cleared (the page says 30 minutes)
+IDLE_SWEEP_S = 60.0
 KEEP_REPORTS = 3
 
 
@@ -159,6 +162,11 @@ class Studio:
         self.files = storage.SessionFiles()
         self.sessions: dict[str, Any] = {}
         self.line = TuningLine()
+        self.idle_s = IDLE_S
+
+    def start_sweeping(self) -> None:
+        """Clear idle sessions in the background (the server does; tests call `expire_idle`)."""
+        threading.Thread(target=self._sweep_idle, daemon=True, name="idle-sessions").start()
 
     # ---- the model ------------------------------------------------------------------------
     @classmethod
@@ -170,6 +178,7 @@ class Studio:
         studio = cls(None, None, **options)
         studio.host.device = device
         studio.host.load(spec, background)
+        studio.start_sweeping()
         return studio
 
     @property
@@ -243,8 +252,36 @@ class Studio:
         if not owner:
             owner = f"local-{id(session):x}"
         session.owner = owner
+        if session.gone and session.expired:
+            session.revive()
+            self.sessions[owner] = session
+            raise UserError("session_expired", minutes=round(self.idle_s / 60))
+        session.last_used = time.monotonic()
         self.sessions[owner] = session
         return session
+
+    def expire_idle(self, now: float | None = None) -> int:
+        """Clear the sessions unused for `idle_s` (their work and files); returns how many.
+        Their pages, when still open, are told at their next step."""
+        now = time.monotonic() if now is None else now
+        idle = [(owner, s) for owner, s in list(self.sessions.items())
+                if now - s.last_used > self.idle_s]
+        for owner, session in idle:
+            session.close()
+            session.expired = True
+            self.sessions.pop(owner, None)
+            self.files.close(owner)
+        if idle:
+            log.info("cleared %d idle sessions", len(idle))
+        return len(idle)
+
+    def _sweep_idle(self) -> None:
+        while True:
+            time.sleep(IDLE_SWEEP_S)
+            try:
+                self.expire_idle()
+            except Exception:  # noqa: BLE001 - the sweeper must keep going
+                log.exception("clearing idle sessions failed")
 
     def _keep(self, session, paths) -> None:
         self.files.remember(session.owner, paths)

@@ -1,8 +1,9 @@
 """The app's layout: six steps as tabs, wired to `Studio` handlers.
 
 Queues: tuning runs take turns in their own line (`TuningLine`, each waiting user told their
-place), so prediction, maps, evaluation and reading examples ("infer") never wait behind
-another user's tuning. The Stop button and light events bypass the queue.
+place), and the encoding of examples as they arrive has its own ("encode"), so prediction, maps,
+evaluation and reading examples ("infer") never wait behind another user's tuning or encoding.
+The Stop button and light events bypass the queue.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ I18N = gr.I18n(en=EN, ko=KO)
 QUEUE_SIZE = 16
 TUNING_SESSIONS = 8  # tuning generators alive at once: one runs, the others report their place
 INFER_CONCURRENCY = 2
+ENCODE_CONCURRENCY = 1  # encoding examples as they arrive: its own line, never before predictions
 MAX_UPLOAD = "200mb"
 TIME_BUDGET_S = 300.0
 ZEROGPU_TIME_BUDGET_S = 90.0  # plus the worker's start: within what ZeroGPU lends per call
@@ -84,8 +86,8 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
                   concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY,
                   api_visibility="private").then(_bump, rev, rev, queue=False,
                                                  api_visibility="private").then(
-        studio.prepare_features, session, [session, features_status], concurrency_id="infer",
-        concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
+        studio.prepare_features, session, [session, features_status], concurrency_id="encode",
+        concurrency_limit=ENCODE_CONCURRENCY, api_visibility="private")
     remove.click(studio.remove_selected, session, [session, status, gallery, counts],
                  api_visibility="private").then(_bump, rev, rev, queue=False,
                                                 api_visibility="private")
@@ -289,7 +291,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                           concurrency_limit=INFER_CONCURRENCY).then(
             _bump, cards_rev, cards_rev, queue=False, api_visibility="private").then(
             studio.prepare_features, session, [session, features_status],
-            concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
+            concurrency_id="encode", concurrency_limit=ENCODE_CONCURRENCY, api_visibility="private")
 
         view_inputs = [files, window, level, width, index]
         view_outputs = [preview, preview_text, frame]
@@ -305,7 +307,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                   concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
             _bump, cards_rev, cards_rev, queue=False, api_visibility="private").then(
             studio.prepare_features, session, [session, features_status],
-            concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
+            concurrency_id="encode", concurrency_limit=ENCODE_CONCURRENCY, api_visibility="private")
         remove.click(studio.remove_selected, session, [session, example_status, gallery, counts],
                      api_name="remove_selected").then(_bump, cards_rev, cards_rev, queue=False,
                                                        api_visibility="private")
@@ -358,7 +360,8 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                      test_class, save, *windows],
                     api_name="load_prompts").then(_bump, cards_rev, cards_rev, queue=False,
                                                   api_visibility="private")
-        offered = tools.register(studio, "infer", INFER_CONCURRENCY)
+        offered = tools.register(studio, {"infer": ("infer", INFER_CONCURRENCY),
+                                          "tune": ("tune", TUNING_SESSIONS)})
     if mcp:  # the tools only: every other endpoint stays callable, undocumented
         for fn in demo.fns.values():
             if fn.api_visibility == "public" and fn.api_name not in offered.names:

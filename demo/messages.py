@@ -41,6 +41,9 @@ EN: dict[str, str] = {
     "support_needs_classes": "The support set needs at least two class folders, each holding "
                              "scans (the folder's name is the class name).",
     "line_too_long": "Too many tuning runs are waiting; try again in a few minutes.",
+    "session_expired": "This session was cleared after {minutes} minutes without use, with its "
+                       "examples and files. Set the task again (a saved prompts file brings "
+                       "the prompts back).",
     # step 1
     "task_set": "Task set: {n} classes ({classes}). Now add a few examples of each (step 2).",
     "renamed": "Renamed {old} to {new}; its {n} examples were kept.",
@@ -232,6 +235,8 @@ KO: dict[str, str] = {
     "support_needs_classes": "지원 세트에는 스캔이 든 클래스 폴더가 두 개 이상 있어야 합니다 "
                              "(폴더 이름이 클래스 이름입니다).",
     "line_too_long": "기다리는 튜닝이 너무 많습니다. 몇 분 뒤에 다시 시도하세요.",
+    "session_expired": "{minutes}분 동안 쓰지 않아 이 세션이 예시와 파일과 함께 지워졌습니다. 작업을 "
+                       "다시 설정하세요(저장한 프롬프트 파일로 프롬프트를 되살릴 수 있습니다).",
     "task_set": "과제 설정 완료: 클래스 {n}개 ({classes}). 이제 클래스마다 예시를 몇 개씩 추가하세요 "
                 "(2단계).",
     "renamed": "{old}의 이름을 {new}(으)로 바꾸었습니다. 예시 {n}개는 그대로 유지됩니다.",

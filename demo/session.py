@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,9 @@ class Session:
     cell_scans: list[Example] = field(default_factory=list)  # the confusion cell shown
     cell_selected: int | None = None
     held_out: dict | None = None  # the last held-out estimate (see `estimate`)
-    gone: bool = False  # the browser session ended: background work stops
+    gone: bool = False  # the browser session ended (or expired): background work stops
+    last_used: float = field(default_factory=time.monotonic)  # for idle expiry
+    expired: bool = False  # cleared for being idle (not closed): its page is told
     info: ModelInfo | None = None  # the model the features and prompts belong to
     _zero: tuple | None = field(default=None, repr=False)
     _targets: tuple | None = field(default=None, repr=False)  # (task, frozen text targets)
@@ -632,6 +635,10 @@ class Session:
         self.gone = True
         self.stop.set()
         self.stop.discard()
+
+    def revive(self) -> None:
+        """An expired session, empty, made usable again (its page is still open)."""
+        self.__dict__.update(Session(owner=self.owner).__dict__)
 
 
 def parse_class_rows(rows: Iterable[Sequence[str]]) -> tuple[list[str], dict[str, list[str]]]:

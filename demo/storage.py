@@ -26,6 +26,7 @@ PREFIX = "biomed-dpt-studio-"
 OWNER_FILE = ".pid"
 SWEEP_EVERY_S = 300
 MAX_AGE_S = 3300
+FRESH_S = 30.0  # an upload this recent may be another session's copy of the same file
 LEFTOVER_AGE_S = 10.0  # with the sweep every 5 minutes: nothing is older than an hour
 _lock = threading.Lock()
 _folder: Path | None = None
@@ -126,17 +127,24 @@ class SessionFiles:
 
     def close(self, owner: str) -> int:
         """Delete the session's uploads (unless another open session holds the same cached
-        file) and its downloads; returns how many files went."""
+        file) and its downloads; returns how many files went. Gradio keeps one file per
+        content and name, so a file written in the last `FRESH_S` seconds may be someone
+        else's upload of the same scan, not yet seen by a handler: it is deleted after that
+        window unless a session has taken it up by then."""
         with self._lock:
             mine = self._uploads.pop(owner, set())
-            gone = []
+            gone, later = [], []
             for path in mine:
                 self._holders[path] -= 1
                 if self._holders[path] <= 0:
                     del self._holders[path]
-                    gone.append(path)
+                    (later if _fresh(path) else gone).append(path)
         for path in gone:
             delete_file(path)
+        if later:
+            wait = threading.Timer(FRESH_S, self._delete_unheld, args=(later,))
+            wait.daemon = True
+            wait.start()
         remove_upload_leftovers()
         later = threading.Timer(LEFTOVER_AGE_S + 5, remove_upload_leftovers)
         later.daemon = True
@@ -147,6 +155,23 @@ class SessionFiles:
             count += sum(1 for p in downloads.iterdir() if p.is_file())
             shutil.rmtree(downloads, ignore_errors=True)
         return count
+
+
+    def _delete_unheld(self, paths: list[str]) -> None:
+        with self._lock:
+            unheld = [p for p in paths if p not in self._holders]
+        for path in unheld:
+            if not _fresh(path):  # written again meanwhile: its new uploader's, for now
+                delete_file(path)
+
+
+def _fresh(path: str) -> bool:
+    import time
+
+    try:
+        return time.time() - os.stat(path).st_mtime < FRESH_S
+    except OSError:
+        return False
 
 
 def remove_upload_leftovers(min_age_s: float | None = None) -> int:

@@ -12,8 +12,9 @@ EN = {
     "privacy": "**Your files:** only the decoded pictures and their image features are kept, "
                "in memory, while you work. Uploaded files and downloads are deleted within a "
                "minute of closing this page, and all of them when the server stops; files sent "
-               "through the API are deleted within an hour. Names and other identifying DICOM "
-               "fields are never kept, shown or logged.",
+               "through the API are deleted within an hour. A session left unused for 30 "
+               "minutes is cleared with its files (save your prompts file to keep them). Names "
+               "and other identifying DICOM fields are never kept, shown or logged.",
     "retry_model": "Try loading the model again",
     "use_demo_model": "Continue with the demo model (meaningless predictions)",
     "level": "Window level (centre)",
@@ -99,8 +100,9 @@ KO = {
                   "안 됩니다. 공유가 허락되지 않은 영상은 올리지 마세요.",
     "privacy": "**내 파일:** 작업하는 동안 해독된 영상과 그 영상 특징만 메모리에 보관됩니다. 올린 파일과 내려받을 "
                "파일은 이 페이지를 닫은 뒤 1분 안에 삭제되고, 서버가 멈추면 모두 삭제됩니다. API로 "
-               "보낸 파일은 1시간 안에 삭제됩니다. 이름 등 개인을 식별할 수 있는 DICOM 항목은 "
-               "보관하거나 표시하거나 기록하지 않습니다.",
+               "보낸 파일은 1시간 안에 삭제됩니다. 30분 동안 쓰지 않은 세션은 그 파일과 함께 "
+               "지워집니다(프롬프트를 남기려면 프롬프트 파일을 저장하세요). 이름 등 개인을 식별할 수 "
+               "있는 DICOM 항목은 보관하거나 표시하거나 기록하지 않습니다.",
     "retry_model": "모델 다시 불러오기",
     "use_demo_model": "데모 모델로 계속하기 (예측에 의미 없음)",
     "level": "창 중심값 (level)",

@@ -221,10 +221,13 @@ class Tools:
             session.stop.discard()
 
 
-def register(studio, concurrency_id: str, concurrency_limit: int) -> Tools:
-    """The tools as API endpoints (inside a `gr.Blocks` being built)."""
+def register(studio, queues: dict[str, tuple[str, int]]) -> Tools:
+    """The tools as API endpoints (inside a `gr.Blocks` being built); `queues`: the
+    (concurrency id, limit) of "infer" and "tune" work (a few-shot call may tune, and then
+    takes its turn among tuning runs, never holding up predictions)."""
     tools = Tools(studio)
     for name in tools.names:
-        gr.api(getattr(tools, name), api_name=name, concurrency_id=concurrency_id,
-               concurrency_limit=concurrency_limit)
+        queue_id, limit = queues["tune" if name == "classify_few_shot" else "infer"]
+        gr.api(getattr(tools, name), api_name=name, concurrency_id=queue_id,
+               concurrency_limit=limit)
     return tools

@@ -238,6 +238,8 @@ def test_closing_the_page_deletes_the_sessions_files(studio, tmp_path):
                                      progress=lambda *a, **k: None))
     uploads = studio.files.owned(session.owner)
     assert uploads and all(os.path.exists(p) for p in uploads) and os.path.exists(saved)
+    for path in uploads:  # uploaded a while ago
+        os.utime(path, (os.path.getmtime(path) - 60,) * 2)
 
     class Closed:
         session_hash = session.owner
@@ -245,6 +247,31 @@ def test_closing_the_page_deletes_the_sessions_files(studio, tmp_path):
     studio.close_session(Closed())
     assert not os.path.exists(saved) and not any(os.path.exists(p) for p in uploads)
     assert session.examples == [] and session.tuned is None
+
+
+def test_a_file_just_uploaded_again_by_someone_else_outlives_the_first_page(tmp_path,
+                                                                           monkeypatch):
+    """Gradio keeps one file per content and name: a second student's upload of the same scan
+    may be that file, before any handler of theirs has seen it."""
+    import time
+
+    from demo import storage
+
+    monkeypatch.setattr(storage, "FRESH_S", 0.5)
+    files = storage.SessionFiles()
+    shared, other = tmp_path / "shared.dcm", tmp_path / "other.dcm"
+    shared.write_bytes(b"scan"), other.write_bytes(b"scan 2")
+    files.remember("first", [shared])
+    files.remember("third", [other])
+    files.close("first")
+    assert shared.exists()  # written a moment ago: perhaps someone's upload in flight
+    files.remember("second", [shared])  # ... it was: the second student's handler takes it up
+    files.close("third")
+    time.sleep(1.0)
+    assert shared.exists() and not other.exists()
+    files.close("second")
+    time.sleep(1.0)
+    assert not shared.exists()
 
 
 def _class_zip(tmp_path) -> str:
@@ -392,3 +419,25 @@ def test_an_example_keeps_the_models_view_not_the_full_resolution(studio, tmp_pa
     kept = session.examples[0].image
     assert max(kept.size) == 448 and len(kept.tobytes()) <= 1_000_000
     assert len(session.examples[0].thumbnail.tobytes()) < 100_000
+
+
+def test_idle_sessions_are_cleared_and_their_page_is_told(studio, tmp_path):
+    import time
+
+    from demo.strings import EN
+
+    session = ready_session(studio, tmp_path, tune=False)
+    busy = Session()
+    studio.set_task(busy, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    saved = list(studio.files.owned(session.owner))
+    assert saved and session.examples
+    session.last_used -= studio.idle_s + 1  # half an hour ago
+    assert studio.expire_idle() == 1 and session.owner not in studio.sessions
+    assert busy.owner in studio.sessions and busy.classes  # a session in use is kept
+    assert session.examples == [] and not any(os.path.exists(p) for p in saved)
+    out = studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)
+    assert "cleared after 30 minutes without use" in out[6]
+    again = studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    assert "2 classes" in again[1] and session.classes  # the page works again
+    assert f"{round(studio.idle_s / 60)} minutes" in EN["privacy"]
+    assert time.monotonic() - session.last_used < 60

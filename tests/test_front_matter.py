@@ -1,0 +1,59 @@
+"""The Space's front matter (README.md) against what the app needs and pins."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def front_matter() -> dict:
+    text = (ROOT / "README.md").read_text()
+    block = re.match(r"---\n(.*?)\n---\n", text, re.S)
+    assert block, "README.md must start with the Space's front matter"
+    return yaml.safe_load(block.group(1))
+
+
+def pins() -> dict[str, str]:
+    out = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==", 1)
+            out[name.strip().lower()] = version.strip()
+    return out
+
+
+def test_the_space_runs_the_pinned_gradio_on_a_python_the_code_runs_on():
+    meta, pinned = front_matter(), pins()
+    assert meta["sdk"] == "gradio" and str(meta["sdk_version"]) == pinned["gradio"]
+    assert (ROOT / meta["app_file"]).is_file()
+    major, minor = (int(p) for p in str(meta["python_version"]).split(".")[:2])
+    assert (major, minor) >= (3, 10)  # gradio 6 needs 3.10; the suite runs on what CI has
+
+
+def test_the_space_preloads_the_weights_the_app_loads():
+    from core.backbone import BIOMEDCLIP_HUB_ID
+
+    preloaded = [entry.split()[0] for entry in front_matter()["preload_from_hub"]]
+    assert BIOMEDCLIP_HUB_ID in preloaded
+
+
+def test_the_code_compiles_on_the_python_zerogpu_runs():
+    """ZeroGPU runs Python 3.10 (README, Hosting); where a 3.10 interpreter is at hand, every
+    module of the app must at least compile on it."""
+    import shutil
+
+    python310 = shutil.which("python3.10")
+    if python310 is None:
+        import pytest
+
+        pytest.skip("no Python 3.10 on this machine")
+    files = [str(p) for d in ("core", "demo", "benchmarks") for p in (ROOT / d).rglob("*.py")]
+    done = subprocess.run([python310, "-m", "py_compile", *files, str(ROOT / "app.py")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
