@@ -431,6 +431,8 @@ def test_idle_sessions_are_cleared_and_their_page_is_told(studio, tmp_path):
     studio.set_task(busy, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
     saved = list(studio.files.owned(session.owner))
     assert saved and session.examples
+    for path in saved:  # uploaded a while ago
+        os.utime(path, (os.path.getmtime(path) - 60,) * 2)
     session.last_used -= studio.idle_s + 1  # half an hour ago
     assert studio.expire_idle() == 1 and session.owner not in studio.sessions
     assert busy.owner in studio.sessions and busy.classes  # a session in use is kept
