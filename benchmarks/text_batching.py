@@ -52,7 +52,7 @@ def _loss(dp: DualPrompt, text: torch.Tensor, images: torch.Tensor, labels: torc
 def separate_step(dps, images, labels) -> None:
     for dp in dps:
         text = dp.backbone.encode_text_embeds(_embeds(dp), dp.lengths)
-        _loss(dp, text, images, labels[: len(dp.classnames)]).backward()
+        _loss(dp, text, images, labels % len(dp.classnames)).backward()
 
 
 def batched_step(dps, images, labels) -> None:
@@ -66,7 +66,7 @@ def batched_step(dps, images, labels) -> None:
     total, start = 0.0, 0
     for dp in dps:
         c = len(dp.classnames)
-        total = total + _loss(dp, text[start:start + c], images, labels[:c])
+        total = total + _loss(dp, text[start:start + c], images, labels % c)
         start += c
     total.backward()
 
