@@ -231,8 +231,13 @@ def _quota_spent(exc: BaseException) -> bool:
     return title.startswith(QUOTA_TITLES)
 
 
+_told: dict[str, float] = {}  # browser session -> when it was last told of the CPU path
+TELL_EVERY_S = 300.0
+
+
 def _fall_back(fn: Callable, exc: BaseException) -> None:
-    """Tell the visitor (a toast, in their language) that this step runs on the CPU."""
+    """Tell the visitor (a toast, in their language; once in a while, not at every call of a
+    step) that this step runs on the CPU."""
     log.warning("no GPU for %s (%s): running it on the CPU", fn.__name__,
                 getattr(exc, "title", type(exc).__name__))
     try:
@@ -241,7 +246,15 @@ def _fall_back(fn: Callable, exc: BaseException) -> None:
 
         from demo.messages import language, text
 
-        lang = language(LocalContext.request.get(None))
+        request = LocalContext.request.get(None)
+        who = str(getattr(request, "session_hash", None) or "")
+        now = time.monotonic()
+        if who and now - _told.get(who, -TELL_EVERY_S) < TELL_EVERY_S:
+            return
+        _told[who] = now
+        if len(_told) > 10_000:
+            _told.clear()
+        lang = language(request)
         gr.Warning(text(lang, "gpu_quota_cpu"), title=text(lang, "gpu_quota_title"))
     except Exception:  # noqa: BLE001 - outside a request (tests, scripts) there is no page
         pass

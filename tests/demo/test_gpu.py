@@ -125,3 +125,26 @@ def test_an_unknown_mode_is_refused(monkeypatch):
     monkeypatch.setenv(gpu.MODE_ENV, "sometimes")
     with pytest.raises(ValueError, match="emulate"):
         gpu.mode()
+
+
+def test_the_cpu_path_is_told_once_in_a_while_per_visitor(monkeypatch):
+    import gradio as gr
+    from gradio.context import LocalContext
+
+    shown = []
+    monkeypatch.setattr(gr, "Warning", lambda message, title=None: shown.append((title, message)))
+    monkeypatch.setattr(gpu, "_told", {})
+
+    class Visitor:
+        headers = {"accept-language": "ko"}
+
+        def __init__(self, who):
+            self.session_hash = who
+
+    for who in ("a", "a", "b"):
+        token = LocalContext.request.set(Visitor(who))
+        try:
+            gpu._fall_back(where_and_change, gpu.QuotaSpent("spent"))
+        finally:
+            LocalContext.request.reset(token)
+    assert len(shown) == 2 and "GPU" in shown[0][1] and "CPU" in shown[0][1]
