@@ -109,8 +109,9 @@ def _tune_s(task, features, labels, cfg, *args, **kwargs) -> float:
 @gpu(duration=_tune_s)
 def tune(task: PromptState, features: torch.Tensor, labels: Sequence[int], cfg,
          stop: str | None = None) -> Iterator[tuple]:
-    """Tune the task's prompts (`task`: `PromptState.untrained`, with the targets known so far) on cached features (N, D) or (V, N, D). Yields ("step", Progress)
-    per step, then ("done", History, PromptState of the tuned module)."""
+    """Tune the task's prompts (`task`: `PromptState.untrained`, with the targets known so
+    far) on cached features (N, D) or (V, N, D). Yields ("step", Progress) per step, then
+    ("done", History, PromptState of the tuned module)."""
     from core.train import fit_features
 
     bb = host.model()
