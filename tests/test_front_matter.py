@@ -23,7 +23,7 @@ def pins() -> dict[str, str]:
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             name, version = line.split("==", 1)
-            out[name.strip().lower()] = version.strip()
+            out[name.split("[", 1)[0].strip().lower()] = version.strip()
     return out
 
 
