@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.engine import CLASSNAMES, cpu_name
+from benchmarks.engine import CLASSNAMES, best_of, cpu_name
 from core.backbone import autocast, load_backbone, resolve_precision
 from core.prompts import DualPrompt, PromptConfig
 
@@ -71,16 +70,6 @@ def batched_step(dps, images, labels) -> None:
     total.backward()
 
 
-def timed(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="random-biomedclip")
@@ -112,8 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
                 for dp in dps:
                     dp.ctx.grad = None
 
-            sep = timed(lambda: (separate_step(dps, images, labels), clear()), args.repeats)
-            bat = timed(lambda: (batched_step(dps, images, labels), clear()), args.repeats)
+            sep = best_of(lambda: (separate_step(dps, images, labels), clear()), args.repeats)
+            bat = best_of(lambda: (batched_step(dps, images, labels), clear()), args.repeats)
             rows[n] = {"separate_s": round(sep, 4), "batched_s": round(bat, 4),
                        "speedup": round(sep / bat, 2), "grad_rel_diff": float(f"{agree:.1e}")}
     result = {"backbone": args.backbone, "device": str(bb.device), "cpu": cpu_name(),

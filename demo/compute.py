@@ -38,6 +38,24 @@ def _stopper(stop: str | None, halt: threading.Event | None = None):
     return stopped
 
 
+def _streamed(work, stop: str | None, name: str):
+    """Run `work(emit, stopped)` in a worker thread, yielding what it emits, and return what it
+    returns (`result = yield from _streamed(...)`). `stopped()` is true once the stop file
+    exists or the stream is closed; closing the stream stops and joins the thread."""
+    halt = threading.Event()
+    worker = Worker(lambda emit: work(emit, _stopper(stop, halt)), halt.set, name=name)
+    try:
+        yield from worker
+    finally:
+        worker.close()
+    return worker.result()
+
+
+def _run_s(cfg) -> float:
+    """One tuning run's seconds: its time budget, or a default for a run without one."""
+    return cfg.time_budget_s if cfg.time_budget_s is not None else STEPS_S
+
+
 def _bounded(seconds: float) -> float:
     return float(min(MAX_S, max(START_S, seconds)))
 
@@ -68,42 +86,16 @@ def encode(pictures: Sequence[Image.Image], keys: Sequence[str], views: Sequence
     """Features of every view of every picture: yields ("progress", done, total) as batches
     finish, then ("features", (V, N, D) CPU float32), or ("stopped", None)."""
     bb = host.model()
-    out: dict = {}
-    halt = threading.Event()
-
-    def work(emit):
-        return encode_views(bb, list(pictures), list(views), vision_prompts=vision_prompts,
-                            precision=precision, keys=list(keys),
-                            progress=lambda done, total: emit(("progress", done, total)),
-                            should_stop=_stopper(stop, halt))
-
-    worker = Worker(work, halt.set, name="encode")
-    try:
-        for event in worker:
-            yield event
-    finally:
-        worker.close()
-    out = worker.result()
+    out = yield from _streamed(lambda emit, stopped: encode_views(
+        bb, list(pictures), list(views), vision_prompts=vision_prompts, precision=precision,
+        keys=list(keys), progress=lambda done, total: emit(("progress", done, total)),
+        should_stop=stopped), stop, "encode")
     yield ("stopped", None) if out is None else ("features", out)
-
-
-def encoded(stream: Iterator[tuple], progress=None) -> torch.Tensor | None:
-    """Drain an `encode` stream: the features (None if stopped), `progress(done, total)` on
-    the way."""
-    result = None
-    for event in stream:
-        if event[0] == "progress":
-            if progress is not None:
-                progress(event[1], event[2])
-        else:
-            result = event[1]
-    return result
 
 
 # ---- tuning ---------------------------------------------------------------------------------
 def _tune_s(task, features, labels, cfg, *args, **kwargs) -> float:
-    budget = cfg.time_budget_s
-    return _bounded(START_S + (budget if budget is not None else STEPS_S))
+    return _bounded(START_S + _run_s(cfg))
 
 
 @gpu(duration=_tune_s)
@@ -116,23 +108,14 @@ def tune(task: PromptState, features: torch.Tensor, labels: Sequence[int], cfg,
 
     bb = host.model()
     dp = DualPrompt.from_state(bb, task).train()
-    halt = threading.Event()
-    worker = Worker(lambda emit: fit_features(dp, features, list(labels), cfg,
-                                              on_step=lambda p: emit(("step", p)),
-                                              should_stop=_stopper(stop, halt)),
-                    halt.set, name="tune")
-    try:
-        for event in worker:
-            yield event
-    finally:
-        worker.close()
-    history = worker.result()
+    history = yield from _streamed(lambda emit, stopped: fit_features(
+        dp, features, list(labels), cfg, on_step=lambda p: emit(("step", p)),
+        should_stop=stopped), stop, "tune")
     yield "done", history, dp.state()
 
 
 def _estimate_s(task, features, labels, folds, seed, cfg, *args, **kwargs) -> float:
-    budget = cfg.time_budget_s
-    return _bounded(START_S + folds * (budget if budget is not None else STEPS_S) / 2)
+    return _bounded(START_S + folds * _run_s(cfg) / 2)
 
 
 @gpu(duration=_estimate_s)
@@ -143,19 +126,11 @@ def cross_validate_prompts(task: PromptState, features: torch.Tensor, labels: Se
     the other folds' features. Yields ("fold", done, total), then ("done", result or None)."""
     from core.evaluate import cross_validate
 
-    bb = host.model()
-    fresh = DualPrompt.from_state(bb, task)
-    halt = threading.Event()
-    worker = Worker(lambda emit: cross_validate(
+    fresh = DualPrompt.from_state(host.model(), task)
+    out = yield from _streamed(lambda emit, stopped: cross_validate(
         "biomed-dpt", features, list(labels), folds, seed, prompts=fresh, train=cfg,
-        should_stop=_stopper(stop, halt), on_fold=lambda d, t: emit(("fold", d, t))),
-        halt.set, name="estimate")
-    try:
-        for event in worker:
-            yield event
-    finally:
-        worker.close()
-    yield "done", worker.result()
+        should_stop=stopped, on_fold=lambda d, t: emit(("fold", d, t))), stop, "estimate")
+    yield "done", out
 
 
 # ---- one scan: features and maps ------------------------------------------------------------

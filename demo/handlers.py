@@ -841,15 +841,7 @@ class Studio:
 
         self.model_info()
         dp = compute.load_prompts(path)
-        info = dp.info
-        session.tuned, session.history = dp, None
-        session.template, session.classes = dp.cfg.template, list(dp.classnames)
-        session.descriptions = dict(dp.descriptions)
-        session.lambda_l1, session.lambda_kl = dp.cfg.lambda_l1, dp.cfg.lambda_kl
-        if info.get("modality"):
-            session.modality, session.organ = info["modality"], info.get("organ")
-        session.examples = [e for e in session.examples if e.label in session.classes]
-        session._zero = None
+        session.adopt_prompts(dp)
         rows = [[c, "\n".join(dp.descriptions.get(c, []))] for c in dp.classnames]
         message = text(lang, "loaded", classes=", ".join(dp.classnames),
                        modality=modality_name(lang, session.modality))

@@ -12,7 +12,7 @@ import os
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -148,7 +148,6 @@ class Session:
     gone: bool = False  # the browser session ended (or expired): background work stops
     last_used: float = field(default_factory=time.monotonic)  # for idle expiry
     expired: bool = False  # cleared for being idle (not closed): its page is told
-    info: ModelInfo | None = None  # the model the features and prompts belong to
     _zero: tuple | None = field(default=None, repr=False)
     _targets: tuple | None = field(default=None, repr=False)  # (task, frozen text targets)
     _baselines: dict = field(default_factory=dict, repr=False)  # fitted, by examples and task
@@ -171,7 +170,6 @@ class Session:
         if modality:
             self.modality, self.organ = modality, organ
         self.selected = None
-        self.info = info
         self._zero = (self._task_key(), zero_shot)
         return change
 
@@ -208,7 +206,6 @@ class Session:
 
     def zero_shot(self, info: ModelInfo) -> PromptState:
         """The plain template classifier of the current task (cached while the task stays)."""
-        self.info = info
         if self._zero is None or self._zero[0] != self._task_key():
             self._zero = (self._task_key(), compute.zero_shot(self.classes, self.descriptions,
                                                                self.prompt_config()))
@@ -270,17 +267,13 @@ class Session:
         return {c: sum(e.label == c for e in self.examples) for c in self.classes}
 
     # ---- features ---------------------------------------------------------------------------
-    def _precision(self, precision: str) -> str:
-        return self.info.precision if precision == "auto" else precision
-
     def feature_stream(self, info: ModelInfo, pictures: Sequence[Example],
                        vision_prompts: int, precision: str = "auto",
                        views: Sequence[str] = (EVAL_VIEW,)) -> Iterator[tuple]:
         """Features (V, N, D) of the examples' views through the session's cache: the ones
         missing are encoded in one compute call. Yields ("progress", done, total) for the
         encodings, then ("features", tensor) or ("stopped", None)."""
-        self.info = info
-        precision = self._precision(precision)
+        precision = _precision(info, precision)
         views = list(views)
 
         def key(e: Example, view: str) -> str:
@@ -354,12 +347,24 @@ class Session:
         targets of an earlier run on the same task."""
         cfg = self.prompt_config()
         if lambdas is not None:
-            cfg = PromptConfig(template=self.template, lambda_l1=float(lambdas[0]),
-                               lambda_kl=float(lambdas[1]))
+            cfg = replace(cfg, lambda_l1=float(lambdas[0]), lambda_kl=float(lambdas[1]))
         targets = self._targets[1] if self._targets and self._targets[0] == self._task_key() \
             else {}
         return PromptState.untrained(self.classes, self.descriptions, cfg, info.name,
                                      info.fingerprint, targets)
+
+    def adopt_prompts(self, state: PromptState) -> None:
+        """Prompts from a file become the session's, with their task (classes, template,
+        descriptions, lambdas, and the modality they were tuned for); examples of other classes
+        are dropped."""
+        self.tuned, self.history, self.held_out = state, None, None
+        self.template, self.classes = state.cfg.template, list(state.classnames)
+        self.descriptions = dict(state.descriptions)
+        self.lambda_l1, self.lambda_kl = state.cfg.lambda_l1, state.cfg.lambda_kl
+        if state.info.get("modality"):
+            self.modality, self.organ = state.info["modality"], state.info.get("organ")
+        self.examples = [e for e in self.examples if e.label in self.classes]
+        self._zero = None
 
     def keep_tuned(self, state: PromptState, history: History) -> None:
         """The result of a tuning run becomes the session's prompts."""
@@ -545,12 +550,11 @@ class Session:
         examples it resembles most; the scan is encoded once per image tower, in one compute
         call that also makes the map of the class ranked first."""
         self.require_task()
-        self.info = info
         scan = load_scan(path)
         picture, _ = scan_picture(scan, window, index)
         picture = kept_picture(picture)
         digest = picture_digest(picture)
-        precision = self._precision(precision)
+        precision = _precision(info, precision)
         classifier = self.tuned
         zero = self.zero_shot(info)
         explained = classifier or zero
@@ -639,6 +643,11 @@ class Session:
     def revive(self) -> None:
         """An expired session, empty, made usable again (its page is still open)."""
         self.__dict__.update(Session(owner=self.owner).__dict__)
+
+
+def _precision(info: ModelInfo, precision: str) -> str:
+    """'auto' -> the precision the model host's compute calls use."""
+    return info.precision if precision == "auto" else precision
 
 
 def parse_class_rows(rows: Iterable[Sequence[str]]) -> tuple[list[str], dict[str, list[str]]]:

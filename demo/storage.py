@@ -18,6 +18,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,6 @@ class SessionFiles:
 
 
 def _fresh(path: str) -> bool:
-    import time
-
     try:
         return time.time() - os.stat(path).st_mtime < FRESH_S
     except OSError:
@@ -178,8 +177,6 @@ def remove_upload_leftovers(min_age_s: float | None = None) -> int:
     """Delete the staging files Gradio's upload parser leaves at the top of the folder
     (`tmp*`, never handed to anyone: uploads are served from their per-file folders) once they
     are older than an upload in flight could be."""
-    import time
-
     removed = 0
     now = time.time()
     min_age_s = LEFTOVER_AGE_S if min_age_s is None else min_age_s

@@ -85,11 +85,8 @@ class Tools:
 
         self.studio.model_info()
         state = compute.load_prompts(_path(prompts))
-        session = Session(owner="tools")
-        session.template, session.classes = state.cfg.template, list(state.classnames)
-        session.descriptions = dict(state.descriptions)
-        session.modality = state.info.get("modality") or "other"
-        session.tuned = state
+        session = Session(owner="tools", modality="other")
+        session.adopt_prompts(state)
         return session
 
     def _predict(self, session, image: Any):

@@ -22,6 +22,19 @@ def real_scan(name: str, folder) -> str:
     return str(target)
 
 
+def class_zip(path, members: dict[str, list[str]], top: str = "") -> str:
+    """A zip of class folders (`top/label/name`) holding pydicom's test files `members`."""
+    import zipfile
+
+    from pydicom.data import get_testdata_file
+
+    with zipfile.ZipFile(path, "w") as z:
+        for label, names in members.items():
+            for name in names:
+                z.write(get_testdata_file(name), "/".join(filter(None, [top, label, name])))
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def studio(backbones):
     return Studio(backbones["tiny-biomedclip"], time_budget_s=120)

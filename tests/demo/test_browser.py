@@ -4,7 +4,6 @@ drawn curves and maps, the files it downloads. Screenshots of every step go to o
 from __future__ import annotations
 
 import json
-import zipfile
 
 import pytest
 from PIL import Image
@@ -12,7 +11,7 @@ from PIL import Image
 from demo.messages import text
 from tests.demo.browser import (CHROMIUM, ENGLISH_WORD, FLAGS, choose, colour_share, fill_cell,
                                 options_of, picture_in, shot, text_of, answer_after, wait_text)
-from tests.demo.conftest import real_scan
+from tests.demo.conftest import class_zip, real_scan
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
                                 "(apt-get install chromium); .ci/run installs it")
@@ -72,14 +71,7 @@ def _server_text_is_korean(page, selectors) -> None:
 
 
 def _test_zip(folder) -> str:
-    from pydicom.data import get_testdata_file
-
-    path = folder / "held-out.zip"
-    with zipfile.ZipFile(path, "w") as z:
-        for label, names in TESTS.items():
-            for name in names:
-                z.write(get_testdata_file(name), f"test/{label}/{name}")
-    return str(path)
+    return class_zip(folder / "held-out.zip", TESTS, top="test")
 
 
 def _download(page, selector: str, folder, name: str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import shutil
-import zipfile
 from pathlib import Path
 
 import gradio as gr
@@ -14,7 +13,7 @@ from gradio.data_classes import FileData
 from PIL import Image
 
 from demo.tools import Tools
-from tests.demo.conftest import start_app
+from tests.demo.conftest import class_zip, start_app
 
 SUPPORT = {"computed tomography": ["CT_small.dcm", "693_UNCR.dcm"],
            "magnetic resonance": ["MR_small.dcm", "MR2_UNCR.dcm"]}
@@ -30,14 +29,7 @@ def copy(name: str, folder: Path) -> str:
 
 
 def support_zip(folder: Path) -> str:
-    from pydicom.data import get_testdata_file
-
-    path = folder / "support.zip"
-    with zipfile.ZipFile(path, "w") as z:
-        for label, names in SUPPORT.items():
-            for name in names:
-                z.write(get_testdata_file(name), f"{label}/{name}")
-    return str(path)
+    return class_zip(folder / "support.zip", SUPPORT)
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from PIL import Image
 from demo import gpu
 from demo.handlers import AUTO_WINDOW
 from demo.session import Session
-from tests.demo.conftest import CT_FILES, MR_FILES, ROWS, real_scan
-from tests.demo.test_handlers import _class_zip, last
+from tests.demo.conftest import ROWS, real_scan
+from tests.demo.test_handlers import _class_zip, last, ready_session
 
 NOOP = lambda *a, **k: None  # noqa: E731
 
@@ -24,11 +24,8 @@ NOOP = lambda *a, **k: None  # noqa: E731
 def workflow(studio, folder: Path) -> dict:
     """Task, examples (encoded as they arrive), tune, predict, another class's map, the report,
     evaluate with a cell's maps, save and load the prompts: what a user sees of each."""
-    session = Session()
+    session = ready_session(studio, folder, tune=False)
     out = {}
-    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
-    for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
-        studio.add_examples(session, [real_scan(n, folder) for n in names], label, AUTO_WINDOW)
     out["features"] = last(studio.prepare_features(session))[1]
     tuned = list(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=NOOP))
     out["summary"] = tuned[-1][1]
@@ -105,10 +102,7 @@ def test_the_workflow_gives_what_it_gives_in_process(both):
 
 def test_stop_reaches_a_running_gpu_worker(studio, tmp_path, monkeypatch):
     monkeypatch.setenv(gpu.MODE_ENV, gpu.EMULATE)
-    session = Session()
-    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
-    for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
-        studio.add_examples(session, [real_scan(n, tmp_path) for n in names], label, AUTO_WINDOW)
+    session = ready_session(studio, tmp_path, tune=False)
     updates = stopped_run(studio, session, tmp_path)
     assert "stopped by you" in updates[-1][1]
     assert session.tuned is not None and len(session.history.steps) < 2000
@@ -116,10 +110,7 @@ def test_stop_reaches_a_running_gpu_worker(studio, tmp_path, monkeypatch):
 
 def test_a_spent_quota_runs_the_workflow_on_the_cpu(studio, tmp_path, monkeypatch):
     monkeypatch.setenv(gpu.MODE_ENV, gpu.EMULATE_NO_QUOTA)
-    session = Session()
-    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
-    for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
-        studio.add_examples(session, [real_scan(n, tmp_path) for n in names], label, AUTO_WINDOW)
+    session = ready_session(studio, tmp_path, tune=False)
     final = last(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=NOOP))
     assert "Tuning finished" in final[1]
     out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
@@ -130,10 +121,7 @@ def test_a_run_past_its_gpu_time_is_answered_and_loses_nothing(studio, tmp_path,
     from demo import compute
 
     monkeypatch.setenv(gpu.MODE_ENV, gpu.EMULATE)
-    session = Session()
-    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
-    for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
-        studio.add_examples(session, [real_scan(n, tmp_path) for n in names], label, AUTO_WINDOW)
+    session = ready_session(studio, tmp_path, tune=False)
     last(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=NOOP))
     kept = session.tuned
     monkeypatch.setattr(compute, "MAX_S", 0.2)  # ZeroGPU lends each call a fifth of a second
