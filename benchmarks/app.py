@@ -115,8 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
             session, "fast", 12.5, 0.25, 100, 1, 1, progress=noop)))
         saved = outputs[-1][4]  # the prompts file, written as tuning ends
         scan = copies(["MR_small_padded.dcm"], folder)[0]
-        # predict, switch the map and change its opacity each write the report of the scan
-        timed(steps, "predict_with_map_and_report", studio.predict, session, scan, AUTO_WINDOW)
+        # predict, switch the map and change its opacity; each is followed by its report
+        timed(steps, "predict_with_map", studio.predict, session, scan, AUTO_WINDOW)
+        timed(steps, "report", studio.report, session, session.prediction.top, 0.45)
         other = session.classes[0]
         timed(steps, "switch_map_class", studio.change_map, session, other, 0.45)
         timed(steps, "change_opacity", studio.change_map, session, other, 0.8)

@@ -24,6 +24,7 @@ from core.prompt_config import PromptConfig
 from core.prompts import DualPrompt, PromptState
 from demo import host
 from demo.gpu import gpu
+from demo.traffic import TRAFFIC
 from demo.worker import Worker
 
 START_S = 20.0  # a worker's start: moving the model to the GPU, first kernels
@@ -32,18 +33,22 @@ STEPS_S = 60.0  # a tuning run without a time budget
 MAX_S = 290.0
 
 
-def _stopper(stop: str | None, halt: threading.Event | None = None):
+def _stopper(stop: str | None, halt: threading.Event | None = None, background: bool = False):
     def stopped() -> bool:
+        if background:  # polled between steps: where background work gives way
+            TRAFFIC.give_way()
         return (halt is not None and halt.is_set()) or (stop is not None and os.path.exists(stop))
     return stopped
 
 
-def _streamed(work, stop: str | None, name: str):
+def _streamed(work, stop: str | None, name: str, background: bool = True):
     """Run `work(emit, stopped)` in a worker thread, yielding what it emits, and return what it
     returns (`result = yield from _streamed(...)`). `stopped()` is true once the stop file
-    exists or the stream is closed; closing the stream stops and joins the thread."""
+    exists or the stream is closed; closing the stream stops and joins the thread. Background
+    work (`background`) gives way to interactive requests each time it polls `stopped()`."""
     halt = threading.Event()
-    worker = Worker(lambda emit: work(emit, _stopper(stop, halt)), halt.set, name=name)
+    worker = Worker(lambda emit: work(emit, _stopper(stop, halt, background)), halt.set,
+                    name=name)
     try:
         yield from worker
     finally:
@@ -82,14 +87,17 @@ def _encode_s(pictures, keys, views, *args, **kwargs) -> float:
 
 @gpu(duration=_encode_s)
 def encode(pictures: Sequence[Image.Image], keys: Sequence[str], views: Sequence[str],
-           vision_prompts: int, precision: str, stop: str | None = None) -> Iterator[tuple]:
+           vision_prompts: int, precision: str, stop: str | None = None,
+           background: bool = False) -> Iterator[tuple]:
     """Features of every view of every picture: yields ("progress", done, total) as batches
-    finish, then ("features", (V, N, D) CPU float32), or ("stopped", None)."""
+    finish, then ("features", (V, N, D) CPU float32), or ("stopped", None). `background`:
+    work nobody waits to see (examples encoded as they arrive, before tuning), which gives
+    way to interactive requests between batches."""
     bb = host.model()
     out = yield from _streamed(lambda emit, stopped: encode_views(
         bb, list(pictures), list(views), vision_prompts=vision_prompts, precision=precision,
         keys=list(keys), progress=lambda done, total: emit(("progress", done, total)),
-        should_stop=stopped), stop, "encode")
+        should_stop=stopped), stop, "encode", background)
     yield ("stopped", None) if out is None else ("features", out)
 
 

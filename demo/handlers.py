@@ -17,7 +17,7 @@ import inspect
 import logging
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +32,7 @@ from demo import gpu, storage
 from demo.host import DEMO_SPEC, WAIT_FOR_MODEL_S, ModelHost, ModelInfo
 from demo.messages import (TASK_TITLES_KO, UserError, core_text, language, modality_name,
                            text, window_label)
+from demo.traffic import TRAFFIC
 from demo.tuning_line import TuningLine
 
 log = logging.getLogger(__name__)
@@ -88,10 +89,11 @@ def _problem_reply(lang: str, exc: BaseException, outputs: int, status: int | No
     return reply[0] if outputs == 1 else tuple(reply)
 
 
-def answers(outputs: int, status: int | None = None):
+def answers(outputs: int, status: int | None = None, interactive: bool = False):
     """Decorate a handler with `outputs` outputs, `status` the index of its status line: a
     `StudioError` becomes a message there and a toast (the other outputs unchanged), anything
-    else is logged once and answered with an apology."""
+    else is logged once and answered with an apology. An `interactive` handler (one whose
+    answer a user waits to see) has the right of way over background work (`demo.traffic`)."""
     def wrap(handler: Callable) -> Callable:
         def problem(args, kwargs, exc):
             lang = language(_request_of(handler, args, kwargs))
@@ -105,6 +107,8 @@ def answers(outputs: int, status: int | None = None):
             return _problem_reply(lang, exc, outputs, status)
 
         if inspect.isgeneratorfunction(handler):
+            assert not interactive, "a streamed handler is background work"
+
             @functools.wraps(handler)
             def stream(*args, **kwargs):
                 try:
@@ -118,9 +122,11 @@ def answers(outputs: int, status: int | None = None):
         @functools.wraps(handler)
         def call(*args, **kwargs):
             try:
-                return handler(*args, **kwargs)
+                with TRAFFIC.interactive() if interactive else nullcontext():
+                    return handler(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001
                 return problem(args, kwargs, exc)
+        call.interactive = interactive
         return call
     return wrap
 
@@ -356,7 +362,7 @@ class Studio:
         return (task.modality, gr.update(choices=organs, value=task.organ), task.template,
                 rows, task.lambda_l1, task.lambda_kl, about)
 
-    @answers(9, status=1)
+    @answers(9, status=1, interactive=True)
     def set_task(self, session: Any, modality: str, organ: str | None, template: str,
                  rows, lambda_l1: float, lambda_kl: float, request: gr.Request = None):
         lang = language(request)
@@ -453,7 +459,7 @@ class Studio:
                 ready = event[1]
         yield session, text(lang, "features_ready" if ready else "features_stopped")
 
-    @answers(3)
+    @answers(3, interactive=True)
     def preview(self, files, window: str, level=None, width=None, index=-1,
                 request: gr.Request = None):
         """The scan viewer: the first chosen file as the model will see it, with its size and
@@ -568,7 +574,7 @@ class Studio:
         started = time.perf_counter()
         features = None
         for event in session.feature_stream(info, examples, task.cfg.n_vision_prompts,
-                                            cfg.precision, cfg.view_names):
+                                            cfg.precision, cfg.view_names, background=True):
             if event[0] == "progress":
                 step = train.Progress("encode", event[1], event[2], time.perf_counter() - started)
                 yield session, _progress_text(step, progress, lang), gr.skip(), gr.skip(), gr.skip()
@@ -652,7 +658,7 @@ class Studio:
         return text(language(request), "stopping")
 
     # ---- step 4: predict ------------------------------------------------------------------
-    @answers(10, status=6)
+    @answers(9, status=6, interactive=True)
     def predict(self, session: Any, file, window: str, level=None, width=None, index=-1,
                 alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None):
         lang = language(request)
@@ -664,9 +670,8 @@ class Studio:
         info = self.model_info()
         p = session.predict(info, uploads[0][0], window_value(window, level, width),
                             slice_value(index), self.precision)
-        probs = p.tuned or p.zero_shot
-        top = max(probs, key=probs.get)
-        notes = [text(lang, "predicted", top=top, p=probs[top])]
+        top = p.top
+        notes = [text(lang, "predicted", top=top, p=(p.tuned or p.zero_shot)[top])]
         if session.tuned is None:
             notes.append(text(lang, "zero_shot_only"))
         if (p.suggested_modality and session.modality != "other"
@@ -677,27 +682,47 @@ class Studio:
             notes.append(text(lang, p.colour_mismatch, task=modality_name(lang, session.modality)))
         cmap = cmap if cmap in COLOUR_MAPS else "jet"
         heat = session.overlay_for(info, top, alpha, cmap)
-        report = self._report(session, info, top, alpha, cmap, lang)
         nearest = [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"),
                     text(lang, "nearest_caption", name=e.name, similarity=sim))
                    for e, sim in p.nearest]
         return (session, p.tuned or None, p.zero_shot,
                 self._picture(session.owner, p.view, "scan"),
                 self._picture(session.owner, heat, "map"),
-                gr.update(choices=p.classnames, value=top), " ".join(notes), report,
+                gr.update(choices=p.classnames, value=top), " ".join(notes),
                 p.baseline or None, nearest)
 
-    @answers(3)
+    @answers(2, interactive=True)
     def change_map(self, session: Any, class_name: str, alpha: float, cmap: str = "jet",
                    request: gr.Request = None):
-        lang = language(request)
         if session is None or session.prediction is None or not class_name:
-            return session, gr.skip(), gr.skip()
+            return session, gr.skip()
         info = self.model_info()
         cmap = cmap if cmap in COLOUR_MAPS else "jet"
         heat = session.overlay_for(info, class_name, alpha, cmap)
-        return (session, self._picture(session.owner, heat, "map"),
-                self._report(session, info, class_name, alpha, cmap, lang))
+        return session, self._picture(session.owner, heat, "map")
+
+    @staticmethod
+    def report_pending():
+        """The report button while the report of a new prediction or map is being made: no
+        click can download the previous scan's report."""
+        return gr.update(value=None, interactive=False)
+
+    @staticmethod
+    def report_ready():
+        return gr.update(interactive=True)
+
+    @answers(1)
+    def report(self, session: Any, class_name: str, alpha: float, cmap: str = "jet",
+               request: gr.Request = None):
+        """The report of the prediction and map on screen, made after they are shown (its
+        figure is the slowest part of a prediction, and nobody waits to see it)."""
+        if session is None or session.prediction is None:
+            return gr.skip()
+        classes = session.prediction.classnames
+        class_name = class_name if class_name in classes else session.prediction.top
+        cmap = cmap if cmap in COLOUR_MAPS else "jet"
+        return self._report(session, self.model_info(), class_name, alpha, cmap,
+                            language(request))
 
     def _report(self, session, info, class_name: str, alpha: float, cmap: str, lang: str) -> str:
         from demo.report import ReportContext, write_report
@@ -738,7 +763,7 @@ class Studio:
         counts = " · ".join(f"**{c}**: {n}" for c, n in session.test_counts().items())
         return session, None, None, message, counts
 
-    @answers(6, status=1)
+    @answers(6, status=1, interactive=True)
     def evaluate(self, session: Any, request: gr.Request = None):
         lang = language(request)
         session = self._session(session, request)
@@ -782,7 +807,7 @@ class Studio:
         return gr.update(choices=choices, value=choices[0][1] if choices else None,
                          visible=bool(choices))
 
-    @answers(4, status=2)
+    @answers(4, status=2, interactive=True)
     def show_cell(self, session: Any, cell: str | None, request: gr.Request = None):
         """Lead back from the matrix to the scans: the test scans of one cell with the maps of
         the class they were predicted as."""

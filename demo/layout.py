@@ -1,9 +1,11 @@
 """The app's layout: six steps as tabs, wired to `Studio` handlers.
 
 Queues: tuning runs take turns in their own line (`TuningLine`, each waiting user told their
-place), and the encoding of examples as they arrive has its own ("encode"), so prediction, maps,
-evaluation and reading examples ("infer") never wait behind another user's tuning or encoding.
-The Stop button and light events bypass the queue.
+place), the encoding of examples as they arrive has its own ("encode"), and so do reports
+("report", made after the prediction they describe is on screen), so prediction, maps, evaluation
+and reading examples ("infer") never wait behind another user's tuning, encoding or report; on a
+CPU, background work also gives way to them between steps (`demo.traffic`). The Stop button and
+light events bypass the queue.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ QUEUE_SIZE = 16
 TUNING_SESSIONS = 8  # tuning generators alive at once: one runs, the others report their place
 INFER_CONCURRENCY = 2
 ENCODE_CONCURRENCY = 1  # encoding examples as they arrive: its own line, never before predictions
+REPORT_CONCURRENCY = 1  # reports, made after their prediction is shown: never before predictions
 MAX_UPLOAD = "200mb"
 TIME_BUDGET_S = 300.0
 ZEROGPU_TIME_BUDGET_S = 90.0  # plus the worker's start: within what ZeroGPU lends per call
@@ -318,20 +321,29 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                    show_progress_on=[tune_status])
         stop.click(studio.stop, session, tune_status, queue=False, api_name="stop")
 
-        predict.click(studio.predict,
-                      [session, scan, predict_window, predict_level, predict_width,
-                       predict_index, alpha, cmap],
-                      [session, tuned_label, zero_label, scan_view, heat, map_class,
-                       predict_status, report, baseline_label, nearest],
-                      api_name="predict", concurrency_id="infer",
-                      concurrency_limit=INFER_CONCURRENCY)
+        # the prediction first; its report is made after it is on screen, in its own line
         map_inputs = [session, map_class, alpha, cmap]
-        map_outputs = [session, heat, report]
+        predict.click(studio.report_pending, None, report, queue=False,
+                      api_visibility="private").then(
+            studio.predict,
+            [session, scan, predict_window, predict_level, predict_width, predict_index, alpha,
+             cmap],
+            [session, tuned_label, zero_label, scan_view, heat, map_class, predict_status,
+             baseline_label, nearest],
+            api_name="predict", concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
+            studio.report, map_inputs, report, api_name="report", concurrency_id="report",
+            concurrency_limit=REPORT_CONCURRENCY).then(
+            studio.report_ready, None, report, queue=False, api_visibility="private")
         for trigger, name in ((map_class.input, "change_map"), (alpha.release, None),
                               (cmap.input, None)):
-            trigger(studio.change_map, map_inputs, map_outputs, api_name=name,
-                    api_visibility="public" if name else "private", concurrency_id="infer",
-                    concurrency_limit=INFER_CONCURRENCY)
+            trigger(studio.report_pending, None, report, queue=False,
+                    api_visibility="private").then(
+                studio.change_map, map_inputs, [session, heat], api_name=name,
+                api_visibility="public" if name else "private", concurrency_id="infer",
+                concurrency_limit=INFER_CONCURRENCY).then(
+                studio.report, map_inputs, report, concurrency_id="report",
+                concurrency_limit=REPORT_CONCURRENCY, api_visibility="private").then(
+                studio.report_ready, None, report, queue=False, api_visibility="private")
         cmap.input(studio.legend, cmap, legend, queue=False, api_visibility="private")
 
         add_test.click(studio.add_test_scans,

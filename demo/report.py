@@ -1,9 +1,10 @@
-"""Pictures the app hands out: the one-page PNG report of a prediction, and the live training
-curve. Both are matplotlib `Figure`s without pyplot's global state, so they are safe in a web
-server. No patient data: the report shows the scan as the model saw it, never a file's name or
+"""Pictures the app hands out: the one-page PNG report of a prediction (drawn with Pillow), and
+the live training curve (a matplotlib `Figure` without pyplot's global state, safe in a web
+server). No patient data: the report shows the scan as the model saw it, never a file's name or
 DICOM fields."""
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from core.overlay import colorize, figure_fonts
+from core.overlay import CJK_FAMILIES, figure_fonts, overlay
 from demo.messages import modality_name, text
 
 figure_fonts()  # Korean labels on the curve and the report
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
     from demo.session import Prediction
 
 LOSS_COLOUR = "#1f5fbf"
+TUNED_COLOUR = "#1f77b4"
+ZERO_COLOUR = "#a8a8a8"
+WARNING_COLOUR = "#b00000"
+REPORT_SIZE = (1200, 560)
 ACCURACY_COLOUR = "#e07b00"
 
 
@@ -51,23 +57,16 @@ def report_name(ctx: ReportContext, when: datetime) -> str:
 
 def write_report(folder: Path, prediction: Prediction, heat: np.ndarray, ctx: ReportContext,
                  when: datetime | None = None) -> Path:
-    """Write the report into `folder` and return its path. The PNG also carries its facts as
-    text metadata (`biomed-dpt-report`, JSON), so that what it shows can be checked."""
+    """Write the report into `folder` and return its path: the task and how the scan was drawn,
+    the scan as the model saw it beside the map on screen (the same overlay), and the class
+    probabilities. The PNG also carries its facts as text metadata (`biomed-dpt-report`,
+    JSON), so that what it shows can be checked. Drawn with Pillow: a report follows every
+    prediction, and a figure library's layout engine would cost more than the prediction."""
     when = when or datetime.now().astimezone()
     lang = ctx.lang
     facts = report_facts(prediction, ctx, when)
-    fig = Figure(figsize=(12, 5.6), dpi=100)
-    FigureCanvasAgg(fig)
-    view = np.asarray(prediction.view)
-    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.3]})
-    axes[0].imshow(view)
-    axes[0].set_title(text(lang, "report_scan"), fontsize=10)
-    axes[1].imshow(view)
-    axes[1].imshow(colorize(heat, ctx.cmap), alpha=ctx.alpha)
-    axes[1].set_title(text(lang, "report_map", name=ctx.explained), fontsize=10)
-    for ax in axes[:2]:
-        ax.set_axis_off()
-    _probability_bars(axes[2], prediction, lang)
+    page = Image.new("RGB", REPORT_SIZE, "white")
+    draw = ImageDraw.Draw(page)
     lines = [text(lang, "report_title") + " · " + text(lang, "report_made", when=facts["made"]),
              text(lang, "report_model", name=ctx.model)]
     if ctx.demo_model:
@@ -75,15 +74,58 @@ def write_report(folder: Path, prediction: Prediction, heat: np.ndarray, ctx: Re
     lines += [facts["task_line"], text(lang, "report_template", template=ctx.template),
               facts["view_line"]]
     for i, line in enumerate(lines):
-        fig.text(0.01, 0.985 - 0.035 * i, line, fontsize=9.5, va="top",
-                 color="#b00000" if line == text(lang, "report_demo") else "black",
-                 weight="bold" if i == 0 else "normal")
-    fig.text(0.01, 0.012, text(lang, "report_disclaimer"), fontsize=8.5, color="#a00")
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.70, bottom=0.10, wspace=0.35)
+        colour = WARNING_COLOUR if line == text(lang, "report_demo") else "black"
+        _write(draw, (12, 8 + 20 * i), _fit(line, 14, 1176, bold=i == 0), 14, colour,
+               bold=i == 0)
+    side, top = 300, 200
+    view = prediction.view.convert("RGB")
+    panels = [(text(lang, "report_scan"), view),
+              (text(lang, "report_map", name=ctx.explained),
+               overlay(view, heat, alpha=float(ctx.alpha), cmap=ctx.cmap))]
+    for k, (title, picture) in enumerate(panels):
+        left = 24 + k * (side + 40)
+        _write(draw, (left + side // 2, top - 24), _fit(title, 14, side + 30), 14, anchor="ma")
+        page.paste(picture.resize((side, side), Image.BICUBIC), (left, top))
+    _probability_bars(draw, prediction, lang, box=(720, 170, 1180, 540))
+    _write(draw, (12, REPORT_SIZE[1] - 24), text(lang, "report_disclaimer"), 13, WARNING_COLOUR)
     path = Path(folder) / report_name(ctx, when)
     public = {k: v for k, v in facts.items() if not k.endswith("_line")}
-    fig.savefig(path, format="png", metadata={"biomed-dpt-report": json.dumps(public)})
+    info = PngImagePlugin.PngInfo()
+    info.add_text("biomed-dpt-report", json.dumps(public))
+    page.save(path, format="PNG", pnginfo=info, compress_level=6)
     return path
+
+
+@functools.lru_cache(maxsize=8)
+def _font(size: int, bold: bool = False, cjk: bool = False) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (matplotlib's, always installed), or for text beyond Latin the first
+    installed font with Hangul (Noto Sans CJK on Debian and on Spaces via packages.txt)."""
+    from matplotlib import font_manager
+
+    families = ([f for f in CJK_FAMILIES if f in {t.name for t in font_manager.fontManager.ttflist}]
+                if cjk else [])
+    prop = font_manager.FontProperties(family=families[:1] or ["DejaVu Sans"],
+                                       weight="bold" if bold else "normal")
+    return ImageFont.truetype(font_manager.findfont(prop, fallback_to_default=True), size)
+
+
+def _needs_cjk(value: str) -> bool:
+    return any(ord(ch) > 0x24F and not 0x2000 <= ord(ch) <= 0x22FF for ch in value)
+
+
+def _write(draw: ImageDraw.ImageDraw, xy, value: str, size: int, fill="black",
+           bold: bool = False, anchor: str = "la") -> None:
+    draw.text(xy, value, fill=fill, font=_font(size, bold, _needs_cjk(value)), anchor=anchor)
+
+
+def _fit(value: str, size: int, width: int, bold: bool = False) -> str:
+    """`value`, cut with an ellipsis where it would be wider than `width` pixels."""
+    font = _font(size, bold, _needs_cjk(value))
+    if font.getlength(value) <= width:
+        return value
+    while value and font.getlength(value + "…") > width:
+        value = value[:-1]
+    return value + "…"
 
 
 def report_facts(prediction: Prediction, ctx: ReportContext, when: datetime) -> dict:
@@ -99,6 +141,7 @@ def report_facts(prediction: Prediction, ctx: ReportContext, when: datetime) -> 
         "organ": ctx.organ, "classes": list(ctx.classes), "template": ctx.template,
         "window": prediction.window, "frame": prediction.frame,
         "frames": prediction.n_frames, "explained": ctx.explained,
+        "opacity": round(float(ctx.alpha), 3), "colour_map": ctx.cmap,
         "tuned": {k: round(v, 6) for k, v in prediction.tuned.items()},
         "zero_shot": {k: round(v, 6) for k, v in prediction.zero_shot.items()},
         "made": when.strftime("%Y-%m-%d %H:%M %Z").strip(),
@@ -109,26 +152,41 @@ def report_facts(prediction: Prediction, ctx: ReportContext, when: datetime) -> 
     }
 
 
-def _probability_bars(ax, prediction: Prediction, lang: str) -> None:
+def _probability_bars(draw: ImageDraw.ImageDraw, prediction: Prediction, lang: str,
+                      box: tuple[int, int, int, int]) -> None:
+    """Horizontal bars, per class the tuned prompts' probability above zero-shot's, each
+    labelled with its percentage, on a 0-100 % axis."""
+    left, top, right, bottom = box
+    _write(draw, ((left + right) // 2, top), text(lang, "report_probs"), 14, anchor="ma")
     names = prediction.classnames
-    y = np.arange(len(names))
-    tuned = [prediction.tuned.get(n, 0.0) for n in names]
-    zero = [prediction.zero_shot.get(n, 0.0) for n in names]
-    bars = []
-    if prediction.tuned:
-        bars.append(ax.barh(y - 0.2, tuned, height=0.4, label=text(lang, "report_tuned"),
-                            color="#1f77b4"))
-    bars.append(ax.barh(y + (0.2 if prediction.tuned else 0.0), zero, height=0.4,
-                        label=text(lang, "report_zero"), color="#a8a8a8"))
-    for group in bars:
-        ax.bar_label(group, labels=[f"{v.get_width():.1%}" for v in group], fontsize=7.5,
-                     padding=2)
-    ax.set_yticks(y, names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1.18)
-    ax.set_xlabel(text(lang, "report_probability"), fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(text(lang, "report_probs"), fontsize=10)
+    groups = ([(text(lang, "report_tuned"), TUNED_COLOUR, prediction.tuned)]
+              if prediction.tuned else []) + [(text(lang, "report_zero"), ZERO_COLOUR,
+                                               prediction.zero_shot)]
+    label_w, axis_top, axis_bottom = 120, top + 52, bottom - 50
+    x0, x1 = left + label_w + 8, right - 56  # the axis: 0 % to 100 %
+    draw.rectangle((x0, axis_top, x1 + 48, axis_bottom), outline="#444")
+    row = (axis_bottom - axis_top) / max(1, len(names))
+    bar = max(3.0, min(28.0, 0.8 * row / len(groups)))
+    for i, name in enumerate(names):
+        centre = axis_top + (i + 0.5) * row
+        _write(draw, (x0 - 6, centre), _fit(name, 12, label_w), 12, anchor="rm")
+        for g, (_, colour, probs) in enumerate(groups):
+            y = centre + (g - len(groups) / 2) * bar
+            p = float(probs.get(name, 0.0))
+            draw.rectangle((x0, y, x0 + max(1.0, p * (x1 - x0)), y + bar - 1), fill=colour)
+            if bar >= 9:
+                _write(draw, (x0 + p * (x1 - x0) + 4, y + bar / 2), f"{p:.1%}", 11, anchor="lm")
+    for tick in range(0, 11, 2):
+        x = x0 + tick / 10 * (x1 - x0)
+        draw.line((x, axis_bottom, x, axis_bottom + 4), fill="#444")
+        _write(draw, (x, axis_bottom + 6), f"{tick / 10:.1f}", 12, anchor="ma")
+    _write(draw, ((x0 + x1) // 2, axis_bottom + 24), text(lang, "report_probability"), 13,
+           anchor="ma")
+    x = x0
+    for label, colour, _ in groups:  # the legend, in one line between the title and the axis
+        draw.rectangle((x, top + 27, x + 18, top + 37), fill=colour)
+        _write(draw, (x + 24, top + 32), label, 12, anchor="lm")
+        x += 24 + int(_font(12, False, _needs_cjk(label)).getlength(label)) + 24
 
 
 def training_curve(points: Sequence[dict], total_steps: int, lang: str = "en") -> Figure:

@@ -98,6 +98,12 @@ class Prediction:
     digest: str = ""
     plain: torch.Tensor | None = None  # (D,) its plain BiomedCLIP feature, for the baselines
 
+    @property
+    def top(self) -> str:
+        """The class ranked first (by the tuned prompts once there are some)."""
+        probs = self.tuned or self.zero_shot
+        return max(probs, key=probs.get)
+
 
 class StopFlag:
     """Set by the Stop button, polled by running compute calls: a file that exists while the
@@ -269,10 +275,12 @@ class Session:
     # ---- features ---------------------------------------------------------------------------
     def feature_stream(self, info: ModelInfo, pictures: Sequence[Example],
                        vision_prompts: int, precision: str = "auto",
-                       views: Sequence[str] = (EVAL_VIEW,)) -> Iterator[tuple]:
+                       views: Sequence[str] = (EVAL_VIEW,), background: bool = False
+                       ) -> Iterator[tuple]:
         """Features (V, N, D) of the examples' views through the session's cache: the ones
         missing are encoded in one compute call. Yields ("progress", done, total) for the
-        encodings, then ("features", tensor) or ("stopped", None)."""
+        encodings, then ("features", tensor) or ("stopped", None). `background`: encoding
+        nobody waits to see, which gives way to interactive requests (`demo.traffic`)."""
         precision = _precision(info, precision)
         views = list(views)
 
@@ -283,7 +291,8 @@ class Session:
         if missing:
             fresh = None
             for event in compute.encode([e.image for e in missing], [e.digest for e in missing],
-                                        views, vision_prompts, precision, self.stop.path):
+                                        views, vision_prompts, precision, self.stop.path,
+                                        background):
                 if event[0] == "progress":
                     yield event
                 else:
@@ -323,7 +332,8 @@ class Session:
         examples = list(self.examples)
         n = len(examples)
         for k, prompts in enumerate((self.prompt_config().n_vision_prompts, 0)):
-            for event in self.feature_stream(info, examples, prompts, precision):
+            for event in self.feature_stream(info, examples, prompts, precision,
+                                             background=True):
                 if event[0] == "progress":
                     yield "progress", k * n + event[1], 2 * n
                 elif event[0] == "stopped":

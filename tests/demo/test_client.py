@@ -50,8 +50,9 @@ def test_whole_workflow_through_the_api(app_url, tmp_path):
     client = Client(app_url, verbose=False)
     status, _curve, _classes, prompts = run_task(client, ROWS, tmp_path)
     assert "Tuning finished" in status and "Held-out estimate" in status
-    tuned, zero, view, heat, map_class, note, report, baseline, nearest = predict(
+    tuned, zero, view, heat, map_class, note, baseline, nearest = predict(
         client, real_scan("MR_small_padded.dcm", tmp_path))
+    report = client.predict(map_class["value"], 0.45, "jet", api_name="/report")
     probs = confidences(tuned)
     assert set(confidences(baseline)) == set(probs)
     assert len(nearest) == 3 and all(-1 <= float(item["caption"].split(" · ")[0]) <= 1

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pickle
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -93,3 +95,29 @@ def test_durations_follow_the_work():
     many = compute._encode_s([0] * 400, [], ["eval"] * 9)
     assert few == pytest.approx(compute.START_S + 4 * compute.PER_IMAGE_S)
     assert few < many <= compute.MAX_S
+
+
+def test_tuning_gives_way_to_interactive_requests_and_ends_the_same(serving, monkeypatch):
+    from demo.traffic import TRAFFIC
+
+    images = pictures(6)
+    labels = [0, 1, 0, 1, 0, 1]
+    feats = engine_encode(serving, images, vision_prompts=4, precision="fp32")
+    task = PromptState.untrained(CLASSES, {}, CFG, serving.name, serving.fingerprint)
+    cfg = TrainConfig.fast(steps=6, precision="fp32")
+    alone = list(compute.tune(task, feats, labels, cfg))[-1][2]
+    monkeypatch.setattr(TRAFFIC, "patience_s", 30.0)
+    events, done = [], threading.Event()
+
+    def run():
+        events.extend(compute.tune(task, feats, labels, cfg))
+        done.set()
+
+    with TRAFFIC.interactive():  # a prediction in flight: no tuning step runs meanwhile
+        worker = threading.Thread(target=run)
+        worker.start()
+        time.sleep(1.0)
+        assert not events and not done.is_set()
+    assert done.wait(60)
+    assert [e[1].done for e in events if e[0] == "step"] == list(range(1, 7))
+    assert torch.equal(events[-1][2].ctx, alone.ctx)

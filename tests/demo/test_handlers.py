@@ -173,8 +173,8 @@ def test_predict_shows_both_classifiers_a_map_and_its_report(studio, tmp_path):
 
     session = ready_session(studio, tmp_path)
     out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
-    tuned, zero, view, picture, dropdown, report = out[1], out[2], out[3], out[4], out[5], out[7]
-    baseline, nearest = out[8], out[9]
+    tuned, zero, view, picture, dropdown = out[1], out[2], out[3], out[4], out[5]
+    baseline, nearest = out[7], out[8]
     assert set(tuned) == set(zero) == set(baseline) == set(session.classes)
     assert sum(tuned.values()) == pytest.approx(1.0, abs=1e-5)
     assert sum(baseline.values()) == pytest.approx(1.0, abs=1e-5)
@@ -185,13 +185,24 @@ def test_predict_shows_both_classifiers_a_map_and_its_report(studio, tmp_path):
     picture, view = Image.open(picture), Image.open(view)
     assert picture.size == view.size == (224, 224)
     assert dropdown["value"] == max(tuned, key=tuned.get)
+    # the report is made after the prediction is shown, of the class on screen
+    assert studio.report_pending() == {"__type__": "update", "value": None, "interactive": False}
+    assert studio.report_ready() == {"__type__": "update", "interactive": True}
+    report = studio.report(session, dropdown["value"], 0.45, "jet")
     facts = json.loads(Image.open(report).text["biomed-dpt-report"])
     assert facts["tuned"] == pytest.approx(tuned, abs=1e-5) and facts["window"] == "auto"
+    assert facts["explained"] == dropdown["value"]
     other = [c for c in session.classes if c != dropdown["value"]][0]
-    _, switched, report2 = studio.change_map(session, other, 0.8, "cividis")
+    _, switched = studio.change_map(session, other, 0.8, "cividis")
     switched = Image.open(switched)
     assert switched.size == (224, 224) and switched.tobytes() != picture.tobytes()
-    assert json.loads(Image.open(report2).text["biomed-dpt-report"])["explained"] == other
+    report2 = studio.report(session, other, 0.8, "cividis")
+    facts2 = json.loads(Image.open(report2).text["biomed-dpt-report"])
+    assert facts2["explained"] == other and facts2["colour_map"] == "cividis"
+    assert facts2["opacity"] == 0.8
+    # a class the prediction does not know falls back to the one ranked first
+    assert json.loads(Image.open(studio.report(session, "nonsense", 0.5)).text[
+        "biomed-dpt-report"])["explained"] == dropdown["value"]
 
 
 def test_predict_before_tuning_uses_zero_shot(studio, tmp_path):

@@ -32,11 +32,12 @@ def workflow(studio, folder: Path) -> dict:
     out["saved"] = next(u[4] for u in tuned if isinstance(u[4], str))
     scan = real_scan("MR_small_padded.dcm", folder)
     predicted = studio.predict(session, scan, AUTO_WINDOW)
-    out["tuned"], out["zero"], out["baseline"] = predicted[1], predicted[2], predicted[8]
+    out["tuned"], out["zero"], out["baseline"] = predicted[1], predicted[2], predicted[7]
     out["map"] = np.asarray(Image.open(predicted[4]), dtype=np.int16)
     other = [c for c in session.classes if c != predicted[5]["value"]][0]
-    _, switched, report = studio.change_map(session, other, 0.6, "jet")
+    _, switched = studio.change_map(session, other, 0.6, "jet")
     out["switched"] = np.asarray(Image.open(switched), dtype=np.int16)
+    report = studio.report(session, other, 0.6, "jet")
     out["report"] = json.loads(Image.open(report).text["biomed-dpt-report"])["explained"]
     studio.add_test_scans(session, _class_zip(folder), None, ROWS[0][0], AUTO_WINDOW)
     evaluated = studio.evaluate(session)

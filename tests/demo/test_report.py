@@ -1,0 +1,77 @@
+"""The PNG report: what it shows is the prediction and the map on screen, and its facts say so."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.overlay import overlay
+from demo.report import (REPORT_SIZE, TUNED_COLOUR, ZERO_COLOUR, ReportContext, _fit, _font,
+                         write_report)
+from demo.session import Prediction
+
+
+def _prediction(tuned, zero):
+    rng = np.random.default_rng(0)
+    view = Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8))
+    return Prediction(view=view, picture=view, tuned=tuned, zero_shot=zero,
+                      classnames=list(zero), digest="d" * 64)
+
+
+def _context(classes, explained, alpha=0.45, cmap="jet", lang="en"):
+    return ReportContext("tiny-biomedclip", True, "CT", None, classes, "a {} photo.", explained,
+                         alpha, cmap, lang)
+
+
+def _colour_run(row: np.ndarray, colour: str) -> int:
+    rgb = np.array(Image.new("RGB", (1, 1), colour)).reshape(3)
+    return int((np.abs(row.astype(int) - rgb).sum(axis=1) == 0).sum())
+
+
+def test_the_report_shows_the_scan_the_map_on_screen_and_the_probabilities(tmp_path):
+    p = _prediction({"cyst": 0.75, "stone": 0.25}, {"cyst": 0.4, "stone": 0.6})
+    heat = np.linspace(0, 1, 224 * 224, dtype=np.float32).reshape(224, 224)
+    path = write_report(tmp_path, p, heat, _context(["cyst", "stone"], "stone", 0.6, "cividis"))
+    page = Image.open(path)
+    assert page.size == REPORT_SIZE and path.name.startswith("biomed-dpt-report_ct_stone_")
+    facts = json.loads(page.text["biomed-dpt-report"])
+    assert facts["explained"] == "stone" and facts["opacity"] == 0.6
+    assert facts["colour_map"] == "cividis" and facts["scan"] == "d" * 12
+    assert facts["tuned"] == {"cyst": 0.75, "stone": 0.25}
+    pixels = np.asarray(page.convert("RGB"))
+    # the two panels: the model's view, and the very overlay the page shows, enlarged
+    scan = np.asarray(p.view.resize((300, 300), Image.BICUBIC))
+    shown = np.asarray(overlay(p.view, heat, 0.6, "cividis").resize((300, 300), Image.BICUBIC))
+    assert np.array_equal(pixels[200:500, 24:324], scan)
+    assert np.array_equal(pixels[200:500, 364:664], shown)
+    # bar lengths follow the probabilities: per class, tuned above zero-shot
+    bars = pixels[:, 840:1180]
+    tuned = [max(_colour_run(r, TUNED_COLOUR) for r in bars[y0:y1]) for y0, y1 in
+             ((222, 355), (355, 490))]
+    zero = [max(_colour_run(r, ZERO_COLOUR) for r in bars[y0:y1]) for y0, y1 in
+            ((222, 355), (355, 490))]
+    assert tuned[0] / tuned[1] == pytest.approx(3, rel=0.05)
+    assert zero[1] / zero[0] == pytest.approx(1.5, rel=0.05)
+
+
+def test_before_tuning_only_zero_shot_is_drawn(tmp_path):
+    p = _prediction({}, {"cyst": 0.5, "stone": 0.5})
+    page = np.asarray(Image.open(write_report(tmp_path, p, np.zeros((14, 14)),
+                                              _context(["cyst", "stone"], "cyst"))).convert("RGB"))
+    assert max(_colour_run(r, TUNED_COLOUR) for r in page[:, 700:]) == 0
+    assert max(_colour_run(r, ZERO_COLOUR) for r in page[:, 840:]) > 50
+
+
+def test_long_names_are_cut_and_korean_is_drawn_with_a_hangul_font(tmp_path):
+    assert _fit("x" * 300, 12, 120).endswith("…") and _font(12).getlength(
+        _fit("x" * 300, 12, 120)) <= 120
+    assert _fit("short", 12, 120) == "short"
+    names = ["정상 조직 " + "normal tissue " * 6, "b"] + [f"class {i}" for i in range(18)]
+    p = _prediction({}, {n: 1 / len(names) for n in names})
+    path = write_report(tmp_path, p, np.zeros((14, 14)), _context(names, names[0], lang="ko"))
+    assert json.loads(Image.open(path).text["biomed-dpt-report"])["classes"] == names
+    hangul = _font(14, cjk=True)
+    if "DejaVu" not in hangul.path:  # a Hangul font is installed: its glyphs are not boxes
+        assert hangul.getbbox("정")[2] > 0 and hangul.getmask("정").getbbox() is not None
