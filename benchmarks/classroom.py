@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -44,6 +45,15 @@ def copy(name: str, folder: Path) -> str:
     return str(target)
 
 
+def fetch(url: str) -> bytes:
+    """A file the page shows, fetched as a browser does (files are not downloaded by the
+    clients themselves: their decoding would load the machine the server runs on)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=60) as answer:
+        return answer.read()
+
+
 def confidences(label) -> dict[str, float]:
     return {c["label"]: float(c["confidence"]) for c in (label or {}).get("confidences", [])}
 
@@ -54,7 +64,7 @@ class Student:
     def __init__(self, url: str, kind: int, folder: Path) -> None:
         from gradio_client import Client
 
-        self.client = Client(url, verbose=False)
+        self.client = Client(url, verbose=False, download_files=False)
         self.kind, self.folder = kind, folder
         self.errors: list[str] = []
         self.report_s: list[float] = []
@@ -98,13 +108,15 @@ class Student:
             started = time.perf_counter()
             out = self.client.predict(handle_file(copy(name, self.folder)), "auto", 40, 400, -1,
                                       0.45, "jet", api_name="/predict")
+            for picture in (out[2], out[3], *(item["image"] for item in out[7])):
+                fetch(picture["url"])  # what the page shows: the scan, its map, the nearest
             seconds.append(time.perf_counter() - started)
             self._check(out[5])
             answers.append(confidences(out[0]))
             started = time.perf_counter()
             report = self.client.predict(out[4]["value"], 0.45, "jet", api_name="/report")
             self.report_s.append(time.perf_counter() - started)
-            if not (isinstance(report, str) and report.endswith(".png")):
+            if not (isinstance(report, dict) and fetch(report["url"]).startswith(b"\x89PNG")):
                 self.errors.append(f"no report: {report!r}"[:200])
         return answers, seconds
 
@@ -180,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
                     differing.add(id(student))
 
         tuning.set()
+        phase_started, client_cpu = time.perf_counter(), time.process_time()
         loops = [threading.Thread(target=run, args=(keep_tuning, s)) for s in tuners]
         for t in loops:
             t.start()
@@ -189,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
             t.start()
         for t in viewing:
             t.join()
+        load_share = ((time.process_time() - client_cpu)
+                      / ((time.perf_counter() - phase_started) * (os.cpu_count() or 1)))
         tuning.clear()
         for t in loops:
             t.join()
@@ -207,6 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
         "tune_runs_while_predicting": len(waits),
         "tune_wait_p50_s": round(statistics.median(waits), 2) if waits else None,
         "tune_wait_max_s": round(max(waits), 2) if waits else None,
+        # the students' own clients run on the server's machine: their share of its CPU
+        "load_generator_cpu_share": round(load_share, 2),
         "errors": len(errors), "error_samples": errors[:3],
         "sessions_checked": len(set(map(id, viewers + tuners))),
         "sessions_differing_from_alone": len(differing),
