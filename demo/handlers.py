@@ -297,7 +297,7 @@ class Studio:
         the session; Gradio would otherwise keep its own copy in its cache)."""
         if picture is None:
             return None
-        from demo.session import picture_digest
+        from demo.scans import picture_digest
 
         folder = self.files.downloads(owner or "anonymous")
         digest = picture_digest(picture)[:16]
@@ -467,7 +467,7 @@ class Studio:
         self.model_info()
         from core.imaging import load_scan
         from core.overlay import model_view
-        from demo.session import frame_used, scan_picture
+        from demo.scans import frame_used, scan_picture
 
         lang = language(request)
         uploads = _uploads(files if isinstance(files, list) else [files] if files else [])

@@ -7,7 +7,6 @@ A session never holds the model: it keeps plain data (pictures, features, `Promp
 asks `demo.compute` for whatever needs the model, so every model use can run in a GPU worker."""
 from __future__ import annotations
 
-import itertools
 import os
 import tempfile
 import time
@@ -20,62 +19,25 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core import presets
 from core.baselines import Classifier, fit_baseline
-from core.errors import ScanError, StudioError
 from core.evaluate import EvaluationResult, cross_validate, result_from_probabilities
-from core.features import EVAL_VIEW, FeatureCache, feature_key, image_digest
-from core.imaging import WINDOW_PRESETS, Scan, labelled_zip, load_scan, suggest_modality, to_rgb
+from core.features import EVAL_VIEW, FeatureCache, feature_key
+from core.imaging import labelled_zip, load_scan, suggest_modality
 from core.overlay import model_view, overlay
 from core.prompts import PromptConfig, PromptState
 from core.train import History, TrainConfig
 from demo import compute, storage
 from demo.host import ModelInfo
 from demo.messages import UserError
+from demo.scans import (Example, Problem, colour_mismatch, frame_used, kept_picture, new_uid,
+                        picture_digest, read_scans, scan_picture, window_applies,
+                        window_name)
+from demo.task import TaskChange, follow_classes, parse_class_rows, task_key
 
-MAX_EXAMPLES = 400
-MAX_CLASSES = 20
-THUMBNAIL = 160
-KEPT_SIDE = 448  # a kept picture's longer side: twice the model's view, <= 0.6 MB in RGB
 BASELINE = "linear-probe"  # the baseline shown beside the tuned prompts in Predict
 COMPARED = ("zero-shot", "tip-adapter", "linear-probe")  # baselines in Evaluate and the estimate
 NEAREST = 3
 FOLDS = 4
-# Modalities whose pictures are in colour, and those in greyscale (assets/modalities.json;
-# ultrasound may carry a little colour Doppler, far below the threshold of `looks_coloured`).
-COLOUR_MODALITIES = frozenset(m.id for m in presets.load_modalities() if m.colour is True)
-GREY_MODALITIES = frozenset(m.id for m in presets.load_modalities() if m.colour is False)
-_ids = itertools.count(1)
-
-
-@dataclass
-class Example:
-    """One labelled example: the picture the model sees and a small thumbnail."""
-
-    uid: int
-    label: str
-    image: Image.Image  # RGB, windowed, the chosen slice, longer side at most KEPT_SIDE
-    thumbnail: Image.Image
-    name: str  # a display name; never the uploaded file's own name
-    digest: str = ""  # of the picture's pixels: finds the same scan uploaded twice
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A file that was not added (or was added with a note), named as the user uploaded it.
-    Shown to that user only; never logged or kept beyond the reply."""
-
-    where: str
-    error: StudioError
-    added: bool = False
-
-
-@dataclass(frozen=True)
-class TaskChange:
-    """What setting a task did to the examples: classes renamed (examples kept) or removed."""
-
-    renamed: list[tuple[str, str, int]]
-    removed: list[tuple[str, int]]
 
 
 @dataclass
@@ -170,7 +132,8 @@ class Session:
         l1, kl = lambdas if lambdas is not None else (self.lambda_l1, self.lambda_kl)
         cfg = PromptConfig(template=template.strip(), lambda_l1=float(l1), lambda_kl=float(kl))
         zero_shot = compute.zero_shot(classes, descriptions, cfg)
-        change = self._follow_classes(classes)
+        change, self.examples, self.test_set = follow_classes(self.classes, classes,
+                                                              self.examples, self.test_set)
         self.template, self.classes, self.descriptions = cfg.template, classes, descriptions
         self.lambda_l1, self.lambda_kl = cfg.lambda_l1, cfg.lambda_kl
         if modality:
@@ -179,36 +142,12 @@ class Session:
         self._zero = (self._task_key(), zero_shot)
         return change
 
-    def _follow_classes(self, classes: list[str]) -> TaskChange:
-        """Relabel the examples of renamed classes (same row, new name) and drop those of
-        removed classes."""
-        old = self.classes
-        renames = {}
-        for i, name in enumerate(old):
-            if name not in classes and i < len(classes) and classes[i] not in old:
-                renames[name] = classes[i]
-        renamed = []
-        for before, after in renames.items():
-            n = 0
-            for example in self.examples + self.test_set:
-                if example.label == before:
-                    example.label = after
-                    example.name = after + example.name[len(before):]
-                    n += any(example is e for e in self.examples)
-            renamed.append((before, after, n))
-        removed = [(c, sum(e.label == c for e in self.examples)) for c in old
-                   if c not in classes and c not in renames]
-        self.examples = [e for e in self.examples if e.label in classes]
-        self.test_set = [e for e in self.test_set if e.label in classes]
-        return TaskChange(renamed, removed)
-
     def prompt_config(self, **changes) -> PromptConfig:
         return PromptConfig(template=self.template, lambda_l1=self.lambda_l1,
                             lambda_kl=self.lambda_kl, **changes)
 
     def _task_key(self) -> tuple:
-        return (self.template, tuple(self.classes),
-                tuple((c, tuple(self.descriptions.get(c, ()))) for c in self.classes))
+        return task_key(self.template, self.classes, self.descriptions)
 
     def zero_shot(self, info: ModelInfo) -> PromptState:
         """The plain template classifier of the current task (cached while the task stays)."""
@@ -231,36 +170,9 @@ class Session:
         if label not in self.classes:
             raise UserError("choose_class", classes=", ".join(self.classes))
         items = [(label, path, name) for path, name in files]
-        return self._read_into(
+        return read_scans(
             self.examples, "examples", items, window, index,
             lambda lab, kept: f"{lab} #{sum(e.label == lab for e in kept) + 1}{suffix}")
-
-    def _read_into(self, target: list[Example], kind: str, items, window, index, name
-                   ) -> tuple[int, list[Problem]]:
-        """Read (class, path, where) items into `target`; a file that cannot be read is
-        reported by `where` and loses nothing else."""
-        added, problems = 0, []
-        seen = {e.digest: e for e in target}
-        for label, path, where in items:
-            try:
-                if len(target) >= MAX_EXAMPLES:
-                    raise UserError("too_many_examples", limit=MAX_EXAMPLES, kind=kind)
-                scan = load_scan(path)
-                picture, note = scan_picture(scan, window, index)
-                picture = kept_picture(picture)
-                digest = picture_digest(picture)
-                if digest in seen:
-                    raise UserError("duplicate_of", other=seen[digest].name)
-                example = Example(next(_ids), label, picture, thumbnail(picture),
-                                  name(label, target), digest)
-                target.append(example)
-                seen[digest] = example
-                added += 1
-                if note is not None:
-                    problems.append(Problem(where, note, added=True))
-            except StudioError as exc:
-                problems.append(Problem(where, exc))
-        return added, problems
 
     def remove_selected(self) -> Example | None:
         if self.selected is None or not 0 <= self.selected < len(self.examples):
@@ -473,7 +385,7 @@ class Session:
         return added, problems + unreadable
 
     def _add_test(self, items, window, index) -> tuple[int, list[Problem]]:
-        return self._read_into(self.test_set, "test scans", items, window, index,
+        return read_scans(self.test_set, "test scans", items, window, index,
                                lambda label, kept: f"{label} (test)")
 
     def overlap(self) -> int:
@@ -545,7 +457,7 @@ class Session:
         test scan: a scan must not be both)."""
         self.test_set = [e for e in self.test_set if e is not example]
         n = sum(e.label == example.label for e in self.examples) + 1
-        moved = Example(next(_ids), example.label, example.image, example.thumbnail,
+        moved = Example(new_uid(), example.label, example.image, example.thumbnail,
                         f"{example.label} #{n}", example.digest)
         if any(e.digest == moved.digest for e in self.examples):
             raise UserError("duplicate_of", other=next(
@@ -587,7 +499,7 @@ class Session:
             nearest=self.nearest(info, plain[0], precision),
             suggested_modality=suggest_modality(scan),
             colour_mismatch=colour_mismatch(picture, self.modality),
-            window=_window_name(window if _window_applies(scan, window) else None),
+            window=window_name(window if window_applies(scan, window) else None),
             frame=frame_used(scan, index), n_frames=scan.n_frames, digest=digest,
             plain=plain[0])
         prediction.maps[top] = heat
@@ -660,100 +572,24 @@ def _precision(info: ModelInfo, precision: str) -> str:
     return info.precision if precision == "auto" else precision
 
 
-def parse_class_rows(rows: Iterable[Sequence[str]]) -> tuple[list[str], dict[str, list[str]]]:
-    """Table rows -> class names and their descriptions; blank rows are ignored."""
-    classes, descriptions = [], {}
-    for row in rows or []:
-        cells = [("" if c is None else str(c)) for c in (list(row) + ["", ""])[:2]]
-        name = " ".join(cells[0].split())
-        if not name:
-            continue
-        classes.append(name)
-        lines = [" ".join(line.split()) for line in cells[1].splitlines() if line.strip()]
-        if lines:
-            descriptions[name] = lines
-    if len(classes) > MAX_CLASSES:
-        raise UserError("too_many_classes", n=len(classes), limit=MAX_CLASSES)
-    return classes, descriptions
 
 
-def scan_picture(scan: Scan, window=None, index: int | None = None
-                 ) -> tuple[Image.Image, StudioError | None]:
-    """The RGB picture of one frame or slice, windowed, and a note when the window asked for
-    does not apply (a CT window on a file that is not in Hounsfield units: its own is used).
-    A frame or slice number past the last one is an error, never silently moved."""
-    note = None
-    if not _window_applies(scan, window):
-        note = UserError("ct_window_on_other", window=str(window))
-        window = None
-    frame = frame_used(scan, index)
-    return to_rgb(scan, window=window or None, index=frame), note
 
 
-def frame_used(scan: Scan, index: int | None) -> int | None:
-    """The frame drawn: the one asked for in a multi-frame scan (checked), else None (the
-    middle one; a single image has only one)."""
-    if index is None or scan.n_frames <= 1:
-        return None
-    if not 0 <= int(index) < scan.n_frames:
-        label = scan.frame_label
-        raise ScanError(f"There is no {label} {int(index)}: this scan has {scan.n_frames} "
-                        f"{label}s (0 to {scan.n_frames - 1}).")
-    return int(index)
 
 
-def _window_applies(scan: Scan, window) -> bool:
-    """A CT preset applies to Hounsfield units only."""
-    return not (isinstance(window, str) and window in WINDOW_PRESETS and scan.units != "HU")
 
 
-def _window_name(window) -> str:
-    if window is None:
-        return "auto"
-    if isinstance(window, tuple):
-        return f"level {window[0]:g}, width {window[1]:g}"
-    return str(window)
 
 
-def picture_digest(picture: Image.Image) -> str:
-    """The picture's content hash: finds duplicates, and keys its features in the cache."""
-    return image_digest(picture)
 
 
-def colour_mismatch(picture: Image.Image, modality: str | None) -> str | None:
-    """'colour_in_grey' when a colour picture is given to a greyscale modality's task,
-    'grey_in_colour' for the reverse, else None."""
-    coloured = looks_coloured(picture)
-    if coloured and modality in GREY_MODALITIES:
-        return "colour_in_grey"
-    if not coloured and modality in COLOUR_MODALITIES:
-        return "grey_in_colour"
-    return None
 
 
-def looks_coloured(picture: Image.Image, chroma: int = 24, share: float = 0.2) -> bool:
-    """Whether more than `share` of the pixels are clearly coloured (max - min channel above
-    `chroma` of 255)."""
-    small = np.asarray(picture.convert("RGB").resize((96, 96)), dtype=np.int16)
-    spread = small.max(axis=2) - small.min(axis=2)
-    return float((spread > chroma).mean()) > share
 
 
-def kept_picture(picture: Image.Image) -> Image.Image:
-    """The picture an example keeps: the full-resolution one reduced so that its longer side
-    is at most KEPT_SIDE (twice the model's view: the evaluation view and the paper recipe's
-    crops are made from it), so a 2000 x 2000 radiograph keeps 0.6 MB, not 12."""
-    if max(picture.size) <= KEPT_SIDE:
-        return picture
-    small = picture.copy()
-    small.thumbnail((KEPT_SIDE, KEPT_SIDE), Image.Resampling.LANCZOS)
-    return small
 
 
-def thumbnail(picture: Image.Image) -> Image.Image:
-    small = picture.copy()
-    small.thumbnail((THUMBNAIL, THUMBNAIL))
-    return small
 
 
 def estimate_warnings(counts: Sequence[int], methods: dict) -> list[tuple[str, dict]]:

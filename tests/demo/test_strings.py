@@ -41,7 +41,8 @@ def test_the_cores_common_messages_are_said_in_korean(tmp_path):
     from core.imaging import load_scan
     from core.prompt_config import PromptConfig
     from demo.messages import ENGLISH_WORD, core_text
-    from demo.session import frame_used, parse_class_rows
+    from demo.scans import frame_used
+    from demo.task import parse_class_rows
 
     notes = tmp_path / "notes.txt"
     notes.write_text("not a scan")
