@@ -86,7 +86,7 @@ def write_report(folder: Path, prediction: Prediction, heat: np.ndarray, ctx: Re
         left = 24 + k * (side + 40)
         _write(draw, (left + side // 2, top - 24), _fit(title, 14, side + 30), 14, anchor="ma")
         page.paste(picture.resize((side, side), Image.BICUBIC), (left, top))
-    _probability_bars(draw, prediction, lang, box=(720, 170, 1180, 540))
+    _probability_bars(draw, prediction, lang, box=(690, 170, 1180, 540))
     _write(draw, (12, REPORT_SIZE[1] - 24), text(lang, "report_disclaimer"), 13, WARNING_COLOUR)
     path = Path(folder) / report_name(ctx, when)
     public = {k: v for k, v in facts.items() if not k.endswith("_line")}
@@ -162,7 +162,7 @@ def _probability_bars(draw: ImageDraw.ImageDraw, prediction: Prediction, lang: s
     groups = ([(text(lang, "report_tuned"), TUNED_COLOUR, prediction.tuned)]
               if prediction.tuned else []) + [(text(lang, "report_zero"), ZERO_COLOUR,
                                                prediction.zero_shot)]
-    label_w, axis_top, axis_bottom = 120, top + 52, bottom - 50
+    label_w, axis_top, axis_bottom = 170, top + 52, bottom - 50
     x0, x1 = left + label_w + 8, right - 56  # the axis: 0 % to 100 %
     draw.rectangle((x0, axis_top, x1 + 48, axis_bottom), outline="#444")
     row = (axis_bottom - axis_top) / max(1, len(names))
