@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-start", action="store_true", help="do not time the app start")
     args = parser.parse_args(argv)
 
-    from demo.handlers import AUTO_WINDOW, Studio
+    from demo.handlers import Studio
+    from demo.replies import AUTO_WINDOW
     from demo.session import Session
 
     figures: dict = {"backbone": args.backbone}

@@ -17,7 +17,8 @@ import gradio as gr
 from core import presets
 from core.overlay import colorbar
 from demo import gpu, storage, tools
-from demo.handlers import AUTO_WINDOW, MANUAL_WINDOW, Studio, window_choices
+from demo.handlers import Studio
+from demo.replies import AUTO_WINDOW, MANUAL_WINDOW, window_choices
 from demo.strings import EN, KO
 
 I18N = gr.I18n(en=EN, ko=KO)

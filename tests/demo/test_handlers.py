@@ -9,7 +9,8 @@ from PIL import Image
 
 from core.errors import StudioError
 from core.prompts import PromptState
-from demo.handlers import AUTO_WINDOW, Studio
+from demo.handlers import Studio
+from demo.replies import AUTO_WINDOW
 from demo.session import Session
 from tests.demo.conftest import CT_FILES, MR_FILES, ROWS, real_scan
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from demo.handlers import Studio, answers
+from demo.handlers import Studio
+from demo.replies import answers
 from demo.traffic import TRAFFIC, Traffic
 
 

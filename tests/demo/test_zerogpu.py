@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from demo import gpu
-from demo.handlers import AUTO_WINDOW
+from demo.replies import AUTO_WINDOW
 from demo.session import Session
 from tests.demo.conftest import ROWS, real_scan
 from tests.demo.test_handlers import _class_zip, last, ready_session

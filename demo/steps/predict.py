@@ -1,0 +1,99 @@
+"""Step 4, prediction: probabilities, the map, the report made after them."""
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from demo import storage
+from demo.messages import UserError, language, modality_name, text
+from demo.replies import COLOUR_MAPS, answers, slice_value, uploads_of, window_value
+
+KEEP_REPORTS = 3
+
+
+
+class PredictStep:
+    """`Studio`'s handlers of this step (a mixin: `Studio` holds the model host, the
+    sessions and their files)."""
+
+    @answers(9, status=6, interactive=True)
+    def predict(self, session: Any, file, window: str, level=None, width=None, index=-1,
+                alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None):
+        lang = language(request)
+        session = self._session(session, request)
+        uploads = uploads_of([file] if file else [])
+        self._keep(session, [p for p, _ in uploads])
+        if not uploads:
+            raise UserError("choose_scan")
+        info = self.model_info()
+        p = session.predict(info, uploads[0][0], window_value(window, level, width),
+                            slice_value(index), self.precision)
+        top = p.top
+        notes = [text(lang, "predicted", top=top, p=(p.tuned or p.zero_shot)[top])]
+        if session.tuned is None:
+            notes.append(text(lang, "zero_shot_only"))
+        if (p.suggested_modality and session.modality != "other"
+                and p.suggested_modality != session.modality):
+            notes.append(text(lang, "looks_like", found=modality_name(lang, p.suggested_modality),
+                              task=modality_name(lang, session.modality)))
+        elif p.colour_mismatch:
+            notes.append(text(lang, p.colour_mismatch, task=modality_name(lang, session.modality)))
+        cmap = cmap if cmap in COLOUR_MAPS else "jet"
+        heat = session.overlay_for(info, top, alpha, cmap)
+        nearest = [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"),
+                    text(lang, "nearest_caption", name=e.name, similarity=sim))
+                   for e, sim in p.nearest]
+        return (session, p.tuned or None, p.zero_shot,
+                self._picture(session.owner, p.view, "scan"),
+                self._picture(session.owner, heat, "map"),
+                gr.update(choices=p.classnames, value=top), " ".join(notes),
+                p.baseline or None, nearest)
+
+    @answers(2, interactive=True)
+    def change_map(self, session: Any, class_name: str, alpha: float, cmap: str = "jet",
+                   request: gr.Request = None):
+        if session is None or session.prediction is None or not class_name:
+            return session, gr.skip()
+        info = self.model_info()
+        cmap = cmap if cmap in COLOUR_MAPS else "jet"
+        heat = session.overlay_for(info, class_name, alpha, cmap)
+        return session, self._picture(session.owner, heat, "map")
+
+    @staticmethod
+    def report_pending():
+        """The report button while the report of a new prediction or map is being made: no
+        click can download the previous scan's report."""
+        return gr.update(value=None, interactive=False)
+
+    @staticmethod
+    def report_ready():
+        return gr.update(interactive=True)
+
+    @answers(1)
+    def report(self, session: Any, class_name: str, alpha: float, cmap: str = "jet",
+               request: gr.Request = None):
+        """The report of the prediction and map on screen, made after they are shown (its
+        figure is the slowest part of a prediction, and nobody waits to see it)."""
+        if session is None or session.prediction is None:
+            return gr.skip()
+        classes = session.prediction.classnames
+        class_name = class_name if class_name in classes else session.prediction.top
+        cmap = cmap if cmap in COLOUR_MAPS else "jet"
+        return self._report(session, self.model_info(), class_name, alpha, cmap,
+                            language(request))
+
+    def _report(self, session, info, class_name: str, alpha: float, cmap: str, lang: str) -> str:
+        from demo.report import ReportContext, write_report
+
+        ctx = ReportContext(model=info.name, demo_model=self.demo_model, modality=session.modality,
+                            organ=session.organ, classes=list(session.classes),
+                            template=session.template, explained=class_name,
+                            alpha=float(alpha), cmap=cmap, lang=lang)
+        folder = self.files.downloads(session.owner)
+        path = write_report(folder, session.prediction, session.map_for(info, class_name), ctx)
+        # keep the last few (a click may be fetching the previous one), delete older ones
+        older = sorted(folder.glob("biomed-dpt-report_*.png"), key=lambda p: p.stat().st_mtime)
+        for stale in older[:-KEEP_REPORTS]:
+            storage.delete_file(stale)
+        return str(path)
