@@ -33,7 +33,7 @@ STEPS_S = 60.0  # a tuning run without a time budget
 MAX_S = 290.0
 
 
-def _stopper(stop: str | None, halt: threading.Event | None = None, background: bool = False):
+def _stopper(stop: str | None, halt: threading.Event | None, background: bool):
     def stopped() -> bool:
         if background:  # polled between steps: where background work gives way
             TRAFFIC.give_way()
@@ -41,7 +41,7 @@ def _stopper(stop: str | None, halt: threading.Event | None = None, background: 
     return stopped
 
 
-def _streamed(work, stop: str | None, name: str, background: bool = True):
+def _streamed(work, stop: str | None, name: str, background: bool):
     """Run `work(emit, stopped)` in a worker thread, yielding what it emits, and return what it
     returns (`result = yield from _streamed(...)`). `stopped()` is true once the stop file
     exists or the stream is closed; closing the stream stops and joins the thread. Background
@@ -118,7 +118,7 @@ def tune(task: PromptState, features: torch.Tensor, labels: Sequence[int], cfg,
     dp = DualPrompt.from_state(bb, task).train()
     history = yield from _streamed(lambda emit, stopped: fit_features(
         dp, features, list(labels), cfg, on_step=lambda p: emit(("step", p)),
-        should_stop=stopped), stop, "tune")
+        should_stop=stopped), stop, "tune", background=True)
     yield "done", history, dp.state()
 
 
@@ -137,7 +137,8 @@ def cross_validate_prompts(task: PromptState, features: torch.Tensor, labels: Se
     fresh = DualPrompt.from_state(host.model(), task)
     out = yield from _streamed(lambda emit, stopped: cross_validate(
         "biomed-dpt", features, list(labels), folds, seed, prompts=fresh, train=cfg,
-        should_stop=stopped, on_fold=lambda d, t: emit(("fold", d, t))), stop, "estimate")
+        should_stop=stopped, on_fold=lambda d, t: emit(("fold", d, t))), stop, "estimate",
+        background=True)
     yield "done", out
 
 
