@@ -22,7 +22,7 @@ from demo.messages import modality_name, text
 figure_fonts()  # Korean labels on the curve and the report
 
 if TYPE_CHECKING:
-    from demo.session import Prediction
+    from demo.prediction import Prediction
 
 LOSS_COLOUR = "#1f5fbf"
 TUNED_COLOUR = "#1f77b4"

@@ -29,42 +29,16 @@ from core.train import History, TrainConfig
 from demo import compute, storage
 from demo.host import ModelInfo
 from demo.messages import UserError
+from demo.prediction import Prediction
 from demo.scans import (Example, Problem, colour_mismatch, frame_used, kept_picture, new_uid,
                         picture_digest, read_scans, scan_picture, window_applies,
                         window_name)
-from demo.task import TaskChange, follow_classes, parse_class_rows, task_key
+from demo.task import Task, TaskChange, follow_classes
 
 BASELINE = "linear-probe"  # the baseline shown beside the tuned prompts in Predict
 COMPARED = ("zero-shot", "tip-adapter", "linear-probe")  # baselines in Evaluate and the estimate
 NEAREST = 3
 FOLDS = 4
-
-
-@dataclass
-class Prediction:
-    """The last scan predicted, kept so the map can be switched without recomputing."""
-
-    view: Image.Image  # what the model saw (centre crop), for the overlay
-    picture: Image.Image  # the scan as kept (longer side at most KEPT_SIDE), for more maps
-    tuned: dict[str, float]
-    zero_shot: dict[str, float]
-    baseline: dict[str, float] = field(default_factory=dict)  # BASELINE on the examples
-    nearest: list[tuple[Example, float]] = field(default_factory=list)  # (example, cosine)
-    maps: dict[int, np.ndarray] = field(default_factory=dict)
-    classnames: list[str] = field(default_factory=list)
-    suggested_modality: str | None = None
-    colour_mismatch: str | None = None  # "colour_in_grey" / "grey_in_colour" for the task
-    window: str = "auto"  # how the scan was drawn, for the report
-    frame: int | None = None
-    n_frames: int = 1
-    digest: str = ""
-    plain: torch.Tensor | None = None  # (D,) its plain BiomedCLIP feature, for the baselines
-
-    @property
-    def top(self) -> str:
-        """The class ranked first (by the tuned prompts once there are some)."""
-        probs = self.tuned or self.zero_shot
-        return max(probs, key=probs.get)
 
 
 class StopFlag:
@@ -93,13 +67,7 @@ class StopFlag:
 class Session:
     """Everything one user has done; lives in a `gr.State`, invisible to other users."""
 
-    modality: str = "MRI"
-    organ: str | None = None
-    template: str = "a MR photo of a {} in the brain."
-    classes: list[str] = field(default_factory=list)
-    descriptions: dict[str, list[str]] = field(default_factory=dict)
-    lambda_l1: float = 12.5
-    lambda_kl: float = 0.25
+    task: Task = field(default_factory=Task)
     examples: list[Example] = field(default_factory=list)
     selected: int | None = None  # index into examples, chosen in the gallery
     tuned: PromptState | None = None  # the tuned prompts, as plain data (no model)
@@ -121,6 +89,26 @@ class Session:
     _baselines: dict = field(default_factory=dict, repr=False)  # fitted, by examples and task
 
     # ---- task ---------------------------------------------------------------------------------
+    @property
+    def modality(self) -> str | None:
+        return self.task.modality
+
+    @property
+    def organ(self) -> str | None:
+        return self.task.organ
+
+    @property
+    def template(self) -> str:
+        return self.task.template
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.task.classes)
+
+    @property
+    def descriptions(self) -> dict[str, list[str]]:
+        return dict(self.task.descriptions)
+
     def set_task(self, info: ModelInfo, template: str, rows: Iterable[Sequence[str]],
                  modality: str | None = None, organ: str | None = None,
                  lambdas: tuple[float, float] | None = None) -> TaskChange:
@@ -128,32 +116,43 @@ class Session:
         line). A class whose name changed in its row keeps its examples (a rename); the
         examples of classes that are gone are dropped, and the change says so. Building the
         task's zero-shot classifier is the check, and it is kept for Predict and Evaluate."""
-        classes, descriptions = parse_class_rows(rows)
-        l1, kl = lambdas if lambdas is not None else (self.lambda_l1, self.lambda_kl)
-        cfg = PromptConfig(template=template.strip(), lambda_l1=float(l1), lambda_kl=float(kl))
-        zero_shot = compute.zero_shot(classes, descriptions, cfg)
-        change, self.examples, self.test_set = follow_classes(self.classes, classes,
-                                                              self.examples, self.test_set)
-        self.template, self.classes, self.descriptions = cfg.template, classes, descriptions
-        self.lambda_l1, self.lambda_kl = cfg.lambda_l1, cfg.lambda_kl
-        if modality:
-            self.modality, self.organ = modality, organ
+        task = Task.typed(self.task, template, rows, modality, organ, lambdas)
+        zero_shot = compute.zero_shot(list(task.classes), dict(task.descriptions), task.config())
+        change = self._take(task, rename=True)
+        self._zero = (task.key, zero_shot)
+        return change
+
+    def adopt_prompts(self, state: PromptState) -> TaskChange:
+        """Prompts from a file become the session's, with their task (classes, template,
+        descriptions, lambdas, and the modality they were tuned for); examples and test scans
+        of other classes are dropped, and the change says so."""
+        change = self._take(Task.of_prompts(self.task, state), rename=False)
+        self.tuned, self.history, self.held_out = state, None, None
+        return change
+
+    def _take(self, task: Task, rename: bool) -> TaskChange:
+        """`task` becomes the session's; the labelled scans follow its classes. Tuned prompts
+        of other classes, and the held-out estimate of another task, no longer apply."""
+        change, self.examples, self.test_set = follow_classes(
+            self.classes, task.classes, self.examples, self.test_set, rename)
+        if task.key != self.task.key:
+            self._zero = None
+            self.held_out = None
+        if self.tuned is not None and list(self.tuned.classnames) != list(task.classes):
+            change = replace(change, untuned=tuple(self.tuned.classnames))
+            self.tuned = self.history = None
+        self.task = task
         self.selected = None
-        self._zero = (self._task_key(), zero_shot)
         return change
 
     def prompt_config(self, **changes) -> PromptConfig:
-        return PromptConfig(template=self.template, lambda_l1=self.lambda_l1,
-                            lambda_kl=self.lambda_kl, **changes)
-
-    def _task_key(self) -> tuple:
-        return task_key(self.template, self.classes, self.descriptions)
+        return self.task.config(**changes)
 
     def zero_shot(self, info: ModelInfo) -> PromptState:
         """The plain template classifier of the current task (cached while the task stays)."""
-        if self._zero is None or self._zero[0] != self._task_key():
-            self._zero = (self._task_key(), compute.zero_shot(self.classes, self.descriptions,
-                                                               self.prompt_config()))
+        if self._zero is None or self._zero[0] != self.task.key:
+            self._zero = (self.task.key, compute.zero_shot(self.classes, self.descriptions,
+                                                            self.prompt_config()))
         return self._zero[1]
 
     def require_task(self) -> None:
@@ -270,29 +269,16 @@ class Session:
         cfg = self.prompt_config()
         if lambdas is not None:
             cfg = replace(cfg, lambda_l1=float(lambdas[0]), lambda_kl=float(lambdas[1]))
-        targets = self._targets[1] if self._targets and self._targets[0] == self._task_key() \
+        targets = self._targets[1] if self._targets and self._targets[0] == self.task.key \
             else {}
         return PromptState.untrained(self.classes, self.descriptions, cfg, info.name,
                                      info.fingerprint, targets)
-
-    def adopt_prompts(self, state: PromptState) -> None:
-        """Prompts from a file become the session's, with their task (classes, template,
-        descriptions, lambdas, and the modality they were tuned for); examples of other classes
-        are dropped."""
-        self.tuned, self.history, self.held_out = state, None, None
-        self.template, self.classes = state.cfg.template, list(state.classnames)
-        self.descriptions = dict(state.descriptions)
-        self.lambda_l1, self.lambda_kl = state.cfg.lambda_l1, state.cfg.lambda_kl
-        if state.info.get("modality"):
-            self.modality, self.organ = state.info["modality"], state.info.get("organ")
-        self.examples = [e for e in self.examples if e.label in self.classes]
-        self._zero = None
 
     def keep_tuned(self, state: PromptState, history: History) -> None:
         """The result of a tuning run becomes the session's prompts."""
         self.tuned, self.history = state, history
         self.held_out = None
-        self._targets = (self._task_key(), dict(state.targets))
+        self._targets = (self.task.key, dict(state.targets))
 
     def baseline(self, info: ModelInfo, name: str = BASELINE, precision: str = "auto"
                  ) -> Classifier | None:
@@ -572,26 +558,6 @@ def _precision(info: ModelInfo, precision: str) -> str:
     return info.precision if precision == "auto" else precision
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def estimate_warnings(counts: Sequence[int], methods: dict) -> list[tuple[str, dict]]:
     """Why a held-out estimate may mislead: (message key, values) pairs."""
     out = []
@@ -609,10 +575,6 @@ def estimate_warnings(counts: Sequence[int], methods: dict) -> list[tuple[str, d
                 out.append(("spread_wide", {"spread": max(tuned["std"], best_other["std"]),
                                             "gap": gap}))
     return out
-
-
-def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    return logits.float().softmax(dim=-1)
 
 
 def _as_dict(names: Sequence[str], probs: torch.Tensor) -> dict[str, float]:

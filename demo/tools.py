@@ -82,10 +82,11 @@ class Tools:
     def _prompted_session(self, prompts: Any):
         from demo import compute
         from demo.session import Session
+        from demo.task import Task
 
         self.studio.model_info()
         state = compute.load_prompts(_path(prompts))
-        session = Session(owner="tools", modality="other")
+        session = Session(owner="tools", task=Task(modality="other"))
         session.adopt_prompts(state)
         return session
 

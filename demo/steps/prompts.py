@@ -26,13 +26,15 @@ class PromptsStep:
 
         self.model_info()
         dp = compute.load_prompts(path)
-        session.adopt_prompts(dp)
-        rows = [[c, "\n".join(dp.descriptions.get(c, []))] for c in dp.classnames]
-        message = text(lang, "loaded", classes=", ".join(dp.classnames),
-                       modality=modality_name(lang, session.modality))
+        change = session.adopt_prompts(dp)
+        lines = [text(lang, "loaded", classes=", ".join(dp.classnames),
+                      modality=modality_name(lang, session.modality))]
+        lines += [text(lang, "class_removed", name=c, n=n) for c, n in change.removed if n]
+        message = "\n\n".join(lines)
         organs = list(presets.modality(session.modality).organs) if session.modality else []
         if session.organ and session.organ not in organs:
             organs.append(session.organ)
         return (session, message, session.modality, gr.update(choices=organs, value=session.organ),
-                dp.cfg.template, rows, *class_choices(dp.classnames), self._prompts_file(session, dp),
+                dp.cfg.template, session.task.rows(), *class_choices(dp.classnames),
+                self._prompts_file(session, dp),
                 *self._windows(lang, session.modality))

@@ -10,6 +10,7 @@ from core import presets
 from demo.messages import TASK_TITLES_KO, language, text
 from demo.replies import (AUTO_WINDOW, COLOUR_MAPS, answers, class_choices, problems_text,
                           window_choices)
+from demo.task import class_rows
 
 
 class TaskStep:
@@ -29,7 +30,7 @@ class TaskStep:
             return (gr.skip(),) * 7
         lang = language(request)
         task = presets.task(task_id)
-        rows = [[c, "\n".join(task.descriptions.get(c, ()))] for c in task.classes]
+        rows = class_rows(task.classes, task.descriptions)
         organs = list(presets.modality(task.modality).organs)
         if task.organ and task.organ not in organs:
             organs.append(task.organ)
@@ -54,6 +55,8 @@ class TaskStep:
         lines = [text(lang, "task_set", n=len(classes), classes=", ".join(classes))]
         lines += [text(lang, "renamed", old=a, new=b, n=n) for a, b, n in change.renamed]
         lines += [text(lang, "class_removed", name=c, n=n) for c, n in change.removed if n]
+        if change.untuned:
+            lines.append(text(lang, "untuned", classes=", ".join(change.untuned)))
         windows = self._windows(lang, session.modality)
         return (session, "\n\n".join(lines), *class_choices(classes),
                 *self._examples_view(session, lang), *windows)
@@ -64,7 +67,7 @@ class TaskStep:
         in a minute, no files needed."""
         lang = language(request)
         samples = presets.sample_set(sample_id or presets.load_samples()[0].id)
-        rows = [[c, "\n".join(samples.descriptions.get(c, ()))] for c in samples.classes]
+        rows = class_rows(samples.classes, samples.descriptions)
         out = self.set_task(session, samples.modality, samples.organ, samples.template, rows,
                             samples.lambda_l1, samples.lambda_kl, request)
         session = out[0]

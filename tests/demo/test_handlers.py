@@ -45,7 +45,7 @@ def test_task_is_checked_and_kept(studio):
     assert out[0] is session and "2 classes" in out[1]
     assert session.classes == ["cyst", "stone"]
     assert session.descriptions == {"cyst": ["round", "fluid"]}
-    assert (session.lambda_l1, session.lambda_kl) == (10.0, 0.5)
+    assert (session.task.lambda_l1, session.task.lambda_kl) == (10.0, 0.5)
 
 
 @pytest.mark.parametrize("template, rows, message", [
@@ -228,6 +228,35 @@ def test_prompts_round_trip_through_a_file(studio, tmp_path):
     assert out[2] == "CT" and fresh.modality == "CT"  # the modality comes back too
     again = studio.predict(fresh, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
     assert again[1] == pytest.approx(first)
+
+
+def test_a_task_of_other_classes_drops_the_tuned_prompts_and_says_so(studio, tmp_path):
+    session = ready_session(studio, tmp_path)
+    tuned_for = ", ".join(session.tuned.classnames)
+    same = studio.set_task(session, "CT", "abdomen", "a CT photo of a {}.", ROWS, 12.5, 0.25)
+    assert session.tuned is not None and "tune again" not in same[1]  # same classes: kept
+    rows = [ROWS[0], ["renal stone", ""]]
+    out = studio.set_task(session, "CT", "abdomen", "a {} photo.", rows, 12.5, 0.25)
+    assert f"were for other classes ({tuned_for}); tune again" in out[1]
+    assert session.tuned is None and session.history is None
+    assert studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)[1] is None
+
+
+def test_loading_prompts_drops_the_scans_of_other_classes_and_says_so(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    saved = prompts_file(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1,
+                                     progress=lambda *a, **k: None))
+    other = Session()
+    studio.set_task(other, "MRI", None, "a {} photo.", [[ROWS[0][0], ""], ["oedema", ""]],
+                    12.5, 0.25)
+    studio.add_examples(other, [real_scan("MR_small.dcm", tmp_path)], "oedema", AUTO_WINDOW)
+    studio.add_examples(other, [real_scan("CT_small.dcm", tmp_path)], ROWS[0][0], AUTO_WINDOW)
+    other.add_test_files([(real_scan("MR_small_padded.dcm", tmp_path), "t.dcm")], "oedema")
+    out = studio.load_prompts(other, saved)
+    assert "Removed the class oedema and its 1 examples." in out[1]
+    assert other.classes == session.classes and other.task.modality == "CT"
+    assert [e.label for e in other.examples] == [ROWS[0][0]] and other.test_set == []
+    assert out[5] == session.task.rows()  # the class table shows the file's task
 
 
 def test_bad_prompt_files_are_refused(studio, tmp_path):

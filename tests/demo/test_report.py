@@ -10,7 +10,7 @@ from PIL import Image
 from core.overlay import overlay
 from demo.report import (REPORT_SIZE, TUNED_COLOUR, ZERO_COLOUR, ReportContext, _fit, _font,
                          write_report)
-from demo.session import Prediction
+from demo.prediction import Prediction
 
 
 def _prediction(tuned, zero):
