@@ -342,7 +342,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                        [session, ui.modality, ui.organ, ui.template, ui.table, ui.lambda_l1,
                         ui.lambda_kl],
                        [session, ui.task_status, ui.example_class, ui.test_class, ui.gallery,
-                        ui.counts, *windows],
+                        ui.counts, *windows, ui.save],
                        api_name="set_task").then(_bump, ui.cards_rev, ui.cards_rev, queue=False,
                                                  api_visibility="private")
 
@@ -350,7 +350,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                              [session, ui.task_status, ui.example_class, ui.test_class,
                               ui.gallery, ui.counts, *windows, ui.modality, ui.organ,
                               ui.template, ui.table, ui.lambda_l1, ui.lambda_kl,
-                              ui.example_status], api_name="use_samples", concurrency_id="infer",
+                              ui.example_status, ui.save], api_name="use_samples", concurrency_id="infer",
                              concurrency_limit=INFER_CONCURRENCY).then(
             _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private").then(
             studio.prepare_features, session, [session, ui.features_status],

@@ -44,7 +44,7 @@ class TaskStep:
         return (task.modality, gr.update(choices=organs, value=task.organ), task.template,
                 rows, task.lambda_l1, task.lambda_kl, about)
 
-    @answers(9, status=1, interactive=True)
+    @answers(10, status=1, interactive=True)
     def set_task(self, session: Any, modality: str, organ: str | None, template: str,
                  rows, lambda_l1: float, lambda_kl: float, request: gr.Request = None):
         lang = language(request)
@@ -58,10 +58,12 @@ class TaskStep:
         if change.untuned:
             lines.append(text(lang, "untuned", classes=", ".join(change.untuned)))
         windows = self._windows(lang, session.modality)
+        # the Save button offers the session's prompts: none once they no longer apply
+        saved = gr.update(value=None) if change.untuned else gr.skip()
         return (session, "\n\n".join(lines), *class_choices(classes),
-                *self._examples_view(session, lang), *windows)
+                *self._examples_view(session, lang), *windows, saved)
 
-    @answers(16, status=1)
+    @answers(17, status=1)
     def use_samples(self, session: Any, sample_id: str | None, request: gr.Request = None):
         """A ready task with its licensed sample scans added as examples: the whole workflow
         in a minute, no files needed."""
@@ -72,7 +74,7 @@ class TaskStep:
                             samples.lambda_l1, samples.lambda_kl, request)
         session = out[0]
         if not hasattr(session, "examples"):  # the task was refused: its message is in out[1]
-            return (*out, *(gr.skip(),) * 7)
+            return (*out[:9], *(gr.skip(),) * 7, out[9])
         problems = []
         for label, paths in samples.files.items():
             _, bad = session.add_examples([(str(p), p.name) for p in paths], label,
@@ -84,7 +86,7 @@ class TaskStep:
         organs = list(presets.modality(samples.modality).organs)
         return (session, message, *out[2:4], *self._examples_view(session, lang), *out[6:9],
                 samples.modality, gr.update(choices=organs, value=samples.organ),
-                samples.template, rows, samples.lambda_l1, samples.lambda_kl, message)
+                samples.template, rows, samples.lambda_l1, samples.lambda_kl, message, out[9])
 
     def legend(self, cmap: str = "jet", request: gr.Request = None):
         """The map's colour legend in the user's language."""

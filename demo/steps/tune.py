@@ -113,7 +113,7 @@ class TuneStep:
         """The held-out estimate after tuning, streamed into the status line below the
         summary; Stop ends it. The last update repeats the tuning's `results` (curve, classes,
         prompts file): an API client receives the last update only."""
-        from demo.session import COMPARED, FOLDS
+        from demo.evaluation import COMPARED, FOLDS
 
         n = len(session.examples)
         yield (session, summary + "\n\n" + text(lang, "estimating", folds=FOLDS, done=0,

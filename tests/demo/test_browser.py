@@ -314,4 +314,35 @@ def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
         page.locator("#attention-map img").wait_for()
         assert "computed tomography" in text_of(page, "#tuned-probs")
         shot(page, "sample-3-predict")
+        page.get_by_role("tab", name="6 · Save / load").click()
+        page.wait_for_timeout(3_000)  # a tab's first opening: its button takes a moment
+        _, prompts = _download(page, "#save-prompts", tmp_path, "tuned.safetensors")
+        from safetensors import safe_open
+
+        with safe_open(str(prompts), framework="pt") as f:
+            assert "x-ray radiograph" in json.loads(f.metadata()["classnames"])
+
+        # the teacher renames a class: its examples stay, the prompts tuned for the old names
+        # no longer apply, the page says so and no longer offers them for saving
+        page.get_by_role("tab", name="1 · Task").click()
+        fill_cell(page, 2, 0, "radiograph")
+        status = answer_after(page, "#task-status",
+                              page.get_by_role("button", name="Use this task").click)
+        assert text("en", "renamed", old="x-ray radiograph", new="radiograph", n=2) in status
+        assert "tune again in step 3" in status and "x-ray radiograph" in status
+        shot(page, "sample-4-renamed")
+        page.get_by_role("tab", name="6 · Save / load").click()
+        page.wait_for_timeout(1_000)
+        downloads = []
+        page.on("download", lambda d: downloads.append(d))
+        page.locator("#save-prompts").click()
+        page.wait_for_timeout(2_000)
+        assert downloads == []  # nothing stale to download
+        shot(page, "sample-5-nothing-to-save")
+        page.get_by_role("tab", name="4 · Predict").click()
+        answer_after(page, "#predict-status",
+                     page.get_by_role("button", name="Predict", exact=True).click)
+        assert text("en", "zero_shot_only")[:40] in text_of(page, "#predict-status")
+        assert "radiograph" in text_of(page, "#zero-probs")
+        shot(page, "sample-6-zero-shot")
         browser.close()

@@ -235,10 +235,12 @@ def test_a_task_of_other_classes_drops_the_tuned_prompts_and_says_so(studio, tmp
     tuned_for = ", ".join(session.tuned.classnames)
     same = studio.set_task(session, "CT", "abdomen", "a CT photo of a {}.", ROWS, 12.5, 0.25)
     assert session.tuned is not None and "tune again" not in same[1]  # same classes: kept
+    assert "value" not in same[-1]  # the Save button keeps offering them
     rows = [ROWS[0], ["renal stone", ""]]
     out = studio.set_task(session, "CT", "abdomen", "a {} photo.", rows, 12.5, 0.25)
     assert f"were for other classes ({tuned_for}); tune again" in out[1]
     assert session.tuned is None and session.history is None
+    assert out[-1]["value"] is None  # and the Save button no longer offers them
     assert studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)[1] is None
 
 

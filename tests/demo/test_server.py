@@ -140,7 +140,9 @@ def test_a_missing_model_offers_a_retry_and_the_demo_model(tmp_path):
             page.set_default_timeout(60_000)
             page.goto(url)
             wait_text(page, "#model-status", "could not be loaded", timeout=90_000)
-            assert page.get_by_role("button", name="Try loading the model again").is_visible()
+            # the buttons come with the status's update: wait for them as a person would
+            page.get_by_role("button", name="Try loading the model again").wait_for(
+                state="visible", timeout=10_000)
             shot(page, "model-missing")
             page.get_by_role("button", name="Continue with the demo model "
                                             "(meaningless predictions)").click()

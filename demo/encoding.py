@@ -1,0 +1,128 @@
+"""A session's image features: the examples' and test scans' features through the session's
+content-keyed cache (the missing ones encoded in one compute call), and what they give without
+tuning: the baselines fitted on the examples and the examples nearest to a scan."""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+
+from core.baselines import Classifier, fit_baseline
+from core.features import EVAL_VIEW, feature_key
+from demo import compute
+from demo.host import ModelInfo
+from demo.scans import Example
+
+BASELINE = "linear-probe"  # the baseline shown beside the tuned prompts in Predict
+NEAREST = 3
+
+
+class Encoding:
+    """The feature side of a `Session` (its fields `features`, `examples`, `stop`, `_baselines`)."""
+
+    def feature_stream(self, info: ModelInfo, pictures: Sequence[Example],
+                       vision_prompts: int, precision: str = "auto",
+                       views: Sequence[str] = (EVAL_VIEW,), background: bool = False
+                       ) -> Iterator[tuple]:
+        """Features (V, N, D) of the examples' views through the session's cache: the ones
+        missing are encoded in one compute call. Yields ("progress", done, total) for the
+        encodings, then ("features", tensor) or ("stopped", None). `background`: encoding
+        nobody waits to see, which gives way to interactive requests (`demo.traffic`)."""
+        precision = resolved_precision(info, precision)
+        views = list(views)
+
+        def key(e: Example, view: str) -> str:
+            return feature_key(info, e.digest, view, vision_prompts, precision)
+
+        missing = [e for e in pictures if any(key(e, v) not in self.features for v in views)]
+        if missing:
+            fresh = None
+            for event in compute.encode([e.image for e in missing], [e.digest for e in missing],
+                                        views, vision_prompts, precision, self.stop.path,
+                                        background):
+                if event[0] == "progress":
+                    yield event
+                else:
+                    fresh = event[1]
+            if fresh is None:
+                yield "stopped", None
+                return
+            for v, view in enumerate(views):
+                for e, feature in zip(missing, fresh[v]):
+                    self.features.put(key(e, view), feature)
+        found = [[self.features.get(key(e, v)) for e in pictures] for v in views]
+        if any(f is None for row in found for f in row):  # evicted meanwhile: encode again
+            yield from self.feature_stream(info, pictures, vision_prompts, precision, views)
+            return
+        if not pictures:
+            yield "features", torch.zeros(len(views), 0, info.embed_dim)
+            return
+        yield "features", torch.stack([torch.stack(row) for row in found])
+
+    def features_of(self, info: ModelInfo, pictures: Sequence[Example], vision_prompts: int,
+                    precision: str = "auto", progress=None) -> torch.Tensor | None:
+        """(N, D) evaluation-view features of examples (None if stopped); `progress(done,
+        total)` counts the encodings."""
+        out = None
+        for event in self.feature_stream(info, pictures, vision_prompts, precision):
+            if event[0] == "progress":
+                if progress is not None:
+                    progress(event[1], event[2])
+            else:
+                out = event[1]
+        return None if out is None else out[0]
+
+    def encode_examples(self, info: ModelInfo, precision: str = "auto") -> Iterator[tuple]:
+        """Encode every example not yet cached, with and without the vision prompts (tuning
+        uses the first, zero-shot, the baselines and the nearest examples the second). Yields
+        ("progress", done, total) over both, then ("done", False if stopped)."""
+        examples = list(self.examples)
+        n = len(examples)
+        for k, prompts in enumerate((self.prompt_config().n_vision_prompts, 0)):
+            for event in self.feature_stream(info, examples, prompts, precision,
+                                             background=True):
+                if event[0] == "progress":
+                    yield "progress", k * n + event[1], 2 * n
+                elif event[0] == "stopped":
+                    yield "done", False
+                    return
+        yield "done", True
+
+    def baseline(self, info: ModelInfo, name: str = BASELINE, precision: str = "auto"
+                 ) -> Classifier | None:
+        """Baseline `name` fitted on the examples' features (milliseconds; kept while the
+        examples and the task stay the same); None until every class has an example."""
+        if len(self.classes) < 2 or any(n == 0 for n in self.counts().values()):
+            return None
+        key = (name, self.template, tuple(self.classes), tuple(e.digest for e in self.examples),
+               tuple(e.label for e in self.examples))
+        if key not in self._baselines:
+            examples, labels = self.training_set()
+            feats = self.features_of(info, examples, 0, precision)
+            if feats is None:
+                return None
+            text = self.zero_shot(info).text
+            self._baselines = {k: v for k, v in self._baselines.items() if k[1:] == key[1:]}
+            self._baselines[key] = fit_baseline(name, feats, labels, text,
+                                                logit_scale=info.logit_scale)
+        return self._baselines[key]
+
+
+    def nearest(self, info: ModelInfo, feature: torch.Tensor, precision: str = "auto",
+                k: int = NEAREST) -> list[tuple[Example, float]]:
+        """The `k` examples closest to an image feature (cosine, plain BiomedCLIP features):
+        what the scan resembles, whatever any classifier makes of it."""
+        if not self.examples:
+            return []
+        feats = self.features_of(info, self.examples, 0, precision)
+        if feats is None:
+            return []
+        similarity = feats @ feature.float()
+        order = torch.argsort(similarity, descending=True)[:k]
+        return [(self.examples[int(i)], float(similarity[i])) for i in order]
+
+
+
+def resolved_precision(info: ModelInfo, precision: str) -> str:
+    """'auto' -> the precision the model host's compute calls use."""
+    return info.precision if precision == "auto" else precision
