@@ -266,23 +266,28 @@ class Backbone:
         return self._dropout_tower
 
     # ---- image stage ----------------------------------------------------------------------
-    def encode_image(self, pixels: torch.Tensor, prompts: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_image(self, pixels: torch.Tensor, prompts: torch.Tensor | None = None,
+                     overwrite: bool = False) -> torch.Tensor:
         """(B, 3, H, W) -> (B, D). `prompts` (P, width) are inserted after the class token and
         reset to their values before every block (deep visual prompts); they are removed before
-        pooling."""
-        return self._run_image(pixels, prompts, attention=None)
+        pooling. `overwrite`: instead of being inserted they replace the first P patch tokens
+        before every block (the released code's layout: the sequence keeps its length and those
+        patches are lost)."""
+        return self._run_image(pixels, prompts, attention=None, overwrite=overwrite)
 
-    def encode_image_with_attention(self, pixels: torch.Tensor, prompts: torch.Tensor | None = None
+    def encode_image_with_attention(self, pixels: torch.Tensor, prompts: torch.Tensor | None = None,
+                                    overwrite: bool = False
                                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`encode_image`, plus every block's attention probabilities (B, heads, N, N) as part of
         the autograd graph, so that gradients with respect to them can be taken. Attention is
         computed explicitly from each block's own weights; no module is changed or hooked, so
-        concurrent calls are safe. Token order: prefix (class) tokens, prompts, patches."""
+        concurrent calls are safe. Token order: prefix (class) tokens, prompts, patches (with
+        `overwrite`, the patches after the first P)."""
         attention: list[torch.Tensor] = []
-        return self._run_image(pixels, prompts, attention), attention
+        return self._run_image(pixels, prompts, attention, overwrite), attention
 
     def _run_image(self, pixels: torch.Tensor, prompts: torch.Tensor | None,
-                   attention: list[torch.Tensor] | None) -> torch.Tensor:
+                   attention: list[torch.Tensor] | None, overwrite: bool = False) -> torch.Tensor:
         tokens, prefix = self._image_tokens(pixels)
         n_prompts = 0 if prompts is None else prompts.shape[0]
 
@@ -290,7 +295,7 @@ class Backbone:
             p = prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
             return torch.cat([x[:, :prefix], p, x[:, prefix + n_prompts:]], dim=1)
 
-        if n_prompts:
+        if n_prompts and not overwrite:
             tokens = torch.cat([tokens[:, :prefix], tokens.new_zeros(tokens.shape[0], n_prompts,
                                 tokens.shape[2]), tokens[:, prefix:]], dim=1)
         blocks = self.image_blocks() if attention is None else self._raw_image_blocks()
@@ -299,7 +304,7 @@ class Backbone:
                 tokens = with_prompts(tokens)
             tokens = block(tokens) if attention is None else _block_keeping_attention(
                 block, tokens, attention)
-        if n_prompts:
+        if n_prompts and not overwrite:
             tokens = torch.cat([tokens[:, :prefix], tokens[:, prefix + n_prompts:]], dim=1)
         return self._image_head(tokens)
 

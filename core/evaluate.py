@@ -168,7 +168,7 @@ def evaluate(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor,
     dp.eval()
     feats = encode(dp.backbone, images, vision_prompts=dp.cfg.n_vision_prompts,
                    cache=feature_cache, precision=precision, batch_size=batch_size,
-                   progress=progress)
+                   progress=progress, vision_mode=dp.cfg.vision_mode)
     return evaluate_features(dp, feats, label_ids, precision)
 
 

@@ -63,6 +63,10 @@ def _prompts(dp: DualPrompt) -> torch.Tensor | None:
     return dp.vision_prompts if dp.cfg.n_vision_prompts else None
 
 
+def _overwrite(dp: DualPrompt) -> bool:
+    return dp.cfg.vision_mode == "overwrite"
+
+
 def _relevance_rows(dp: DualPrompt, pixels: torch.Tensor, classes: list[int]) -> torch.Tensor:
     """(K, N) relevance of every token to the pooled output, one row per class."""
     bb = dp.backbone
@@ -71,7 +75,7 @@ def _relevance_rows(dp: DualPrompt, pixels: torch.Tensor, classes: list[int]) ->
     with torch.enable_grad():
         # The backbone is frozen; an input that needs a gradient makes autograd record the graph.
         source = pixels.detach().clone().requires_grad_(True)
-        raw, attention = bb.encode_image_with_attention(source, _prompts(dp))
+        raw, attention = bb.encode_image_with_attention(source, _prompts(dp), _overwrite(dp))
         scores = bb.logit_scale * F.normalize(raw.float(), dim=-1)[0] @ text.T  # (K,)
         rows = []
         for k in range(len(classes)):
@@ -92,7 +96,8 @@ def _propagate(attention: list[torch.Tensor], grads: Sequence[torch.Tensor], poo
 
 def _rollout_rows(dp: DualPrompt, pixels: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        _, attention = dp.backbone.encode_image_with_attention(pixels, _prompts(dp))
+        _, attention = dp.backbone.encode_image_with_attention(pixels, _prompts(dp),
+                                                               _overwrite(dp))
         n = attention[0].shape[-1]
         eye = torch.eye(n, device=pixels.device)
         rollout = eye
@@ -117,7 +122,11 @@ def _patch_start(dp: DualPrompt) -> int:
 def _to_maps(dp: DualPrompt, rows: torch.Tensor, size: torch.Size) -> np.ndarray:
     """Drop class and prompt tokens, lay the patches on the grid, upsample, scale to [0, 1]."""
     grid = dp.backbone.image_grid
-    patches = rows[:, _patch_start(dp):].reshape(rows.shape[0], 1, *grid).float()
+    patches = rows[:, _patch_start(dp):]
+    if _overwrite(dp):  # the first patches were replaced by the prompts: nothing of them is seen
+        patches = torch.cat([patches.new_zeros(rows.shape[0], dp.cfg.n_vision_prompts), patches],
+                            dim=1)
+    patches = patches.reshape(rows.shape[0], 1, *grid).float()
     maps = F.interpolate(patches, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
     low = maps.amin(dim=(1, 2), keepdim=True)
     span = maps.amax(dim=(1, 2), keepdim=True) - low

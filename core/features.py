@@ -51,10 +51,11 @@ _CROP = re.compile(r"rrc([0-9.e-]+)-([0-9.e-]+)#(\d+)")
 # --------------------------------------------------------------------------------------------
 # Views
 # --------------------------------------------------------------------------------------------
-def crop_views(n: int, scale: tuple[float, float]) -> list[str]:
-    """The names of `n` random-resized-crop views with the given scale range."""
+def crop_views(n: int, scale: tuple[float, float], start: int = 0) -> list[str]:
+    """The names of `n` random-resized-crop views with the given scale range, numbered from
+    `start` (another start draws other crops of the same images)."""
     low, high = scale
-    return [f"rrc{low:g}-{high:g}#{i}" for i in range(n)]
+    return [f"rrc{low:g}-{high:g}#{i}" for i in range(start, start + n)]
 
 
 def view_transform(bb: Backbone, view: str) -> Callable[[Image.Image, str], torch.Tensor]:
@@ -153,10 +154,13 @@ class FeatureCache:
                 self._items.popitem(last=False)
 
 
-def feature_key(bb: Backbone, key: str, view: str, vision_prompts: int, precision: str) -> str:
+def feature_key(bb: Backbone, key: str, view: str, vision_prompts: int, precision: str,
+                vision_mode: str = "insert") -> str:
     """What one cached feature depends on: the image (its content key), the view, the
-    backbone's weights, the vision prompts and the precision of the tower."""
-    return f"{bb.fingerprint}|{vision_prompts}|{precision}|{view}|{key}"
+    backbone's weights, the vision prompts (and how they enter the tower) and the precision."""
+    prompts = vision_prompts if vision_mode == "insert" or not vision_prompts else \
+        f"{vision_prompts}{vision_mode}"
+    return f"{bb.fingerprint}|{prompts}|{precision}|{view}|{key}"
 
 
 @torch.no_grad()
@@ -165,10 +169,11 @@ def encode(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, *, view: 
            precision: str | None = "auto",
            keys: Sequence[str] | None = None, batch_size: int = ENCODE_BATCH,
            progress: ProgressCallback | None = None,
-           should_stop: Callable[[], bool] | None = None) -> torch.Tensor | None:
+           should_stop: Callable[[], bool] | None = None,
+           vision_mode: str = "insert") -> torch.Tensor | None:
     """(N, D) L2-normalised image features (CPU, float32) of one view of PIL images, or of
     preprocessed pixels (N, 3, H, W), with `vision_prompts` zero prompts
-    in the image tower. `keys` name the images, for the cache and the crop seeds; by default
+    in the image tower (inserted, or with `vision_mode="overwrite"` over the first patches). `keys` name the images, for the cache and the crop seeds; by default
     their content hash (`image_digest`). A caller that already holds content hashes passes them
     and skips the hashing; with a cache, a key must change whenever the content does. With a
     cache only images it has not seen are encoded. `precision` None: as the caller's
@@ -176,6 +181,8 @@ def encode(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, *, view: 
     returned."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1.")
+    if vision_mode not in ("insert", "overwrite"):
+        raise ValueError(f"vision_mode must be 'insert' or 'overwrite', not {vision_mode!r}.")
     from_pixels = isinstance(images, torch.Tensor)
     if not from_pixels:
         images = [_rgb(image) for image in images]
@@ -194,7 +201,8 @@ def encode(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, *, view: 
         keys = [image_digest(image) for image in images]
     found: list[torch.Tensor | None] = [None] * n
     if cache is not None:
-        found = [cache.get(feature_key(bb, k, view, vision_prompts, precision)) for k in keys]
+        found = [cache.get(feature_key(bb, k, view, vision_prompts, precision, vision_mode))
+                 for k in keys]
     missing = [i for i in range(n) if found[i] is None]
     done = n - len(missing)
     if progress is not None:
@@ -206,12 +214,14 @@ def encode(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, *, view: 
         pixels = torch.stack([transform(images[i].float() if from_pixels else images[i],
                                         keys[i] if keys is not None else "") for i in chunk])
         with apply():
-            fresh = bb.encode_image(pixels.to(bb.device), prompts)
+            fresh = bb.encode_image(pixels.to(bb.device), prompts,
+                                    overwrite=vision_mode == "overwrite")
         fresh = F.normalize(fresh.float(), dim=-1).cpu()
         for i, feature in zip(chunk, fresh):
             found[i] = feature
             if cache is not None:
-                cache.put(feature_key(bb, keys[i], view, vision_prompts, precision), feature)
+                cache.put(feature_key(bb, keys[i], view, vision_prompts, precision, vision_mode),
+                          feature)
         done += len(chunk)
         if progress is not None:
             progress(done, n)
@@ -224,7 +234,8 @@ def encode_views(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, vie
                  *, vision_prompts: int = 4, cache: FeatureCache | None = None,
                  precision: str = "auto", keys: Sequence[str] | None = None,
                  progress: ProgressCallback | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> torch.Tensor | None:
+                 should_stop: Callable[[], bool] | None = None,
+                 vision_mode: str = "insert") -> torch.Tensor | None:
     """(V, N, D) features of every view of every image; None if stopped. `progress` counts
     image views over all of them; `keys` as for `encode` (hashed once here when not given)."""
     n, out = len(images), []
@@ -238,7 +249,7 @@ def encode_views(bb: Backbone, images: Sequence[Image.Image] | torch.Tensor, vie
 
         feats = encode(bb, images, view=view, vision_prompts=vision_prompts, cache=cache,
                        precision=precision, keys=keys, progress=counted,
-                       should_stop=should_stop)
+                       should_stop=should_stop, vision_mode=vision_mode)
         if feats is None:
             return None
         out.append(feats)
@@ -264,9 +275,13 @@ class StoreKey:
     view: str
     precision: str
     collection: str
+    vision_mode: str = "insert"
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
+        fields = asdict(self)
+        if self.vision_mode == "insert":  # the stores written before the mode existed
+            del fields["vision_mode"]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
 
 
 class FeatureStore:

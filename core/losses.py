@@ -75,3 +75,30 @@ def pruned_means(features: torch.Tensor, owner: Sequence[int], n_classes: int
     kept_owner = owner_t[keep].tolist()
     counts = [int((owner_t[keep] == c).sum()) for c in range(n_classes)]
     return class_means(features[keep], kept_owner, n_classes), counts
+
+
+def ranked_sentences(features: torch.Tensor, owner: Sequence[int], n_classes: int) -> torch.Tensor:
+    """(C, S, D) the sentence features of each class by rank; a class with fewer than the most
+    (S) repeats its own from the first, so every rank has a sentence of every class."""
+    per_class = [features[[i for i, c in enumerate(owner) if c == k]] for k in range(n_classes)]
+    most = max(len(p) for p in per_class)
+    return torch.stack([p[torch.arange(most) % len(p)] for p in per_class])
+
+
+def batch_pruned_means(sentences: torch.Tensor, image_feats: torch.Tensor, logit_scale: float,
+                       tau: float) -> torch.Tensor:
+    """BiomedCoOp's per-batch pruning (released code): sentence rank i scores the batch's mean
+    of its best class logit, s_i = mean_b max_c (scale * f_b . T_ci); the ranks with
+    |s_i - mean(s)| <= tau * std(s) (unbiased std) are averaged per class and normalised. (The
+    released code standardises the scores by their median and median absolute deviation
+    first; that cancels out of the mask.) All ranks are kept when the scores do not vary."""
+    logits = logit_scale * torch.einsum("bd,csd->bcs", image_feats.float(), sentences.float())
+    scores = logits.max(dim=1).values.mean(dim=0)  # (S,)
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if scores.numel() > 1:
+        spread = scores.std()
+        if spread > 0:
+            keep = (scores - scores.mean()).abs() <= tau * spread
+    if not keep.any():
+        keep[:] = True
+    return F.normalize(sentences[:, keep].float().mean(dim=1), dim=-1)

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, fields
 from core.errors import CheckpointError, PromptError
 
 MAX_VISION_PROMPTS = 64
-KL_TEACHERS = ("mean", "pruned")
+KL_TEACHERS = ("mean", "pruned", "batch")
+CLASS_POSITIONS = ("end", "middle")
+VISION_MODES = ("insert", "overwrite")
 _NO_TERMS = dict(lambda_l1=0.0, lambda_kl=0.0, lambda_kg=0.0, lambda_mse=0.0, kl_teacher="mean")
 # The methods, as settings of one module (the loss terms are in core.losses)
 METHOD_SETTINGS = {
@@ -34,11 +36,21 @@ class PromptConfig:
     template: the clinical sentence with `{}` where the class name goes.
     ctx_init: the words the learnable context starts from and replaces. None: the template's text
         before `{}`. "": no words, a random context of `n_ctx` vectors placed before the template.
-    n_ctx: the context length for a random context (ignored, and must agree, for a text one).
+    n_ctx: the context length. For a random context, its length (default 4). With context
+        words, None (the default) makes the context exactly their word pieces; a number makes it
+        replace the template's first `n_ctx` tokens whatever they are, starting from the first
+        `n_ctx` token embeddings of the context words (the released code's N_CTX: cut short, or
+        continued with the end-of-text and padding embeddings).
+    class_position: "end" (METHOD.md: the context, then the rest of the template) or "middle"
+        (the released code's layout: the one token after the context moves between its halves,
+        e.g. `[CLS] c c glioma c c c tumor in the brain . [SEP]`).
+    vision_mode: "insert" (the prompts go after the class token: 1 + P + 196 tokens) or
+        "overwrite" (the released code: they replace the first P patch tokens before every block).
     The weights of the loss terms (see `core.losses`): lambda_l1 and lambda_kl (Biomed-DPT's
     L1 and KL to the teacher), lambda_kg (KgCoOp's cosine to the template), lambda_mse
-    (BiomedCoOp's MSE to the description means); kl_teacher: "mean" (every description) or
-    "pruned" (BiomedCoOp's outliers dropped).
+    (BiomedCoOp's MSE to the description means); kl_teacher: "mean" (every description),
+    "pruned" (BiomedCoOp's outliers dropped once) or "batch" (BiomedCoOp's released pruning,
+    per batch, of the sentences scoring more than `prune_tau` standard deviations from the mean).
     """
 
     template: str = "a photo of a {}."
@@ -51,6 +63,9 @@ class PromptConfig:
     lambda_kg: float = 0.0
     lambda_mse: float = 0.0
     kl_teacher: str = "mean"
+    class_position: str = "end"
+    vision_mode: str = "insert"
+    prune_tau: float = 1.5
 
     def __post_init__(self) -> None:
         if not isinstance(self.template, str) or self.template.count("{}") != 1:
@@ -76,6 +91,14 @@ class PromptConfig:
         if not isinstance(self.n_vision_prompts, int) or not 0 <= self.n_vision_prompts <= MAX_VISION_PROMPTS:
             raise PromptError(f"n_vision_prompts must be a whole number from 0 to "
                               f"{MAX_VISION_PROMPTS}, not {self.n_vision_prompts!r}.")
+        if self.class_position not in CLASS_POSITIONS:
+            raise PromptError(f"class_position must be one of {', '.join(CLASS_POSITIONS)}, not "
+                              f"{self.class_position!r}.")
+        if self.vision_mode not in VISION_MODES:
+            raise PromptError(f"vision_mode must be one of {', '.join(VISION_MODES)}, not "
+                              f"{self.vision_mode!r}.")
+        if not isinstance(self.prune_tau, (int, float)) or not self.prune_tau > 0:
+            raise PromptError(f"prune_tau must be a number > 0, not {self.prune_tau!r}.")
         if self.kl_teacher not in KL_TEACHERS:
             raise PromptError(f"kl_teacher must be one of {', '.join(KL_TEACHERS)}, not "
                               f"{self.kl_teacher!r}.")

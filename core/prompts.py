@@ -51,18 +51,23 @@ class DualPrompt(nn.Module):
         self.descriptions = _checked_descriptions(descriptions, self.classnames)
 
         context_ids = self._content_ids(self.cfg.context_words) if self.cfg.context_words else []
-        n_ctx = len(context_ids) or (self.cfg.n_ctx or 4)
-        if context_ids and self.cfg.n_ctx not in (None, len(context_ids)):
-            raise PromptError(f"The context words {self.cfg.context_words!r} are {len(context_ids)} "
-                              f"tokens, but n_ctx is {self.cfg.n_ctx}; leave n_ctx unset.")
-        ids, lengths = self._prompt_ids(n_ctx)
+        # a fixed span: the context replaces the template's first n_ctx tokens (released N_CTX)
+        fixed = bool(context_ids) and self.cfg.n_ctx is not None
+        n_ctx = self.cfg.n_ctx if fixed else (len(context_ids) or (self.cfg.n_ctx or 4))
+        ids, lengths = self._prompt_ids(n_ctx, fixed)
         device = backbone.device
         self.register_buffer("token_ids", ids.to(device), persistent=False)
         self.register_buffer("lengths", lengths.to(device), persistent=False)
         with torch.no_grad():
             self.register_buffer("token_embeds", backbone.embed_tokens(self.token_ids).clone(),
                                  persistent=False)
-            if context_ids:
+            if fixed:  # the first n_ctx tokens of the context words as the tokenizer pads them
+                start, end = backbone.special_ids
+                padded = [start, *context_ids, end]
+                padded += [backbone.pad_id] * max(0, n_ctx + 1 - len(padded))
+                words = torch.tensor([padded[:n_ctx + 1]], device=device)
+                init = backbone.embed_tokens(words)[0, 1:].clone()
+            elif context_ids:
                 init = self.token_embeds[0, 1:1 + n_ctx].clone()
             else:
                 gen = torch.Generator().manual_seed(self.cfg.init_seed)
@@ -88,8 +93,9 @@ class DualPrompt(nn.Module):
     def _content_ids(self, text: str) -> list[int]:
         return self.backbone.text_ids([text])[0][1:-1]
 
-    def _prompt_ids(self, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """[start] ctx-placeholders rest-of-template [end] per class, padded; and real lengths."""
+    def _prompt_ids(self, n_ctx: int, fixed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """[start] ctx-placeholders rest-of-template [end] per class, padded; and real lengths.
+        `fixed`: the placeholders are the template's own first `n_ctx` tokens."""
         bb = self.backbone
         start, end = bb.special_ids
         words = self.cfg.context_words.split()
@@ -98,14 +104,21 @@ class DualPrompt(nn.Module):
         context_ids = self._content_ids(self.cfg.context_words) if words else []
         rows = []
         for name in self.classnames:
-            rest = rest_template.format(name).strip()
-            rest_ids = self._content_ids(rest) if rest else []
-            row = [start] + (context_ids or [start] * n_ctx) + rest_ids + [end]
+            if fixed:
+                row = bb.text_ids([self.cfg.template.format(name)])[0]
+                if len(row) < n_ctx + 2:
+                    raise PromptError(
+                        f"The prompt for {name!r} is {len(row)} tokens; a context of {n_ctx} "
+                        f"replaces its first {n_ctx} and needs at least one more. Lower n_ctx.")
+            else:
+                rest = rest_template.format(name).strip()
+                rest_ids = self._content_ids(rest) if rest else []
+                row = [start] + (context_ids or [start] * n_ctx) + rest_ids + [end]
             if len(row) > bb.context_length:
                 raise PromptError(
                     f"The prompt for {name!r} is {len(row)} tokens; the model reads at most "
                     f"{bb.context_length}. Shorten the template, the class name or the context.")
-            if context_ids and row != bb.text_ids([self.cfg.template.format(name)])[0]:
+            if context_ids and not fixed and row != bb.text_ids([self.cfg.template.format(name)])[0]:
                 raise PromptError(f"The template cannot be split into context words and the rest "
                                   f"for class {name!r}; put a space after the context words.")
             rows.append(row)
@@ -126,15 +139,25 @@ class DualPrompt(nn.Module):
         key = (self.ctx._version, torch.is_autocast_enabled(self.ctx.device.type))
         if caching and self._text_cache is not None and self._text_cache[0] == key:
             return self._text_cache[1]
-        n = self.n_ctx
-        embeds = self.token_embeds
-        ctx = self.ctx.to(embeds.dtype).unsqueeze(0).expand(embeds.shape[0], -1, -1)
-        embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + n:]], dim=1)
+        embeds = self.prompt_embeds()
         feats = F.normalize(self.backbone.encode_text_embeds(embeds, self.lengths, dropout).float(),
                             dim=-1)
         if caching:
             self._text_cache = (key, feats)
         return feats
+
+    def prompt_embeds(self) -> torch.Tensor:
+        """(C, L, width) token embeddings of the class prompts with the context in place:
+        [start] ctx rest [end] ("end"), or [start] ctx[:n//2] <the token after the context>
+        ctx[n//2:] rest [end] ("middle", the released layout)."""
+        n = self.n_ctx
+        embeds = self.token_embeds
+        ctx = self.ctx.to(embeds.dtype).unsqueeze(0).expand(embeds.shape[0], -1, -1)
+        if self.cfg.class_position == "middle":
+            half = n // 2
+            return torch.cat([embeds[:, :1], ctx[:, :half], embeds[:, 1 + n:2 + n],
+                              ctx[:, half:], embeds[:, 2 + n:]], dim=1)
+        return torch.cat([embeds[:, :1], ctx, embeds[:, 1 + n:]], dim=1)
 
     def teacher_features(self) -> torch.Tensor:
         """(C, D) L2-normalised teacher: per class, the mean of its normalised description
@@ -144,6 +167,16 @@ class DualPrompt(nn.Module):
     def pruned_teacher_features(self) -> torch.Tensor:
         """(C, D) the teacher after BiomedCoOp's outlier pruning of the descriptions."""
         return self._target("pruned")
+
+    @torch.no_grad()
+    def batch_pruned_teacher(self, image_feats: torch.Tensor) -> torch.Tensor:
+        """(C, D) BiomedCoOp's teacher as its released code makes it for each batch: the
+        description sentences (by their rank within each class) whose scores on these images
+        are within `prune_tau` standard deviations of the mean are averaged."""
+        feats, owner = self._description_features()
+        sentences = losses.ranked_sentences(feats, owner, len(self.classnames))
+        return losses.batch_pruned_means(sentences, image_feats.float(),
+                                         float(self.backbone.logit_scale), self.cfg.prune_tau)
 
     def template_features(self) -> torch.Tensor:
         """(C, D) L2-normalised features of the plain template sentences (the zero-shot
@@ -197,7 +230,7 @@ class DualPrompt(nn.Module):
         from core.features import encode
 
         feats = encode(self.backbone, pixels, vision_prompts=self.cfg.n_vision_prompts,
-                       precision=precision)
+                       precision=precision, vision_mode=self.cfg.vision_mode)
         return feats.to(self.backbone.device)
 
     def logits(self, image_feats: torch.Tensor, text_feats: torch.Tensor | None = None) -> torch.Tensor:
@@ -237,8 +270,12 @@ class DualPrompt(nn.Module):
                 parts["l1"] = losses.l1_to(text, self.teacher_features())
                 total = total + cfg.lambda_l1 * parts["l1"]
             if cfg.lambda_kl > 0:
-                teacher = (self.pruned_teacher_features() if cfg.kl_teacher == "pruned"
-                           else self.teacher_features())
+                if cfg.kl_teacher == "batch":
+                    teacher = self.batch_pruned_teacher(image_feats)
+                elif cfg.kl_teacher == "pruned":
+                    teacher = self.pruned_teacher_features()
+                else:
+                    teacher = self.teacher_features()
                 parts["kl"] = losses.kl_to_teacher(logits, self.logits(image_feats, teacher))
                 total = total + cfg.lambda_kl * parts["kl"]
             if cfg.lambda_kg > 0:

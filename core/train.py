@@ -32,6 +32,8 @@ from core.prompts import DualPrompt
 
 log = logging.getLogger(__name__)
 
+CROPS_PER_SEED = 1_000_000  # crop numbers of fresh crops start at seed * this
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -53,6 +55,12 @@ class TrainConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     precision: str = "auto"  # "auto" (bf16 where native), "fp32", "bf16"
     text_dropout: bool = False
+    # Dassl's warm-up recount (the released code): the cosine starts after the warm-up, so
+    # epoch e >= 1 runs at 0.5 lr (1 + cos(pi (e - 1) / epochs)); off: cos(pi e / epochs)
+    warmup_recount: bool = False
+    # a fresh random crop of every image in every epoch (view e in epoch e, seeded by the run's
+    # seed) instead of one of `augment_views` crops drawn again each epoch
+    fresh_crops: bool = False
     seed: int = 1
     time_budget_s: float | None = None  # stop (keeping what was learned) after this long
     # stop once converged (step-based, full batch): when the loss, improving at the rate of the
@@ -82,6 +90,9 @@ class TrainConfig:
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise TrainingError(f"crop_scale must satisfy 0 < low <= high <= 1, not {self.crop_scale}.")
+        if self.fresh_crops and (self.epochs is None or self.augment_views != self.epochs):
+            raise TrainingError("Fresh crops every epoch need one crop view per epoch "
+                                "(augment_views equal to epochs).")
         if self.converge_tol is not None and not (self.converge_tol >= 0
                                                   and self.converge_window >= 1):
             raise TrainingError("converge_tol must be >= 0 and converge_window at least 1.")
@@ -90,8 +101,9 @@ class TrainConfig:
     def view_names(self) -> list[str]:
         """Every view `fit_features` takes, in order: the evaluation view first (always given:
         the final fit is measured on it), then the augmented crops."""
+        start = self.seed * CROPS_PER_SEED if self.fresh_crops else 0
         return [feature_views.EVAL_VIEW] + feature_views.crop_views(self.augment_views,
-                                                                    self.crop_scale)
+                                                                    self.crop_scale, start)
 
     @property
     def views(self) -> int:
@@ -105,6 +117,14 @@ class TrainConfig:
                              warmup_lr=1e-5, eval_view=False, augment_views=8,
                              crop_scale=(0.08, 1.0), precision="fp32", text_dropout=True,
                              seed=1), **changes})
+
+    @classmethod
+    def released(cls, epochs: int = 100, **changes) -> TrainConfig:
+        """The paper's recipe as the released code runs it: a fresh random crop of every image
+        every epoch (seeded per run) and Dassl's learning-rate schedule (warm-up recount)."""
+        return cls.paper(epochs=epochs, **{**dict(recipe="released", augment_views=epochs,
+                                                  fresh_crops=True, warmup_recount=True),
+                                           **changes})
 
     @classmethod
     def fast(cls, **changes) -> TrainConfig:
@@ -176,6 +196,7 @@ def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor, labels: Se
 
     views = feature_views.encode_views(bb, images, cfg.view_names,
                                        vision_prompts=dp.cfg.n_vision_prompts, cache=cache,
+                                       vision_mode=dp.cfg.vision_mode,
                                        precision=precision, keys=keys, progress=progress,
                                        should_stop=should_stop)
     encode_s = time.perf_counter() - started
@@ -247,7 +268,8 @@ def _lr_at(cfg: TrainConfig, unit: int, total_units: int, scale: float = 1.0) ->
     `scale` (the embedding RMS when the learning rate is relative)."""
     if unit < cfg.warmup:
         return cfg.warmup_lr * scale
-    return 0.5 * cfg.lr * scale * (1 + math.cos(math.pi * unit / total_units))
+    counted = unit - cfg.warmup if cfg.warmup_recount else unit
+    return 0.5 * cfg.lr * scale * (1 + math.cos(math.pi * counted / total_units))
 
 
 def _batches_per_epoch(n: int, cfg: TrainConfig) -> int:
@@ -289,6 +311,8 @@ def _train_loop(dp: DualPrompt, view_feats: torch.Tensor, labels: torch.Tensor, 
         for group in opt.param_groups:
             group["lr"] = lr
         view_of = torch.randint(n_views, (n,), generator=generator)
+        if cfg.fresh_crops:  # this epoch's own crop of every image
+            view_of = torch.full((n,), unit + int(cfg.eval_view))
         batches = _batches(n, cfg, generator)
         for batch in batches if epoch_based else batches[:1]:
             if stop_requested():

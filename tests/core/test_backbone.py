@@ -57,6 +57,28 @@ def test_deep_prompts_change_features_but_not_shape(bb):
     assert (prompted - plain).abs().max() > 1e-4
 
 
+def test_overwritten_prompts_are_the_released_vision_layout(backbones):
+    """The released code's `CLIP_Inplanted`, written out on timm's trunk: four zero tokens
+    replace sequence positions 1-4 before every block; 197 tokens, not 201."""
+    bb = backbones["tiny-biomedclip"]
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    trunk, head = bb.model.visual.trunk, bb.model.visual.head
+    with torch.no_grad():
+        x = trunk.norm_pre(trunk.patch_drop(trunk._pos_embed(trunk.patch_embed(pixels))))
+        for block in trunk.blocks:
+            x = torch.cat([x[:, :1], torch.zeros_like(x[:, 1:5]), x[:, 5:]], dim=1)
+            x = block(x)
+        reference = head(trunk.head(trunk.fc_norm(trunk.norm(x)[:, 0])))
+        prompts = torch.zeros(4, bb.image_width)
+        ours = bb.encode_image(pixels, prompts, overwrite=True)
+        inserted = bb.encode_image(pixels, prompts)
+        _, attention = bb.encode_image_with_attention(pixels, prompts, overwrite=True)
+        _, attention_inserted = bb.encode_image_with_attention(pixels, prompts)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert (ours - inserted).abs().max() > 1e-4
+    assert attention[0].shape[-1] == 197 and attention_inserted[0].shape[-1] == 201
+
+
 def test_truncated_text_equals_text_padded_to_full_context(bb):
     texts = ["a MR photo of a glioma in the brain.", "normal", "a chest X-ray photo of a "
              "pneumonia affected by COVID-19 in the lung."]

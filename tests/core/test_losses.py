@@ -85,3 +85,27 @@ def test_biomed_dpt_defaults_are_the_papers():
         (12.5, 0.25, 4, "mean")
     with pytest.raises(Exception, match="Unknown method"):
         PromptConfig.for_method("clip-adapter", BRAIN_TEMPLATE)
+
+
+def test_per_batch_pruning_keeps_the_sentence_ranks_near_the_mean_score():
+    """BiomedCoOp's released pruning by hand: rank i scores mean_b max_c (s f_b . T_ci); the
+    ranks within tau standard deviations of the mean score are averaged per class."""
+    from core.losses import batch_pruned_means, ranked_sentences
+
+    e = torch.eye(3)
+    # two classes, four sentence ranks; rank 3 of class 0 points at the images: an outlier
+    sentences = torch.stack([torch.stack([e[1], e[1], e[2], e[0]]),
+                             torch.stack([e[2], e[1], e[2], e[2]])])
+    images = torch.stack([e[0], e[0]])
+    scores = (10 * torch.einsum("bd,csd->bcs", images, sentences)).max(1).values.mean(0)
+    assert scores.tolist() == [0, 0, 0, 10]
+    keep = (scores - scores.mean()).abs() <= 1.0 * scores.std()
+    assert keep.tolist() == [True, True, True, False]
+    expected = F.normalize(sentences[:, :3].mean(1), dim=-1)
+    assert torch.allclose(batch_pruned_means(sentences, images, 10.0, 1.0), expected)
+    # a wide tau keeps every rank
+    assert torch.allclose(batch_pruned_means(sentences, images, 10.0, 3.0),
+                          F.normalize(sentences.mean(1), dim=-1))
+    # a class with fewer sentences repeats its own to fill the ranks
+    ranked = ranked_sentences(torch.stack([e[0], e[1], e[2]]), [0, 0, 1], 2)
+    assert ranked.shape == (2, 2, 3) and torch.equal(ranked[1], torch.stack([e[2], e[2]]))

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
+
+import numpy as np
 
 import pytest
 import torch
@@ -128,9 +131,59 @@ def test_bad_prompt_settings_are_explained(changes, message):
         PromptConfig(**{"template": BRAIN_TEMPLATE, **changes})
 
 
-def test_context_length_must_agree_with_the_context_words(bb):
-    with pytest.raises(PromptError, match="leave n_ctx unset"):
-        make(bb, PromptConfig(template=BRAIN_TEMPLATE, n_ctx=3))
+def test_a_fixed_context_length_replaces_the_templates_first_tokens(bb):
+    """The released N_CTX: the context covers the template's first n_ctx tokens and starts
+    from the first n_ctx tokens of the context words as the tokenizer pads them."""
+    words = bb.text_ids(["a MR photo of a"])[0]  # [start] a mr photo of a [end]
+    default = make(bb)
+    same = make(bb, PromptConfig(template=BRAIN_TEMPLATE, n_ctx=5))
+    with torch.no_grad():
+        assert torch.equal(same.ctx, default.ctx)
+        assert torch.allclose(same.text_features(), default.text_features(), atol=1e-6)
+        short = make(bb, PromptConfig(template=BRAIN_TEMPLATE, n_ctx=3))
+        assert torch.equal(short.ctx, bb.embed_tokens(torch.tensor(words[1:4])))
+        # at its start the prompt is still the plain sentence: the context holds its own tokens
+        assert torch.allclose(short.text_features(), short.template_features(), atol=1e-5)
+        long = make(bb, PromptConfig(template=BRAIN_TEMPLATE, n_ctx=7))
+        continued = torch.tensor(words[1:] + [bb.pad_id])  # ... a [end] [pad]
+        assert torch.equal(long.ctx, bb.embed_tokens(continued))
+        assert not torch.allclose(long.text_features(), long.template_features(), atol=1e-3)
+    assert long.token_ids.shape[1] == len(bb.text_ids([BRAIN_TEMPLATE.format("pituitary tumor")])[0])
+    with pytest.raises(PromptError, match="Lower n_ctx"):
+        make(bb, PromptConfig(template=BRAIN_TEMPLATE, n_ctx=12), classes=["glioma", "normal"])
+
+
+def test_the_middle_layout_moves_the_token_after_the_context(backbones):
+    """The released layout (name_lens 1): `[CLS] c c glioma c c c tumor in the brain . [SEP]`.
+    At its start the context holds "a mr photo of a", so the prompt reads as that sentence."""
+    bb = backbones["tiny-biomedclip"]
+    cfg = PromptConfig(template="a MR photo of a {} in the brain.", class_position="middle")
+    dp = make(bb, cfg, classes=["glioma tumor", "normal brain"])
+    with torch.no_grad():
+        moved = dp.encode_sentences(["a MR glioma photo of a tumor in the brain.",
+                                     "a MR normal photo of a brain in the brain."])
+        assert torch.allclose(dp.text_features(), moved, atol=1e-5)
+        assert not torch.allclose(make(bb, replace(cfg, class_position="end"),
+                                       classes=["glioma tumor", "normal brain"]).text_features(),
+                                  moved, atol=1e-3)
+        embeds = dp.prompt_embeds()
+        assert embeds.shape == dp.token_embeds.shape  # nothing added or lost
+        assert torch.equal(embeds[0, 3], dp.token_embeds[0, 6])  # "glioma" after two of five
+        assert torch.equal(embeds[0, 1:3], dp.ctx[:2]) and torch.equal(embeds[0, 4:7], dp.ctx[2:])
+
+
+def test_overwritten_vision_prompts_reach_every_image_path(backbones):
+    bb = backbones["tiny-biomedclip"]
+    over = make(bb, PromptConfig(template=BRAIN_TEMPLATE, vision_mode="overwrite"))
+    inserted = make(bb)
+    with torch.no_grad():
+        direct = F.normalize(bb.encode_image(pixels(2), over.vision_prompts, overwrite=True), dim=-1)
+        assert torch.allclose(over.image_features(pixels(2), "fp32"), direct, atol=1e-6)
+        assert not torch.allclose(inserted.image_features(pixels(2), "fp32"), direct, atol=1e-4)
+    from core.explain import relevance_map
+
+    heat = relevance_map(over, pixels(1)[0], 0)
+    assert heat.shape == (224, 224) and np.isfinite(heat).all()
 
 
 def test_a_prompt_longer_than_the_model_reads_is_refused(bb):

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from core.errors import TrainingError
 from core.prompts import DualPrompt, PromptConfig
@@ -46,6 +47,55 @@ def test_paper_schedule_is_constant_warmup_then_cosine():
     assert _lr_at(cfg, 1, 100) == pytest.approx(0.0025 * (1 + math.cos(math.pi / 100)) / 2)
     assert _lr_at(cfg, 50, 100) == pytest.approx(0.00125)
     assert _lr_at(cfg, 99, 100) < 1e-5
+
+
+def test_released_schedule_is_dasslls_warm_up_recount():
+    """Dassl's ConstantWarmupScheduler with its default recount, as the released code steps it
+    (once per epoch): epoch 0 at 1e-5, then 0.5 lr (1 + cos(pi (e - 1) / E)). The figures are
+    what Dassl's own scheduler gives for E = 5, lr 0.0025."""
+    cfg = TrainConfig.released(epochs=5)
+    dassl = [1e-05, 0.0025, 0.00226127, 0.00163627, 0.000863729]
+    assert [_lr_at(cfg, e, 5) for e in range(5)] == pytest.approx(dassl, rel=1e-5)
+    for e in range(1, 100):
+        assert _lr_at(TrainConfig.released(), e, 100) == pytest.approx(
+            0.5 * 0.0025 * (1 + math.cos(math.pi * (e - 1) / 100)))
+    described = TrainConfig.paper(epochs=5)  # the described recipe: one epoch further on
+    assert _lr_at(described, 1, 5) == pytest.approx(dassl[2], rel=1e-5)
+
+
+def test_released_recipe_draws_a_fresh_crop_every_epoch_per_seed():
+    one, two = TrainConfig.released(epochs=3, seed=1), TrainConfig.released(epochs=3, seed=2)
+    assert one.view_names == ["eval", "rrc0.08-1#1000000", "rrc0.08-1#1000001",
+                              "rrc0.08-1#1000002"]
+    assert not set(one.view_names[1:]) & set(two.view_names[1:])
+    assert TrainConfig.paper().view_names[1:] == [f"rrc0.08-1#{i}" for i in range(8)]
+    changed = {k: v for k, v in one.to_dict().items() if TrainConfig.paper(epochs=3).to_dict()[k] != v}
+    assert changed == {"recipe": "released", "augment_views": 3, "fresh_crops": True,
+                       "warmup_recount": True}
+    with pytest.raises(TrainingError, match="one crop view per epoch"):
+        TrainConfig.paper(epochs=3, fresh_crops=True)
+
+
+def test_fresh_crops_train_epoch_e_on_view_e(backbones):
+    """Epoch e trains on crop view e alone: the first step's loss is the untrained module's
+    loss on the first crop, and swapping the first two crops swaps it."""
+    bb = backbones["tiny-biomedclip"]
+    cfg = PromptConfig(template="a {} photo.", n_vision_prompts=0)
+    train = TrainConfig.released(epochs=3, batch_size=2, text_dropout=False)
+    views = F.normalize(torch.randn(4, 2, bb.embed_dim, generator=torch.Generator().manual_seed(0)),
+                        dim=-1)
+    labels = torch.tensor([0, 1])
+
+    def first_loss(feats) -> float:
+        with torch.no_grad():
+            return DualPrompt(bb, ["a", "b"], cfg).loss(feats, labels)[0].item()
+
+    history = fit_features(DualPrompt(bb, ["a", "b"], cfg), views, [0, 1], train)
+    assert [r["epoch"] for r in history.steps] == [0, 1, 2]
+    assert history.steps[0]["loss"] == pytest.approx(first_loss(views[1]), abs=1e-6)
+    swapped = fit_features(DualPrompt(bb, ["a", "b"], cfg), views[[0, 2, 1, 3]], [0, 1], train)
+    assert swapped.steps[0]["loss"] == pytest.approx(first_loss(views[2]), abs=1e-6)
+    assert first_loss(views[1]) != pytest.approx(first_loss(views[2]), abs=1e-4)
 
 
 def test_last_incomplete_batch_is_dropped():
