@@ -10,7 +10,8 @@ from typing import Sequence
 from core.errors import StudioError
 from core.features import DEFAULT_STORE_DIR
 
-from core.reproduce.settings import METHODS, MethodOptions, PROTOCOLS, SettingsOverride
+from core.reproduce.settings import (METHODS, MODES, MethodOptions, PROTOCOLS, SettingsOverride,
+                                     Switches)
 from core.reproduce.runs import Options
 from core.reproduce.sweep import run_sweep
 
@@ -56,15 +57,52 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("per-task settings (default: METHOD.md's table)")
     g.add_argument("--template", default=None, help="e.g. 'a CT photo of a {} in the liver.'")
     g.add_argument("--ctx-init", default=None, help="context words ('' for a random context)")
-    g.add_argument("--n-ctx", type=int, default=None, help="length of a random context")
+    g.add_argument("--n-ctx", type=int, default=None,
+                   help="context length; with context words it replaces that many template "
+                        "tokens (as the configs' N_CTX), else a random context's length")
     g.add_argument("--lambda1", type=float, default=None)
     g.add_argument("--lambda2", type=float, default=None)
+    g = p.add_argument_group(
+        "described or released (docs/reproduce.md): --mode sets every switch; each switch "
+        "alone overrides it")
+    g.add_argument("--mode", choices=MODES, default="described",
+                   help="described: METHOD.md; released: the authors' released code")
+    for name, allowed in Switches.CHOICES.items():
+        flag, text = SWITCH_HELP[name]
+        g.add_argument(flag, dest=f"switch_{name}", choices=allowed, default=None, help=text)
+    g.add_argument("--teacher-file", type=Path, default=None,
+                   help="the authors' trainers/prompt_templates.py (read, never run) or a JSON "
+                        "{class: [sentences]}: the teacher's sentences")
+    g.add_argument("--teacher-sentences", type=int, default=None,
+                   help="sentences per class from the teacher file (released: 50; else all)")
+    g.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run the sweep's runs on Ray: 'local' (this machine) or a cluster "
+                        "address (ray://host:10001)")
     g = p.add_argument_group("ablation methods")
     g.add_argument("--vision-prompts", type=int, default=4)
     g.add_argument("--kgcoop-weight", type=float, default=8.0)
     g.add_argument("--biomedcoop-mse", type=float, default=1.0)
     g.add_argument("--biomedcoop-kl", type=float, default=1.0)
     return p
+
+
+SWITCH_HELP = {  # switch -> (flag, help)
+    "layout": ("--layout", "Biomed-DPT's prompt layout: end (METHOD.md) or middle (released, "
+                           "name_lens 1)"),
+    "vision": ("--vision", "vision prompts inserted (201 tokens) or overwriting four patches "
+                           "(197, released)"),
+    "n_ctx": ("--n-ctx-from", "Biomed-DPT's context length: the word pieces of the context "
+                              "words, or the configs' N_CTX (released)"),
+    "schedule": ("--schedule", "paper recipe: 8 cached crops (described) or a fresh crop every "
+                               "epoch with Dassl's warm-up recount (released)"),
+    "baselines": ("--baselines", "CoOp, KgCoOp, BiomedCoOp, zero-shot with Biomed-DPT's template "
+                                 "and settings (described) or their own published ones"),
+}
+
+
+def switches_from_args(args: argparse.Namespace) -> Switches:
+    changes = {name: getattr(args, f"switch_{name}") for name in Switches.CHOICES}
+    return Switches.for_mode(args.mode, teacher_limit=args.teacher_sentences, **changes)
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
@@ -77,7 +115,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
         override=SettingsOverride(args.template, args.ctx_init, args.n_ctx, args.lambda1,
                                   args.lambda2),
         method_options=MethodOptions(args.vision_prompts, args.kgcoop_weight,
-                                     args.biomedcoop_mse, args.biomedcoop_kl))
+                                     args.biomedcoop_mse, args.biomedcoop_kl),
+        switches=switches_from_args(args), teacher_file=args.teacher_file, ray=args.ray)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

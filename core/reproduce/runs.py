@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -23,10 +22,13 @@ from core.features import DEFAULT_STORE_DIR, FeatureStore, StoreKey, encode
 from core.prompts import DualPrompt
 from core.train import TrainConfig, fit_features
 
-from core.reproduce.settings import (DEFAULT_SHOTS, FITTED_BASELINES, METHODS, MethodOptions,
-                                     PROTOCOLS, RUN_FORMAT, ReproduceError, SettingsOverride,
-                                     TUNED_METHODS, build_prompts, prompt_config, task_settings)
+from core.reproduce.settings import (DEFAULT_SHOTS, FITTED_BASELINES, METHODS,
+                                     RELEASED_TRAINING, MethodOptions, PROTOCOLS, RUN_FORMAT,
+                                     ReproduceError, SettingsOverride, Switches, TUNED_METHODS,
+                                     build_prompts, prompt_config, task_settings)
 from core.reproduce.data import Dataset, Item, base_novel_split, capped, few_shot_indices
+from core.reproduce.teachers import (COOP_NAME, DPT_NAME, TeacherChoice, choose_sentences,
+                                     read_teacher_file)
 
 
 # --------------------------------------------------------------------------------------------
@@ -45,20 +47,22 @@ class Encoder:
         self.progress = progress
 
     def features(self, bb: Backbone, vision_prompts: int, dataset: Dataset, split: str,
-                 items: list[Item], view: str, precision: str) -> torch.Tensor:
+                 items: list[Item], view: str, precision: str,
+                 vision_mode: str = "insert") -> torch.Tensor:
+        mode = vision_mode if vision_prompts else "insert"
         key = StoreKey(bb.fingerprint, vision_prompts, view, precision,
-                       f"{dataset.name}/{split}")
+                       f"{dataset.name}/{split}", mode)
         with _bar(self.progress, len(items), f"{dataset.name}/{split} {view} features",
                   "img") as bar:
             def encode_missing(indices: list[int]) -> torch.Tensor:
                 return self._encode(bb, vision_prompts, dataset, [items[i] for i in indices],
-                                    view, precision, bar)
+                                    view, precision, bar, mode)
 
             return self.store.features(key, [item.id for item in items], encode_missing,
                                        progress=lambda done, total: _bar_to(bar, done))
 
     def _encode(self, bb: Backbone, vision_prompts: int, dataset: Dataset, items: list[Item],
-                view: str, precision: str, bar) -> torch.Tensor:
+                view: str, precision: str, bar, vision_mode: str) -> torch.Tensor:
         out = []
         with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
             for start in range(0, len(items), self.batch_size):
@@ -66,7 +70,7 @@ class Encoder:
                 images = list(pool.map(dataset.image, batch))
                 out.append(encode(bb, images, view=view, vision_prompts=vision_prompts,
                                   precision=precision, keys=[it.path for it in batch],
-                                  batch_size=self.batch_size))
+                                  batch_size=self.batch_size, vision_mode=vision_mode))
                 bar.update(len(batch))
         return torch.cat(out)
 
@@ -114,6 +118,9 @@ class Options:
     progress: bool = True
     override: SettingsOverride = SettingsOverride()
     method_options: MethodOptions = MethodOptions()
+    switches: Switches = Switches()
+    teacher_file: Path | None = None  # the authors' prompt_templates.py, or JSON
+    ray: str | None = None  # run the runs on Ray: "local" or a cluster address
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -135,16 +142,25 @@ class Options:
                 raise ReproduceError(f"--{name.replace('_', '-')} must be at least 1.")
         if self.batch_size < 1:
             raise ReproduceError("--batch-size must be at least 1.")
+        if self.recipe == "fast" and self.switches.schedule == "dassl":
+            raise ReproduceError("The released schedule (Dassl's, fresh crops every epoch) is "
+                                 "the paper recipe's: use --recipe paper, or --schedule "
+                                 "described.")
 
     @property
     def shot_list(self) -> tuple[int, ...]:
         return tuple(self.shots or DEFAULT_SHOTS[self.protocol])
 
-    def train_config(self, seed: int) -> TrainConfig:
-        if self.recipe == "paper":
-            epochs = self.epochs or (100 if self.protocol == "few-shot" else 50)
-            return TrainConfig.paper(epochs=epochs, seed=seed)
-        return TrainConfig.fast(seed=seed, **({"steps": self.steps} if self.steps else {}))
+    def train_config(self, seed: int, method: str = "biomed-dpt") -> TrainConfig:
+        """The recipe of one run: the paper's (as described, or with the released schedule),
+        with a published baseline's own batch and learning rate; or the fast one."""
+        if self.recipe == "fast":
+            return TrainConfig.fast(seed=seed, **({"steps": self.steps} if self.steps else {}))
+        epochs = self.epochs or (100 if self.protocol == "few-shot" else 50)
+        own = RELEASED_TRAINING.get(method, {}) if self.switches.baselines == "published" else {}
+        if self.switches.schedule == "dassl":
+            return TrainConfig.released(epochs=epochs, seed=seed, **own)
+        return TrainConfig.paper(epochs=epochs, seed=seed, **own)
 
     def precision(self, device: torch.device) -> str:
         return resolve_precision(self.train_config(1).precision, device)
@@ -184,6 +200,8 @@ class Sweep:
         self.store = FeatureStore(options.cache_dir)
         self.encoder = Encoder(self.store, options.batch_size, progress=options.progress)
         self.settings = {name: task_settings(name, options.override) for name in datasets}
+        self.teacher_files = _teacher_files(options)
+        self._teachers: dict[tuple, TeacherChoice] = {}
 
     # ---- what a run is --------------------------------------------------------------------
     def config(self, spec: RunSpec) -> dict:
@@ -193,19 +211,41 @@ class Sweep:
         ds, options = self.datasets[spec.dataset], self.options
         settings = self.settings[spec.dataset]
         trained = spec.method in TUNED_METHODS
+        teaches = spec.method in ("biomed-dpt", "biomedcoop")
         return _json_ready({
             "backbone_fingerprint": self.bb.fingerprint,
             "dataset": ds.name, "classnames": ds.classnames, "protocol": spec.protocol,
             "method": spec.method, "shots": spec.shots, "seed": spec.seed,
-            "prompt": asdict(prompt_config(spec.method, settings, spec.protocol,
-                                           options.method_options)),
+            "prompt": asdict(self.prompt_config(spec.method, ds.name, spec.protocol)),
             "paper_n_ctx": settings.n_ctx,
             "method_options": options.method_options.relevant(spec.method),
-            "train": options.train_config(spec.seed).to_dict() if trained else None,
+            "switches": options.switches.to_dict(), "mode": options.switches.mode,
+            "train": options.train_config(spec.seed, spec.method).to_dict() if trained else None,
             "precision": self.precision, "max_test": options.max_test,
-            "descriptions_sha256": _digest(ds.descriptions) if spec.method in (
-                "biomed-dpt", "biomedcoop") and ds.descriptions else None,
+            "teacher": self.teacher(ds, ds.classnames, spec.method).record() if teaches else None,
         })
+
+    def prompt_config(self, method: str, dataset: str, protocol: str):
+        return prompt_config(method, self.settings[dataset], protocol,
+                             self.options.method_options, self.options.switches)
+
+    def teacher(self, ds: Dataset, classnames: Sequence[str], method: str) -> TeacherChoice:
+        """The descriptions `method` reads for these classes: from the teacher file when one is
+        given (BiomedCoOp with published baselines: its own dictionary), else descriptions.json;
+        classes without sentences fall back to their template sentence."""
+        which = COOP_NAME if (method == "biomedcoop"
+                              and self.options.switches.baselines == "published") else DPT_NAME
+        key = (ds.name, tuple(classnames), which)
+        if key not in self._teachers:
+            sentences = self.teacher_files.get(which)
+            if sentences is not None:
+                self._teachers[key] = choose_sentences(
+                    sentences, classnames, self.options.switches.teacher_limit,
+                    f"{self.options.teacher_file.name}:{which}", ds.name)
+            else:
+                self._teachers[key] = choose_sentences(ds.descriptions, classnames, None,
+                                                       "descriptions.json", ds.name)
+        return self._teachers[key]
 
     # ---- running --------------------------------------------------------------------------
     def run(self, spec: RunSpec) -> dict:
@@ -244,7 +284,8 @@ class Sweep:
         novel_labels = (labels[~on_base] - m).tolist()
         if len(novel) >= 2:
             if isinstance(model, DualPrompt):  # the same learned context over the novel names
-                novel_model = model.with_classes(novel, ds.descriptions_for(novel)).eval()
+                novel_model = model.with_classes(
+                    novel, self.teacher(ds, novel, spec.method).descriptions).eval()
             else:  # a baseline has no examples of the novel classes: their zero-shot classifier
                 novel_model = self._baseline("zero-shot", ds, novel, None, [])
             novel_result = self._evaluate(novel_model, feats[~on_base], novel_labels, novel)
@@ -260,7 +301,9 @@ class Sweep:
     def _features(self, model, ds: Dataset, split: str, items: list[Item], view: str
                   ) -> torch.Tensor:
         prompts = model.cfg.n_vision_prompts if isinstance(model, DualPrompt) else 0
-        return self.encoder.features(self.bb, prompts, ds, split, items, view, self.precision)
+        mode = model.cfg.vision_mode if isinstance(model, DualPrompt) else "insert"
+        return self.encoder.features(self.bb, prompts, ds, split, items, view, self.precision,
+                                     mode)
 
     def _test_features(self, model, ds: Dataset, test: list[Item], timing: dict) -> torch.Tensor:
         started = time.perf_counter()
@@ -276,8 +319,7 @@ class Sweep:
     def _baseline(self, method: str, ds: Dataset, classnames: list[str],
                   feats: torch.Tensor | None, labels: list[int]):
         """A baseline fitted on un-prompted training features, over the template classifier."""
-        cfg = prompt_config("zero-shot", self.settings[ds.name], "few-shot",
-                            self.options.method_options)
+        cfg = self.prompt_config("zero-shot", ds.name, "few-shot")
         zero = build_prompts("zero-shot", self.bb, classnames, cfg, {})
         text = zero.text_features().cpu()
         scale = float(self.bb.logit_scale)
@@ -291,8 +333,7 @@ class Sweep:
         options = self.options
         timing: dict = {}
         if spec.method == "zero-shot":
-            cfg = prompt_config(spec.method, self.settings[ds.name], spec.protocol,
-                                options.method_options)
+            cfg = self.prompt_config(spec.method, ds.name, spec.protocol)
             return build_prompts(spec.method, self.bb, classnames, cfg, {}), None, timing
         chosen = [pool[i] for i in few_shot_indices([it.label for it in pool], spec.shots,
                                                      spec.seed)]
@@ -307,10 +348,10 @@ class Sweep:
             timing["train_s"] = round(time.perf_counter() - started, 3)
             return model, {"n_train": len(chosen), "train_images": [it.path for it in chosen]}, \
                 timing
-        cfg = prompt_config(spec.method, self.settings[ds.name], spec.protocol,
-                            options.method_options)
-        dp = build_prompts(spec.method, self.bb, classnames, cfg, ds.descriptions_for(classnames))
-        train_cfg = options.train_config(spec.seed)
+        cfg = self.prompt_config(spec.method, ds.name, spec.protocol)
+        dp = build_prompts(spec.method, self.bb, classnames, cfg,
+                           self.teacher(ds, classnames, spec.method).descriptions)
+        train_cfg = options.train_config(spec.seed, spec.method)
         encode_started = time.perf_counter()
         views = torch.stack([self._features(dp, ds, "train", chosen, view)
                              for view in train_cfg.view_names])
@@ -333,12 +374,22 @@ class Sweep:
         return dp.eval(), summary, timing
 
 
+def _teacher_files(options: Options) -> dict[str, dict[str, list[str]]]:
+    """The dictionaries of the teacher file: Biomed-DPT's, and BiomedCoOp's when its published
+    configuration runs (a JSON file serves both)."""
+    path = options.teacher_file
+    if path is None:
+        return {}
+    out = {DPT_NAME: read_teacher_file(path, DPT_NAME)}
+    if path.suffix.lower() == ".json":
+        out[COOP_NAME] = out[DPT_NAME]
+    elif "biomedcoop" in options.methods and options.switches.baselines == "published":
+        out[COOP_NAME] = read_teacher_file(path, COOP_NAME)
+    return out
+
+
 def _harmonic(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _json_ready(value):

@@ -9,7 +9,6 @@ from typing import Sequence
 
 import numpy as np
 
-
 from core.reproduce.settings import (DEFAULT_SHOTS, METHODS, METHOD_TITLES, PAPER_TASKS,
                                      PUBLISHED_BASE_TO_NOVEL, PUBLISHED_FEW_SHOT, paper_settings)
 from core.reproduce.runs import _harmonic, _read_run
@@ -51,6 +50,7 @@ class Tables:
     shots: list[int] = field(default_factory=list)
     datasets: dict[str, list[str]] = field(default_factory=dict)  # protocol -> data sets
     recipes: set[str] = field(default_factory=set)
+    modes: set[str] = field(default_factory=set)
 
 
 def build_tables(runs: Sequence[dict]) -> Tables:
@@ -66,6 +66,7 @@ def build_tables(runs: Sequence[dict]) -> Tables:
             length = cfg["train"]["epochs"] or cfg["train"]["steps"]
             unit = "epochs" if cfg["train"]["epochs"] else "steps"
             tables.recipes.add(f"{recipe} ({length} {unit}, {cfg['precision']})")
+        tables.modes.add(cfg.get("mode", "described"))
         tables.datasets.setdefault(cfg["protocol"], [])
         if name not in tables.datasets[cfg["protocol"]]:
             tables.datasets[cfg["protocol"]].append(name)
@@ -134,8 +135,44 @@ def _b2n_cell(tables: Tables, names: list[str], method: str) -> dict | None:
     return {**cell, "mean": (b + n) / 2, "harmonic_mean": _harmonic(b, n)}
 
 
+# the methods of METHOD.md's published averages
+PUBLISHED_NAMES = {"zero-shot": "BiomedCLIP zero-shot", "coop": "CoOp", "kgcoop": "KgCoOp",
+                   "biomedcoop": "BiomedCoOp", "biomed-dpt": "Biomed-DPT"}
+BUSI_NOTE = ("With BUSI the novel half is one class (normal), 100 % by construction. The paper "
+             "does not say whether its average includes BUSI: the authors' RUN.md lists ten "
+             "data sets without it, their show.py averages all eleven; both averages are given.")
+
+
+def _groups(names: list[str], protocol: str) -> list[tuple[str, list[str]]]:
+    """Each data set, the average over all, and for base-to-novel the average without BUSI."""
+    groups = [(n, [n]) for n in names]
+    if len(names) > 1:
+        groups.append((f"Average over {len(names)} data sets", names))
+        busi = [n for n in names if _is_busi(n)]
+        if protocol == "base-to-novel" and busi and len(names) > 2:
+            rest = [n for n in names if n not in busi]
+            groups.append((f"Average over {len(rest)} data sets, without BUSI", rest))
+    return groups
+
+
+def _is_busi(name: str) -> bool:
+    task = paper_settings(name)
+    return task is not None and task.name == "BUSI"
+
+
+def _published_few_shot(method: str, shots: list[int]) -> list[float | None] | None:
+    values = PUBLISHED_FEW_SHOT.get(PUBLISHED_NAMES.get(method, ""))
+    if values is None:
+        return None
+    by_k = dict(zip(DEFAULT_SHOTS["few-shot"], values))
+    return [by_k.get(k) for k in shots]
+
+
 def render_markdown(tables: Tables) -> str:
     lines = ["# Results", ""]
+    if tables.modes:
+        lines += [f"Mode: {', '.join(sorted(tables.modes))} (docs/reproduce.md: described "
+                  "follows METHOD.md, released the authors' released code).", ""]
     if tables.recipes:
         lines += [f"Recipe: {'; '.join(sorted(tables.recipes))}. Accuracy in %, mean ± sample "
                   "standard deviation over seeds.", ""]
@@ -151,16 +188,21 @@ def _few_shot_markdown(tables: Tables) -> list[str]:
     header = "| method | " + " | ".join(f"K={k}" for k in tables.shots) + " | mean |"
     rule = "|---|" + "---|" * (len(tables.shots) + 1)
     lines = ["## Few-shot accuracy (%)", ""]
-    groups = [(n, [n]) for n in names]
-    if len(names) > 1:
-        groups.append((f"Average over {len(names)} data sets", names))
-    for title, group in groups:
+    for title, group in _groups(names, "few-shot"):
         lines += [f"### {title}", "", header, rule]
+        compare = len(group) > 1
         for method, row in _few_shot_rows(tables, group).items():
             cells = [_fmt(row["cells"][k]) for k in tables.shots]
             lines.append(f"| {METHOD_TITLES[method]} | " + " | ".join(cells)
                          + f" | {_fmt(row['mean'])} |")
+            published = _published_few_shot(method, tables.shots) if compare else None
+            if published is not None:
+                lines += _published_rows(method, [row["cells"][k] for k in tables.shots],
+                                         published)
         lines.append("")
+        if compare:
+            lines += [f"Published: METHOD.md's average over the 11 data sets; this average "
+                      f"covers {len(group)}.", ""]
     if any(method == "zero-shot" for (_, method, _) in tables.few_shot):
         lines += ["Zero-shot uses no training images: the same figure under every K.", ""]
     lines += ["### Published (METHOD.md: average over the 11 data sets, 3 seeds)", "",
@@ -171,6 +213,16 @@ def _few_shot_markdown(tables: Tables) -> list[str]:
     return lines + [""]
 
 
+def _published_rows(method: str, cells: list, published: list[float | None]) -> list[str]:
+    """The published figures of `method` under its measured row, and measured minus published."""
+    shown = ["—" if v is None else f"{v:.2f}" for v in published]
+    differences = ["—" if v is None or c is None else f"{c[0] - v:+.2f}"
+                   for c, v in zip(cells, published)]
+    title = PUBLISHED_NAMES[method]
+    return [f"| {title} (published) | " + " | ".join(shown) + " | |",
+            f"| {title} (measured − published) | " + " | ".join(differences) + " | |"]
+
+
 def _b2n_markdown(tables: Tables) -> list[str]:
     names = tables.datasets["base-to-novel"]
     lines = ["## Base-to-novel accuracy (%)", "",
@@ -178,10 +230,7 @@ def _b2n_markdown(tables: Tables) -> list[str]:
              "mean 2·base·novel / (base + novel) is given beside it.", "",
              "| data set | method | base | novel | mean (paper's \"HM\") | harmonic mean |",
              "|---|---|---|---|---|---|"]
-    groups = [(n, [n]) for n in names]
-    if len(names) > 1:
-        groups.append((f"Average over {len(names)} data sets", names))
-    for title, group in groups:
+    for title, group in _groups(names, "base-to-novel"):
         for method in METHODS:
             cell = _b2n_cell(tables, group, method)
             if cell is None:
@@ -189,6 +238,16 @@ def _b2n_markdown(tables: Tables) -> list[str]:
             lines.append(f"| {title} | {METHOD_TITLES[method]} | {_fmt(cell['base'])} | "
                          f"{_fmt(cell['novel'])} | {cell['mean']:.2f} | "
                          f"{cell['harmonic_mean']:.2f} |")
+            published = PUBLISHED_BASE_TO_NOVEL.get(PUBLISHED_NAMES.get(method, ""))
+            if published is not None and len(group) > 1:
+                b, n = published
+                lines.append(f"| {title} | {PUBLISHED_NAMES[method]} (published) | {b:.2f} | "
+                             f"{n:.2f} | {(b + n) / 2:.2f} | {_harmonic(b, n):.2f} |")
+                lines.append(f"| {title} | {PUBLISHED_NAMES[method]} (measured − published) | "
+                             f"{cell['base'][0] - b:+.2f} | {cell['novel'][0] - n:+.2f} | "
+                             f"{cell['mean'] - (b + n) / 2:+.2f} | |")
+    if any(_is_busi(n) for n in names):
+        lines += ["", BUSI_NOTE]
     lines += ["", "### Published (METHOD.md: average over the data sets, 3 seeds)", "",
               "| method | base | novel | mean (paper's \"HM\") | harmonic mean |",
               "|---|---|---|---|---|"]
@@ -218,8 +277,7 @@ def csv_rows(tables: Tables) -> tuple[list[str], list[list]]:
     n_few = 2 * len(tables.shots) + 1 if few else 0
     n_b2n = 6 if b2n else 0
     for protocol, names in tables.datasets.items():
-        groups = [(n, [n]) for n in names] + ([("Average", names)] if len(names) > 1 else [])
-        for title, group in groups:
+        for title, group in _groups(names, protocol):
             if protocol == "few-shot":
                 for method, row in _few_shot_rows(tables, group).items():
                     values = []
