@@ -78,6 +78,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run the sweep's runs on Ray: 'local' (this machine) or a cluster "
                         "address (ray://host:10001)")
+    g.add_argument("--ray-workers", type=int, default=None,
+                   help="Ray workers (default: one per GPU of the cluster, else one per CPU)")
     g = p.add_argument_group("ablation methods")
     g.add_argument("--vision-prompts", type=int, default=4)
     g.add_argument("--kgcoop-weight", type=float, default=8.0)
@@ -116,7 +118,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
                                   args.lambda2),
         method_options=MethodOptions(args.vision_prompts, args.kgcoop_weight,
                                      args.biomedcoop_mse, args.biomedcoop_kl),
-        switches=switches_from_args(args), teacher_file=args.teacher_file, ray=args.ray)
+        switches=switches_from_args(args), teacher_file=args.teacher_file, ray=args.ray,
+        ray_workers=args.ray_workers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -121,6 +121,7 @@ class Options:
     switches: Switches = Switches()
     teacher_file: Path | None = None  # the authors' prompt_templates.py, or JSON
     ray: str | None = None  # run the runs on Ray: "local" or a cluster address
+    ray_workers: int | None = None  # Ray actors (default: one per GPU, else per CPU)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -142,6 +143,8 @@ class Options:
                 raise ReproduceError(f"--{name.replace('_', '-')} must be at least 1.")
         if self.batch_size < 1:
             raise ReproduceError("--batch-size must be at least 1.")
+        if self.ray_workers is not None and (self.ray_workers < 1 or not self.ray):
+            raise ReproduceError("--ray-workers needs --ray and must be at least 1.")
         if self.recipe == "fast" and self.switches.schedule == "dassl":
             raise ReproduceError("The released schedule (Dassl's, fresh crops every epoch) is "
                                  "the paper recipe's: use --recipe paper, or --schedule "

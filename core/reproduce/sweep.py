@@ -5,12 +5,11 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-
 from core.backbone import Backbone, load_backbone
 from core.errors import DatasetError
 
-from core.reproduce.settings import ReproduceError, task_settings
 from core.reproduce.data import load_dataset
+from core.reproduce.settings import ReproduceError, task_settings
 from core.reproduce.runs import (Options, RunSpec, Summary, Sweep, _bar, _read_run,
                                  _write_json_atomic)
 from core.reproduce.tables import write_tables
@@ -87,23 +86,34 @@ def run_sweep(options: Options, backbone: Backbone | None = None) -> Summary:
         if small:
             raise DatasetError(f"Base-to-novel needs at least 3 classes; {', '.join(small)} "
                                "has fewer.")
-    bb = backbone or load_backbone(options.backbone, options.device)
+    bb = backbone or load_backbone(options.backbone, "cpu" if options.ray else options.device)
     sweep = Sweep(options, bb, datasets)
     todo, skipped = check_conflicts(sweep, options.specs(list(datasets)))
     log.info("%d run(s) to do, %d already finished; backbone %s on %s, precision %s",
              len(todo), skipped, bb.name, bb.device, sweep.precision)
     summary = Summary(skipped=skipped)
     with _bar(options.progress and bool(todo), len(todo), "runs", "run") as bar:
-        for spec in todo:
-            bar.set_postfix(run=spec.label, refresh=False)
-            record = sweep.run(spec)
-            _write_json_atomic(spec.path(options.out), record)
-            log.info("%s: %s", spec.label, _metrics_text(record["metrics"]))
+        for spec, metrics in _runs(sweep, todo):
+            log.info("%s: %s", spec.label, _metrics_text(metrics))
             summary.ran += 1
             bar.update(1)
     summary.encoded = sweep.store.encoded
     summary.results_md, summary.results_csv, summary.markdown = write_tables(options.out)
     return summary
+
+
+def _runs(sweep: Sweep, todo: Sequence[RunSpec]):
+    """(spec, metrics) of each run as it finishes, its file written: here one after another,
+    or on Ray's workers."""
+    if sweep.options.ray:
+        from core.reproduce.distributed import run_on_ray
+
+        yield from run_on_ray(sweep.options, todo, sweep.options.ray_workers)
+        return
+    for spec in todo:
+        record = sweep.run(spec)
+        _write_json_atomic(spec.path(sweep.options.out), record)
+        yield spec, record["metrics"]
 
 
 def _metrics_text(metrics: dict) -> str:

@@ -211,3 +211,32 @@ def test_few_shot_averages_carry_the_published_figures_and_the_difference():
     assert "| CoOp (published) | 50.18 | |" in text
     assert "| CoOp (measured − published) | +4.82 | |" in text
     assert "this average covers 2" in text
+
+
+# ---- past one machine ---------------------------------------------------------------------------
+def test_a_sweep_on_ray_writes_the_same_run_files_and_resumes_without_it(backbones, tmp_path):
+    """Local Ray on this machine's CPUs: each worker loads the backbone and runs whole runs;
+    the files equal a sweep's without Ray, and a later sweep without Ray finds them done."""
+    pytest.importorskip("ray")
+    root = tmp_path / "data"
+    make_public_dataset(root)
+    common = ["--root", str(root), "--backbone", "tiny-biomedclip", "--recipe", "fast",
+              "--steps", "3", "--shots", "1", "--seeds", "1,2", "--methods",
+              "biomed-dpt,coop", "--no-progress"]
+    code, _ = run_cli(backbones, *common, "--out", str(tmp_path / "ray"), "--cache-dir",
+                      str(tmp_path / "cache-ray"), "--ray", "local", "--ray-workers", "2")
+    assert code == 0
+    code, _ = run_cli(backbones, *common, "--out", str(tmp_path / "alone"), "--cache-dir",
+                      str(tmp_path / "cache-alone"))
+    assert code == 0
+    files = sorted(p.relative_to(tmp_path / "alone") for p in (tmp_path / "alone").rglob("k*.json"))
+    assert len(files) == 4
+    for name in files:
+        on_ray = json.loads((tmp_path / "ray" / name).read_text())
+        alone = json.loads((tmp_path / "alone" / name).read_text())
+        assert on_ray["config"] == alone["config"] and on_ray["metrics"] == alone["metrics"]
+        assert on_ray["history"]["last_loss"] == pytest.approx(alone["history"]["last_loss"],
+                                                               abs=1e-5)
+    code, text = run_cli(backbones, *common, "--out", str(tmp_path / "ray"), "--cache-dir",
+                         str(tmp_path / "cache-ray"))
+    assert code == 0 and "0 run(s) done, 4 skipped" in text
