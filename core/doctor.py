@@ -97,6 +97,11 @@ class DoctorReport:
         lines += ["", "checks:"]
         for check in self.checks:
             lines.append(f"  [{check.status.upper()}] {check.name}: {check.detail}")
+            for item in check.figures.get("tasks", []):
+                mark = "" if item["word_pieces"] == item["paper_n_ctx"] else "   <- differs"
+                lines.append(f"      {item['task']}: {item['ctx_init']!r} -> "
+                             f"{item['word_pieces']} word pieces {item['pieces']}, paper N_CTX "
+                             f"{item['paper_n_ctx']}{mark}")
             for item in check.figures.get("per_image", []):
                 lines.append(f"      {item['file']}: {item['modality']} -> {item['predicted']} "
                              f"({item['probability']:.2f})")
@@ -239,9 +244,57 @@ def tune_check(bb: Backbone, examples: Sequence[Example], steps: int = 10) -> Ch
 # --------------------------------------------------------------------------------------------
 # The doctor
 # --------------------------------------------------------------------------------------------
+def context_check(bb: Backbone) -> CheckResult:
+    """Per ready task shaped like a public data set: the word pieces of its context words under
+    this model's tokenizer beside the paper's N_CTX (described mode uses the first, released
+    mode the second). Information, not a failure: the two modes differ where they differ."""
+    rows = []
+    for task in presets.load_tasks():
+        if task.paper_n_ctx is None or not task.ctx_init:
+            continue
+        pieces = bb.tokenizer.tokenizer.tokenize(task.ctx_init) if bb.hf_text else \
+            [str(i) for i in bb.text_ids([task.ctx_init])[0][1:-1]]
+        rows.append({"task": task.shaped_like, "ctx_init": task.ctx_init, "pieces": pieces,
+                     "word_pieces": len(pieces), "paper_n_ctx": task.paper_n_ctx})
+    differ = [r["task"] for r in rows if r["word_pieces"] != r["paper_n_ctx"]]
+    detail = (f"{len(rows)} ready tasks; the context words' word pieces differ from the "
+              f"paper's N_CTX for {', '.join(differ)} (described mode uses the pieces, released "
+              "mode N_CTX)" if differ else f"{len(rows)} ready tasks; every count equals N_CTX")
+    return CheckResult("context length", "passed", detail, {"tasks": rows})
+
+
+def teacher_check(teacher_file: Path | None = None, root: Path | None = None) -> CheckResult:
+    """Classes whose teacher falls back to the template sentence: the ready tasks' classes
+    without descriptions, and, given the authors' teacher file and a data root, the data
+    sets' classes the file does not name (a warning is logged for each)."""
+    fallback = []
+    for task in presets.load_tasks():
+        for name in task.classes:
+            if not task.descriptions.get(name):
+                fallback.append(f"ready task {task.id}: {name}")
+    if teacher_file is not None and root is not None:
+        from core.reproduce.data import load_dataset
+        from core.reproduce.sweep import find_datasets
+        from core.reproduce.teachers import RELEASED_SENTENCES, choose_sentences, \
+            read_teacher_file
+
+        sentences = read_teacher_file(teacher_file)
+        for folder in find_datasets(root, ()):
+            ds = load_dataset(folder)
+            choice = choose_sentences(sentences, ds.classnames, RELEASED_SENTENCES,
+                                      teacher_file.name, ds.name)
+            fallback += [f"{ds.name}: {name}" for name in choice.fallback]
+    for item in fallback:
+        log.warning("teacher falls back to the template sentence: %s", item)
+    detail = (f"{len(fallback)} classes fall back to their template sentence: "
+              f"{'; '.join(fallback)}" if fallback else "every class has its sentences")
+    return CheckResult("teacher sentences", "passed", detail, {"fallback": fallback})
+
+
 def run_doctor(backbone: str = "biomedclip", device: str | None = None,
                examples: Path = DEFAULT_EXAMPLES, tune_steps: int = 10,
-               loaded: Backbone | None = None) -> DoctorReport:
+               loaded: Backbone | None = None, teacher_file: Path | None = None,
+               root: Path | None = None) -> DoctorReport:
     report = DoctorReport(versions=library_versions(), device=device_report(device),
                           backbone={"spec": backbone})
     if backbone == "biomedclip" and loaded is None:
@@ -260,6 +313,11 @@ def run_doctor(backbone: str = "biomedclip", device: str | None = None,
         report.backbone["load_s"] = round(time.perf_counter() - started, 2)
     report.backbone.update(status="loaded", name=bb.name, fingerprint=bb.fingerprint,
                            device=str(bb.device))
+    report.checks.append(context_check(bb))
+    try:
+        report.checks.append(teacher_check(teacher_file, root))
+    except StudioError as exc:
+        report.checks.append(CheckResult("teacher sentences", "failed", str(exc)))
     try:
         found, notes = read_examples(examples)
     except FileNotFoundError:
@@ -291,9 +349,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--examples", type=Path, default=DEFAULT_EXAMPLES,
                         help="folder with manifest.json and the example scans")
     parser.add_argument("--tune-steps", type=int, default=10)
+    parser.add_argument("--teacher-file", type=Path, default=None,
+                        help="the authors' prompt_templates.py (or JSON): with --root, warn for "
+                             "every data set class it has no sentences for")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="data sets in the public layout (see docs/reproduce.md)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    report = run_doctor(args.backbone, args.device, args.examples, args.tune_steps)
+    report = run_doctor(args.backbone, args.device, args.examples, args.tune_steps,
+                        teacher_file=args.teacher_file, root=args.root)
     print(report.format())
     return report.exit_code
 

@@ -112,8 +112,11 @@ def test_report_lists_versions_device_backbone_and_checks(backbones, tmp_path):
                    "bf16_native:", "fingerprint:", "zero-shot modality recognition",
                    "tune then predict", "0.png: X-ray -> "):
         assert needle in text
-    assert [c.name for c in report.checks] == ["zero-shot modality recognition",
+    assert [c.name for c in report.checks] == ["context length", "teacher sentences",
+                                               "zero-shot modality recognition",
                                                "tune then predict"]
+    assert "COVID-QU-Ex: 'a chest X-ray photo of a' -> 8 word pieces" in text
+    assert "paper N_CTX 6   <- differs" in text
     assert report.exit_code == (1 if any(c.failed for c in report.checks) else 0)
 
 
@@ -144,5 +147,30 @@ def test_a_failed_check_gives_exit_code_one(monkeypatch, capsys, backbones, tmp_
 def test_missing_manifest_skips_the_example_checks(backbones, tmp_path):
     report = run_doctor("tiny-biomedclip", "cpu", tmp_path / "none",
                         loaded=backbones["tiny-biomedclip"])
-    assert [c.status for c in report.checks] == ["skipped"] and report.exit_code == 0
-    assert "no manifest.json" in report.checks[0].detail
+    assert [c.status for c in report.checks] == ["passed", "passed", "skipped"]
+    assert report.exit_code == 0 and "no manifest.json" in report.checks[-1].detail
+
+
+def test_the_context_words_are_counted_under_the_models_tokenizer(backbones):
+    """Described mode uses the word pieces, released mode the configs' N_CTX: where they
+    differ is said (the offline vocabulary splits "X-ray" as BERT does: x - ray)."""
+    result = doctor.context_check(backbones["tiny-biomedclip"])
+    rows = {r["task"]: r for r in result.figures["tasks"]}
+    assert len(rows) == 11 and rows["BTMRI"]["word_pieces"] == rows["BTMRI"]["paper_n_ctx"] == 5
+    assert rows["COVID-QU-Ex"]["pieces"] == ["a", "chest", "x", "-", "ray", "photo", "of", "a"]
+    assert (rows["KneeXray"]["word_pieces"], rows["KneeXray"]["paper_n_ctx"]) == (8, 6)
+    assert "COVID-QU-Ex, KneeXray" in result.detail
+
+
+def test_classes_whose_teacher_falls_back_are_warned_about(tmp_path, caplog):
+    from tests.core.test_reproduce import make_public_dataset
+
+    make_public_dataset(tmp_path / "data")
+    teacher = tmp_path / "sentences.json"
+    teacher.write_text(json.dumps({"glioma": ["a mass"], "normal brain": ["no mass"]}))
+    assert doctor.teacher_check().figures["fallback"] == []  # every ready class has sentences
+    with caplog.at_level("WARNING"):
+        result = doctor.teacher_check(teacher, tmp_path / "data")
+    assert result.figures["fallback"] == ["BTMRI: meningioma", "BTMRI: pituitary tumor"]
+    assert "2 classes fall back" in result.detail
+    assert sum("falls back" in r.getMessage() for r in caplog.records) == 2
