@@ -99,6 +99,8 @@ SWITCH_HELP = {  # switch -> (flag, help)
                                "epoch with Dassl's warm-up recount (released)"),
     "baselines": ("--baselines", "CoOp, KgCoOp, BiomedCoOp, zero-shot with Biomed-DPT's template "
                                  "and settings (described) or their own published ones"),
+    "draws": ("--draws", "the K-shot images: nested per seed (described) or those Dassl's "
+                         "sampler draws (released)"),
 }
 
 

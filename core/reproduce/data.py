@@ -206,6 +206,23 @@ def few_shot_indices(labels: Sequence[int], shots: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
+def dassl_few_shot_indices(labels: Sequence[int], shots: int, seed: int) -> list[int]:
+    """Positions of the images Dassl's `generate_fewshot_dataset` draws, as the released code
+    runs it: Python's `random` seeded with the run's seed, then `random.sample(items, shots)`
+    per class in the order the classes first appear in the split (all of a class's images when
+    it has fewer). The draws of different K are not nested."""
+    import random
+
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(int(label), []).append(i)
+    chosen: list[int] = []
+    for members in by_class.values():
+        chosen += rng.sample(members, shots) if len(members) >= shots else members
+    return sorted(chosen)
+
+
 def base_novel_split(classnames: Sequence[str]) -> tuple[list[str], list[str]]:
     """Classes in label order: base = the first ceil(C/2), novel = the rest."""
     m = math.ceil(len(classnames) / 2)

@@ -26,7 +26,8 @@ from core.reproduce.settings import (DEFAULT_SHOTS, FITTED_BASELINES, METHODS,
                                      RELEASED_TRAINING, MethodOptions, PROTOCOLS, RUN_FORMAT,
                                      ReproduceError, SettingsOverride, Switches, TUNED_METHODS,
                                      build_prompts, prompt_config, task_settings)
-from core.reproduce.data import Dataset, Item, base_novel_split, capped, few_shot_indices
+from core.reproduce.data import (Dataset, Item, base_novel_split, capped,
+                                 dassl_few_shot_indices, few_shot_indices)
 from core.reproduce.teachers import (COOP_NAME, DPT_NAME, TeacherChoice, choose_sentences,
                                      read_teacher_file)
 
@@ -277,8 +278,7 @@ class Sweep:
         base, novel = base_novel_split(ds.classnames)
         m = len(base)
         test = capped(ds.test, self.options.max_test)
-        model, history, timing = self._fitted(spec, ds, base,
-                                              [it for it in ds.train if it.label < m])
+        model, history, timing = self._fitted(spec, ds, base, ds.train, keep_below=m)
         feats = self._test_features(model, ds, test, timing)
         eval_started = time.perf_counter()
         labels = torch.tensor([it.label for it in test])
@@ -330,7 +330,20 @@ class Sweep:
             feats = torch.zeros(0, text.shape[1])
         return fit_baseline(method, feats, labels, text, logit_scale=scale)
 
-    def _fitted(self, spec: RunSpec, ds: Dataset, classnames: list[str], pool: list[Item]):
+    def _draw(self, spec: RunSpec, pool: list[Item], keep_below: int | None) -> list[Item]:
+        """The run's K-shot images of `pool`, of the classes below `keep_below` (base-to-novel's
+        base half): nested draws of those classes, or Dassl's draw over every class (the
+        released code draws before it keeps the base half)."""
+        if self.options.switches.draws == "dassl":
+            drawn = [pool[i] for i in dassl_few_shot_indices([it.label for it in pool],
+                                                             spec.shots, spec.seed)]
+            return [it for it in drawn if keep_below is None or it.label < keep_below]
+        pool = [it for it in pool if keep_below is None or it.label < keep_below]
+        return [pool[i] for i in few_shot_indices([it.label for it in pool], spec.shots,
+                                                  spec.seed)]
+
+    def _fitted(self, spec: RunSpec, ds: Dataset, classnames: list[str], pool: list[Item],
+                keep_below: int | None = None):
         """The run's classifier: a prompt module trained on its K-shot draw (untrained for
         zero-shot) or a baseline fitted on it; its training summary and timings."""
         options = self.options
@@ -338,8 +351,7 @@ class Sweep:
         if spec.method == "zero-shot":
             cfg = self.prompt_config(spec.method, ds.name, spec.protocol)
             return build_prompts(spec.method, self.bb, classnames, cfg, {}), None, timing
-        chosen = [pool[i] for i in few_shot_indices([it.label for it in pool], spec.shots,
-                                                     spec.seed)]
+        chosen = self._draw(spec, pool, keep_below)
         labels = [it.label for it in chosen]
         if spec.method in FITTED_BASELINES:
             started = time.perf_counter()

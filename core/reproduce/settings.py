@@ -156,6 +156,9 @@ class Switches:
         epoch, Dassl's warm-up recount).
     baselines: "described" (Biomed-DPT's template and settings) or "published" (each
         baseline's own released configuration).
+    draws: "nested" (seeded per class, the K-shot sets of a seed nested) or "dassl" (the
+        images Dassl's sampler draws for the seed; in base-to-novel over every class, then the
+        base half kept, as the released code does).
     teacher_limit: sentences per class taken from a teacher file (the released code reads 50).
     """
 
@@ -164,11 +167,12 @@ class Switches:
     n_ctx: str = "words"
     schedule: str = "described"
     baselines: str = "described"
+    draws: str = "nested"
     teacher_limit: int | None = None
 
     CHOICES = {"layout": ("end", "middle"), "vision": ("insert", "overwrite"),
                "n_ctx": ("words", "config"), "schedule": ("described", "dassl"),
-               "baselines": ("described", "published")}
+               "baselines": ("described", "published"), "draws": ("nested", "dassl")}
 
     def __post_init__(self) -> None:
         for name, allowed in self.CHOICES.items():
@@ -184,7 +188,7 @@ class Switches:
         if mode not in MODES:
             raise ReproduceError(f"Unknown mode {mode!r}; use {' or '.join(MODES)}.")
         released = dict(layout="middle", vision="overwrite", n_ctx="config", schedule="dassl",
-                        baselines="published", teacher_limit=RELEASED_SENTENCES)
+                        baselines="published", draws="dassl", teacher_limit=RELEASED_SENTENCES)
         settings = released if mode == "released" else {}
         return cls(**{**settings, **{k: v for k, v in changes.items() if v is not None}})
 
@@ -198,7 +202,7 @@ class Switches:
 
     def to_dict(self) -> dict:
         return {"layout": self.layout, "vision": self.vision, "n_ctx": self.n_ctx,
-                "schedule": self.schedule, "baselines": self.baselines,
+                "schedule": self.schedule, "baselines": self.baselines, "draws": self.draws,
                 "teacher_limit": self.teacher_limit}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from core.errors import DatasetError
 from core.reproduce import (MethodOptions, Options, ReproduceError, SettingsOverride,
-                            prompt_config, task_settings)
+                            few_shot_indices, prompt_config, task_settings)
 from core.reproduce.settings import METHODS, Switches
 from core.reproduce.tables import build_tables, render_markdown
 from core.reproduce.teachers import choose_sentences, read_teacher_file
@@ -60,7 +60,8 @@ def test_released_mode_is_every_switch_and_each_switch_changes_only_its_part():
     described = configs(Switches())
     assert Switches.for_mode("released") == Switches(
         layout="middle", vision="overwrite", n_ctx="config", schedule="dassl",
-        baselines="published", teacher_limit=50)
+        baselines="published", draws="dassl", teacher_limit=50)
+    assert changed(described, configs(Switches(draws="dassl"))) == {}  # the images only
     assert Switches.for_mode("released", layout="end").mode == "mixed"
     assert changed(described, configs(Switches(layout="middle"))) == {
         "biomed-dpt": {"class_position": ("end", "middle")}}
@@ -108,6 +109,27 @@ def test_n_ctx_given_on_the_command_line_applies_with_context_words_too():
     cfg = prompt_config("biomed-dpt", settings, "few-shot", MethodOptions())
     assert (cfg.ctx_init, cfg.n_ctx) == ("a MR photo of a", 3)
     assert prompt_config("coop", settings, "few-shot", MethodOptions()).n_ctx == 3
+
+
+def test_dassl_draws_are_the_images_its_sampler_picks():
+    """Dassl's generate_fewshot_dataset, written out as it reads: the global `random` seeded
+    with the run's seed, a dict of classes in first-appearance order, random.sample each."""
+    import random
+    from collections import defaultdict
+
+    from core.reproduce.data import dassl_few_shot_indices
+
+    labels = [2, 0, 1, 2, 2, 0, 1, 1, 0, 2, 0, 1, 1, 2, 0]  # class 2 appears first
+    for seed, shots in ((1, 2), (2, 3), (3, 1), (1, 6)):
+        random.seed(seed)
+        tracker = defaultdict(list)
+        for i, label in enumerate(labels):
+            tracker[label].append(i)
+        expected = []
+        for items in tracker.values():
+            expected += random.sample(items, shots) if len(items) >= shots else items
+        assert dassl_few_shot_indices(labels, shots, seed) == sorted(expected)
+    assert dassl_few_shot_indices(labels, 2, 1) != few_shot_indices(labels, 2, 1)
 
 
 # ---- the teacher file ---------------------------------------------------------------------------
