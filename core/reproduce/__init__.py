@@ -9,13 +9,19 @@ Protocols (METHOD.md): few-shot (K images per class drawn per seed from train; t
 and base-to-novel (16-shot on the first ceil(C/2) classes; test on them, then on the rest with the
 same context). Methods: zero-shot, Tip-Adapter and a zero-shot-initialised linear probe on cached
 features, and CoOp, KgCoOp-like, BiomedCoOp-like and Biomed-DPT as settings of one prompt module.
-Each run writes runs/<data set>/<protocol>/<method>/k<K>_seed<S>.json under --out; finished runs are skipped, so a sweep resumes where it stopped. Image features are
+Each run writes runs/<data set>/<protocol>/<method>/k<K>_seed<S>.json under --out; finished runs
+are skipped, so a sweep resumes where it stopped. Image features are
 cached on disk per backbone, data set, split and view (core.features.FeatureStore): a sweep encodes
 each image once per view. results.md and results.csv are rebuilt from every run in --out.
 
+Two modes (`--mode`): described (METHOD.md) and released (what the authors' released code runs),
+each switch of which can be set alone (settings.Switches; docs/reproduce.md).
+
 The package's rooms: `settings` (protocols, methods, the paper's per-data-set settings, read from
-assets/tasks through core.presets), `data` (the split layout and the draws), `runs` (one run and
-its result file), `tables` (results.md / results.csv), `sweep` (resuming and running), `cli`.
+assets/tasks through core.presets; the modes' switches and the baselines' published settings),
+`data` (the split layout and the draws), `teachers` (the authors' sentence file, read as a
+literal), `runs` (one run and its result file), `tables` (results.md / results.csv), `sweep`
+(resuming and running), `distributed` (the runs on Ray), `cli`.
 """
 from core.reproduce.cli import main, options_from_args, parser
 from core.reproduce.data import (Dataset, Item, base_novel_split, capped, few_shot_indices,
