@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.errors import CheckpointError
 from core.features import encode_views
 from core.prompt_config import PromptConfig
 from core.prompts import DualPrompt, PromptState
@@ -75,8 +76,14 @@ def zero_shot(classnames: Sequence[str], descriptions: dict, cfg: PromptConfig) 
 
 @gpu(duration=START_S + 10)
 def load_prompts(path: str) -> PromptState:
-    """A saved prompt file, checked against the loaded model."""
+    """A saved prompt file, checked against the loaded model. The app inserts its vision
+    prompts; prompts tuned with them over the first patches (the released code's layout, in a
+    reproduction) would be scored on other features, so they are refused."""
     dp = DualPrompt.load(path, host.model())
+    if dp.cfg.vision_mode != "insert" and dp.cfg.n_vision_prompts:
+        raise CheckpointError("These prompts were tuned with the vision prompts over the first "
+                              "image patches (the released code's layout); this app inserts "
+                              "them. Tune the prompts again here.")
     return dp.state()
 
 

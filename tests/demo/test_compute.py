@@ -121,3 +121,22 @@ def test_tuning_gives_way_to_interactive_requests_and_ends_the_same(serving, mon
     assert done.wait(60)
     assert [e[1].done for e in events if e[0] == "step"] == list(range(1, 7))
     assert torch.equal(events[-1][2].ctx, alone.ctx)
+
+
+def test_prompts_tuned_over_the_first_patches_are_refused_with_a_reason(serving, tmp_path):
+    """A reproduction's prompts in the released vision layout would meet the app's inserted
+    prompts' features; the app says so instead of scoring them."""
+    from core.errors import CheckpointError
+
+    released = DualPrompt(serving, CLASSES, PromptConfig(template=CFG.template,
+                                                         vision_mode="overwrite",
+                                                         class_position="middle"))
+    path = released.save(tmp_path / "released.safetensors")
+    with pytest.raises(CheckpointError, match="Tune the prompts again here"):
+        compute.load_prompts(str(path))
+    middle = DualPrompt(serving, CLASSES, PromptConfig(template=CFG.template,
+                                                       class_position="middle"))
+    state = compute.load_prompts(str(middle.save(tmp_path / "middle.safetensors")))
+    assert state.cfg.class_position == "middle"  # the text side's layout travels with the file
+    with torch.no_grad():
+        assert torch.allclose(state.text, middle.text_features(), atol=1e-6)
