@@ -288,6 +288,17 @@ def csv_rows(tables: Tables) -> tuple[list[str], list[list]]:
                     seeds = max((c[2] for c in row["cells"].values() if c), default=0)
                     rows.append([protocol, title, METHOD_TITLES[method]] + values + blank(n_b2n)
                                 + [seeds if len(group) == 1 else ""])
+                    published = _published_few_shot(method, tables.shots)
+                    if published is not None and len(group) > 1:
+                        cells = [row["cells"][k] for k in tables.shots]
+                        shown = [x for v in published for x in ("" if v is None else v, "")]
+                        differences = [x for c, v in zip(cells, published) for x in (
+                            "" if c is None or v is None else round(c[0] - v, 4), "")]
+                        name = PUBLISHED_NAMES[method]
+                        rows.append([protocol, title, f"{name} (published)"] + shown + [""]
+                                    + blank(n_b2n) + [""])
+                        rows.append([protocol, title, f"{name} (measured - published)"]
+                                    + differences + [""] + blank(n_b2n) + [""])
             else:
                 for method in METHODS:
                     cell = _b2n_cell(tables, group, method)
@@ -298,6 +309,18 @@ def csv_rows(tables: Tables) -> tuple[list[str], list[list]]:
                               round(cell["mean"], 4), round(cell["harmonic_mean"], 4)]
                     rows.append([protocol, title, METHOD_TITLES[method]] + blank(n_few) + values
                                 + [cell["n"] if len(group) == 1 else ""])
+                    published = PUBLISHED_BASE_TO_NOVEL.get(PUBLISHED_NAMES.get(method, ""))
+                    if published is not None and len(group) > 1:
+                        b, n = published
+                        name = PUBLISHED_NAMES[method]
+                        rows.append([protocol, title, f"{name} (published)"] + blank(n_few)
+                                    + [b, "", n, "", round((b + n) / 2, 4),
+                                       round(_harmonic(b, n), 4), ""])
+                        rows.append([protocol, title, f"{name} (measured - published)"]
+                                    + blank(n_few)
+                                    + [round(cell["base"][0] - b, 4), "",
+                                       round(cell["novel"][0] - n, 4), "",
+                                       round(cell["mean"] - (b + n) / 2, 4), "", ""])
     return header, rows
 
 

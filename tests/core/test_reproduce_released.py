@@ -14,7 +14,7 @@ from core.errors import DatasetError
 from core.reproduce import (MethodOptions, Options, ReproduceError, SettingsOverride,
                             few_shot_indices, prompt_config, task_settings)
 from core.reproduce.settings import METHODS, Switches
-from core.reproduce.tables import build_tables, render_markdown
+from core.reproduce.tables import build_tables, csv_rows, render_markdown
 from core.reproduce.teachers import choose_sentences, read_teacher_file
 from tests.core.test_reproduce import make_public_dataset, run_cli
 
@@ -222,6 +222,11 @@ def test_base_to_novel_is_averaged_with_and_without_busi_beside_the_published():
     assert "| Average over 2 data sets, without BUSI | Biomed-DPT (measured − published) | " \
            "-3.06 | -10.97 |" in text
     assert "100 % by construction" in text and "RUN.md" in text
+    header, rows = csv_rows(build_tables(runs))
+    without = {r[2]: r for r in rows if r[1] == "Average over 2 data sets, without BUSI"}
+    assert without["Biomed-DPT (published)"][3:6] == [78.06, "", 75.97]
+    assert without["Biomed-DPT (measured - published)"][3] == pytest.approx(-3.06)
+    assert all(len(r) == len(header) for r in rows)
 
 
 def test_few_shot_averages_carry_the_published_figures_and_the_difference():
