@@ -109,7 +109,7 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
         examples of classes that are gone are dropped, and the change says so. Building the
         task's zero-shot classifier is the check, and it is kept for Predict and Evaluate."""
         task = Task.typed(self.task, template, rows, modality, organ, lambdas)
-        zero_shot = compute.zero_shot(list(task.classes), dict(task.descriptions), task.config())
+        zero_shot = _zero_shot_of(task)
         change = self._take(task, rename=True)
         self._zero = (task.key, zero_shot)
         return change
@@ -143,8 +143,7 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
     def zero_shot(self, info: ModelInfo) -> PromptState:
         """The plain template classifier of the current task (cached while the task stays)."""
         if self._zero is None or self._zero[0] != self.task.key:
-            self._zero = (self.task.key, compute.zero_shot(self.classes, self.descriptions,
-                                                            self.prompt_config()))
+            self._zero = (self.task.key, _zero_shot_of(self.task))
         return self._zero[1]
 
     def require_task(self) -> None:
@@ -190,3 +189,8 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
     def revive(self) -> None:
         """An expired session, empty, made usable again (its page is still open)."""
         self.__dict__.update(Session(owner=self.owner).__dict__)
+
+
+def _zero_shot_of(task: Task) -> PromptState:
+    """The task's plain template classifier (building it is also the task's check)."""
+    return compute.zero_shot(list(task.classes), dict(task.descriptions), task.config())
