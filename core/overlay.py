@@ -1,26 +1,85 @@
-"""Pictures of maps: the model's view of an image, colour maps, overlays and a legend.
+"""Pictures of maps: the model's view of an image, colour maps, overlays and a legend; and the
+font with Hangul that figures and pictures draw Korean with.
 
 Pure numpy / Pillow / matplotlib (no torch), separate from how maps are computed
 (`core.explain`), so the interface can draw its legend without loading the model's stack.
 """
 from __future__ import annotations
 
+import importlib.util
+import logging
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
+log = logging.getLogger(__name__)
+
+# Font families with Hangul, in order of preference: Debian's fonts-noto-cjk where installed,
+# else NanumGothic, which pip installs with koreanize-matplotlib (OFL) on every machine.
 CJK_FAMILIES = ("Noto Sans CJK KR", "Noto Sans KR", "NanumGothic", "Noto Sans CJK JP",
                 "Source Han Sans KR")
+BUNDLED_PACKAGE = "koreanize_matplotlib"
+BUNDLED_FONTS = ("NanumGothic.ttf", "NanumGothicBold.ttf")
+
+
+def bundled_font_files() -> list[Path]:
+    """NanumGothic (regular and bold) as installed by koreanize-matplotlib, found from where the
+    package lies without importing it: its import sets matplotlib's font for the whole process
+    (and fails on Pythons without distutils). Empty where the package is not installed."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folder = Path(next(iter(spec.submodule_search_locations))) / "fonts"
+    return [folder / name for name in BUNDLED_FONTS if (folder / name).is_file()]
+
+
+def hangul_family() -> str | None:
+    """The preferred font family with Hangul that matplotlib knows. The bundled NanumGothic is
+    added to matplotlib's font list in memory first, so no font cache needs rebuilding. None
+    only where koreanize-matplotlib is missing and no Hangul font is installed."""
+    from matplotlib import font_manager
+
+    manager = font_manager.fontManager
+    known = {entry.fname for entry in manager.ttflist}
+    for path in bundled_font_files():
+        if str(path) not in known:
+            manager.addfont(path)
+    installed = {entry.name for entry in manager.ttflist}
+    return next((family for family in CJK_FAMILIES if family in installed), None)
+
+
+def hangul_font_file(bold: bool = False) -> tuple[str, int] | None:
+    """(file, face index) of the Hangul family nearest the regular or bold weight: what Pillow
+    needs to draw the same font (the index picks the Korean face of a font collection)."""
+    from matplotlib import font_manager
+
+    family = hangul_family()
+    if family is None:
+        return None
+    wanted = 700 if bold else 400
+    faces = [e for e in font_manager.fontManager.ttflist
+             if e.name == family and e.style == "normal"]
+    best = min(faces, key=lambda e: abs(_weight(e.weight) - wanted))
+    return best.fname, best.index
+
+
+def _weight(value: int | str) -> int:
+    from matplotlib import font_manager
+
+    return value if isinstance(value, int) else font_manager.weight_dict.get(value, 400)
 
 
 def figure_fonts() -> list[str]:
-    """Let figures draw Korean: matplotlib's default font first, then the first installed font
-    with Hangul as its fallback (Debian's fonts-noto-cjk; on Spaces, packages.txt). Without
-    one, nothing changes. Returns the font families in use."""
+    """Let figures draw Korean: matplotlib's default font first, then the Hangul family as its
+    fallback for the glyphs DejaVu Sans lacks. Returns the font families in use."""
     import matplotlib
-    from matplotlib import font_manager
 
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    families = ["DejaVu Sans"] + [f for f in CJK_FAMILIES if f in installed][:1]
+    family = hangul_family()
+    if family is None:
+        log.warning("No font with Hangul: Korean labels in figures will be empty boxes. "
+                    "Install koreanize-matplotlib (requirements.txt).")
+    families = ["DejaVu Sans"] + ([family] if family else [])
     matplotlib.rcParams["font.family"] = families
     return families
 

@@ -197,6 +197,7 @@ EN: dict[str, str] = {
     "report_task": "Task: {modality}{organ}; classes: {classes}",
     "report_template": "Template: “{template}”",
     "report_view": "Window: {window}; {slice}",
+    "report_window_manual": "level {level}, width {width}",
     "report_slice": "frame / slice {index} of {frames}",
     "report_single": "single image",
     "report_scan": "Scan (model's view)",
@@ -375,6 +376,7 @@ KO: dict[str, str] = {
     "report_task": "과제: {modality}{organ}; 클래스: {classes}",
     "report_template": "템플릿: “{template}”",
     "report_view": "창: {window}; {slice}",
+    "report_window_manual": "중심값 {level}, 폭 {width}",
     "report_slice": "프레임/슬라이스 {index} (전체 {frames})",
     "report_single": "단일 영상",
     "report_scan": "영상 (모델이 본 모습)",
@@ -434,6 +436,39 @@ CORE_KO: list[tuple[str, str]] = [
      "클래스 이름 {name}이(가) 두 번 나옵니다. 클래스마다 다른 이름을 주세요."),
     (r"The template (?P<template>.+) must contain exactly one '\{\}'.*",
      "템플릿 {template}에는 클래스 이름이 들어갈 '{{}}'가 정확히 하나 있어야 합니다."),
+    # a prompt file that cannot be used (core.prompts.read_checkpoint, DualPrompt.load)
+    (r"The prompt file (?P<name>.+) cannot be read \(.*\)\.",
+     "프롬프트 파일 {name}을(를) 읽을 수 없습니다. 이 앱에서 저장한 .safetensors 파일을 다시 "
+     "고르세요."),
+    (r"(?P<name>.+) is (?P<mb>\d+) MB; a prompt file is a few kilobytes\..*",
+     "{name}은(는) {mb} MB입니다. 프롬프트 파일은 몇 킬로바이트입니다. 이 앱에서 저장한 "
+     ".safetensors 파일을 고르세요."),
+    (r"(?P<name>.+) is not a prompt file saved by this app \(it must be a \.safetensors file\)\.",
+     "{name}은(는) 이 앱에서 저장한 프롬프트 파일이 아닙니다(.safetensors 파일이어야 합니다)."),
+    (r"(?P<name>.+) is a safetensors file but not a prompt file saved by this app\.",
+     "{name}은(는) safetensors 파일이지만 이 앱에서 저장한 프롬프트 파일이 아닙니다."),
+    (r"(?P<name>.+) has prompt-file version (?P<found>.*); this app reads version "
+     r"(?P<version>\d+)\.",
+     "{name}의 프롬프트 파일 버전은 {found}입니다. 이 앱은 버전 {version}을(를) 읽습니다."),
+    (r"(?P<name>.+) lacks (?P<keys>\[.*\]); it is incomplete\.",
+     "{name}에 {keys} 항목이 없습니다. 불완전한 프롬프트 파일입니다."),
+    (r"(?P<name>.+) holds tensors (?P<tensors>\[.*\]); a prompt file holds exactly one, 'ctx'\.",
+     "{name}에는 텐서 {tensors}가 있습니다. 프롬프트 파일에는 'ctx' 하나만 있어야 합니다."),
+    (r"(?P<name>.+) has a damaged context tensor\.",
+     "{name}의 컨텍스트 텐서가 손상되었습니다."),
+    (r"These prompts were (?:tuned|made) on another model \((?P<other>.+)\); the loaded model "
+     r"is (?P<model>.+?)\.(?: Start the app with that model to use them\.)?",
+     "이 프롬프트는 다른 모델({other})에서 만들어졌고, 불러온 모델은 {model}입니다. 이 "
+     "프롬프트를 쓰려면 그 모델로 앱을 시작하세요."),
+    (r"The prompt file's settings are not valid \((?P<detail>.*)\)\.",
+     "프롬프트 파일의 설정이 올바르지 않습니다: {detail}"),
+    (r"The prompt file's context has shape (?P<found>\(.*?\)); this model and template need "
+     r"(?P<need>\(.*?\))\.",
+     "프롬프트 파일의 컨텍스트 모양은 {found}이고, 이 모델과 템플릿에는 {need}이(가) "
+     "필요합니다."),
+    (r"These prompts were tuned with the vision prompts over the first image patches.*",
+     "이 프롬프트는 비전 프롬프트를 첫 이미지 패치 자리에 두고(공개 코드의 배치) 튜닝되었습니다. "
+     "이 앱은 비전 프롬프트를 끼워 넣습니다. 여기서 프롬프트를 다시 튜닝하세요."),
 ]
 
 
@@ -450,6 +485,8 @@ def core_text(lang: str, message: str) -> str:
             if "label" in values:
                 values["label"] = {"slice": "슬라이스", "frame": "프레임"}.get(values["label"],
                                                                              values["label"])
+            if "detail" in values:  # a core message quoted inside another
+                values["detail"] = core_text(lang, values["detail"])
             return korean.format(**values)
     return message
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -16,8 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from core.overlay import CJK_FAMILIES, figure_fonts, overlay
-from demo.messages import modality_name, text
+from core.overlay import figure_fonts, hangul_font_file, overlay
+from demo.messages import modality_name, text, window_label
 
 figure_fonts()  # Korean labels on the curve and the report
 
@@ -98,14 +99,15 @@ def write_report(folder: Path, prediction: Prediction, heat: np.ndarray, ctx: Re
 
 @functools.lru_cache(maxsize=8)
 def _font(size: int, bold: bool = False, cjk: bool = False) -> ImageFont.FreeTypeFont:
-    """DejaVu Sans (matplotlib's, always installed), or for text beyond Latin the first
-    installed font with Hangul (Noto Sans CJK on Debian and on Spaces via packages.txt)."""
+    """DejaVu Sans (matplotlib's own), or for text beyond Latin the Hangul font the figures
+    use (`core.overlay.hangul_font_file`: NanumGothic from pip where no other is installed)."""
     from matplotlib import font_manager
 
-    families = ([f for f in CJK_FAMILIES if f in {t.name for t in font_manager.fontManager.ttflist}]
-                if cjk else [])
-    prop = font_manager.FontProperties(family=families[:1] or ["DejaVu Sans"],
-                                       weight="bold" if bold else "normal")
+    hangul = hangul_font_file(bold) if cjk else None
+    if hangul is not None:
+        path, index = hangul
+        return ImageFont.truetype(path, size, index=index)
+    prop = font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal")
     return ImageFont.truetype(font_manager.findfont(prop, fallback_to_default=True), size)
 
 
@@ -148,8 +150,18 @@ def report_facts(prediction: Prediction, ctx: ReportContext, when: datetime) -> 
         "scan": prediction.digest[:12],
         "task_line": text(lang, "report_task", modality=modality_name(lang, ctx.modality),
                           organ=organ, classes=", ".join(ctx.classes)),
-        "view_line": text(lang, "report_view", window=prediction.window, slice=where),
+        "view_line": text(lang, "report_view", window=window_text(lang, prediction.window),
+                          slice=where),
     }
+
+
+def window_text(lang: str, window: str) -> str:
+    """How the scan was drawn, in `lang`: the window's label ("auto", a CT preset), or the
+    level and width set by hand (`demo.scans.window_name` writes them in English)."""
+    manual = re.fullmatch(r"level (?P<level>\S+), width (?P<width>\S+)", window)
+    if manual:
+        return text(lang, "report_window_manual", **manual.groupdict())
+    return window_label(lang, window)
 
 
 def _probability_bars(draw: ImageDraw.ImageDraw, prediction: Prediction, lang: str,

@@ -191,16 +191,3 @@ def test_colorbar_and_model_view():
     view = model_view(Image.new("RGB", (300, 200), (10, 200, 30)))
     assert view.size == (224, 224) and view.getpixel((112, 112)) == (10, 200, 30)
 
-
-def test_figures_draw_korean_where_a_font_has_it():
-    from matplotlib import font_manager
-
-    from core.overlay import CJK_FAMILIES, figure_fonts
-
-    families = figure_fonts()
-    assert families[0] == "DejaVu Sans"
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    if any(f in installed for f in CJK_FAMILIES):
-        assert len(families) == 2 and families[1] in CJK_FAMILIES
-    else:
-        assert families == ["DejaVu Sans"]

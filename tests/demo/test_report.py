@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 
+from datetime import datetime
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from core.overlay import overlay
+from core.overlay import CJK_FAMILIES, overlay
 from demo.report import (REPORT_SIZE, TUNED_COLOUR, ZERO_COLOUR, ReportContext, _fit, _font,
-                         write_report)
+                         report_facts, write_report)
 from demo.prediction import Prediction
 
 
@@ -73,5 +75,42 @@ def test_long_names_are_cut_and_korean_is_drawn_with_a_hangul_font(tmp_path):
     path = write_report(tmp_path, p, np.zeros((14, 14)), _context(names, names[0], lang="ko"))
     assert json.loads(Image.open(path).text["biomed-dpt-report"])["classes"] == names
     hangul = _font(14, cjk=True)
-    if "DejaVu" not in hangul.path:  # a Hangul font is installed: its glyphs are not boxes
-        assert hangul.getbbox("정")[2] > 0 and hangul.getmask("정").getbbox() is not None
+    assert hangul.getbbox("정")[2] > 0 and hangul.getmask("정").getbbox() is not None
+
+
+def _glyph(font, value: str) -> np.ndarray:
+    picture = Image.new("L", (48, 32))
+    ImageDraw.Draw(picture).text((4, 4), value, font=font, fill=255)
+    return np.asarray(picture)
+
+
+def test_the_reports_korean_has_hangul_glyphs_with_only_the_pip_font(monkeypatch):
+    """Two syllables drawn as two shapes (a font without Hangul draws both as the same box),
+    with the installed fonts and on a machine whose only Hangul font is the one pip installs."""
+    from matplotlib import font_manager
+
+    fonts = [_font(14, cjk=True), _font(14, bold=True, cjk=True)]
+    monkeypatch.setattr(font_manager.fontManager, "ttflist",
+                        [e for e in font_manager.fontManager.ttflist
+                         if e.name not in CJK_FAMILIES or e.name == "NanumGothic"])
+    fonts += [_font.__wrapped__(14, cjk=True), _font.__wrapped__(14, bold=True, cjk=True)]
+    assert [f.path.rsplit("/", 1)[-1] for f in fonts[2:]] == ["NanumGothic.ttf",
+                                                              "NanumGothicBold.ttf"]
+    for font in fonts:
+        ga, na = _glyph(font, "가"), _glyph(font, "나")
+        assert (ga > 128).sum() > 20 and np.abs(ga.astype(int) - na).max() > 128
+        assert font.getmask("가").getbbox() != font.getmask("\ue000").getbbox()
+
+
+@pytest.mark.parametrize("window, en, ko", [
+    ("auto", "Window: file's own / automatic;", "창: 파일 자체 창 / 자동;"),
+    ("lung", "Window: CT lung;", "창: CT 폐;"),
+    ("level 40, width 400", "Window: level 40, width 400;", "창: 중심값 40, 폭 400;")])
+def test_the_reports_window_is_named_in_the_users_language(window, en, ko):
+    p = _prediction({}, {"cyst": 0.5, "stone": 0.5})
+    p.window = window
+    when = datetime(2026, 1, 2, 3, 4)
+    lines = [report_facts(p, _context(["cyst", "stone"], "cyst", lang=lang), when)["view_line"]
+             for lang in ("en", "ko")]
+    assert lines[0].startswith(en) and lines[1].startswith(ko)
+    assert report_facts(p, _context(["cyst", "stone"], "cyst"), when)["window"] == window

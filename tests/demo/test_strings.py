@@ -62,3 +62,38 @@ def test_the_cores_common_messages_are_said_in_korean(tmp_path):
         assert core_text("en", message) == message
     assert "슬라이스 50" in core_text("ko", raised[1])
     assert parse_class_rows([["a", ""]])[0] == ["a"]  # the rows parser itself is unchanged
+
+
+def test_a_prompt_file_the_app_refuses_is_explained_in_korean(studio, backbones, tmp_path):
+    """Loading bad prompt files through the page, from a Korean browser: the status line and
+    the toast say why in Korean (file names, format names and model names stay as they are)."""
+    import pytest
+    import torch
+    from safetensors.torch import save_file
+
+    from core.prompts import CHECKPOINT_FORMAT, DualPrompt, PromptConfig
+    from demo.messages import ENGLISH_WORD
+
+    class Korean:
+        headers = {"accept-language": "ko-KR,ko;q=0.9,en;q=0.8"}
+
+    pickled = tmp_path / "weights.safetensors"
+    pickled.write_bytes(b"\x80\x04 pickled things")
+    foreign = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    future = tmp_path / "future.safetensors"
+    save_file({"ctx": torch.zeros(2, 4)}, str(future),
+              metadata={"format": CHECKPOINT_FORMAT, "format_version": "9"})
+    elsewhere = DualPrompt(backbones["tiny-clip"], ["cyst", "stone"],
+                           PromptConfig(template="a CT photo of a {}.")).save(
+        tmp_path / "clip.safetensors")
+    expected = {pickled: "이 앱에서 저장한 프롬프트 파일이 아닙니다",
+                foreign: "safetensors 파일이지만 이 앱에서 저장한 프롬프트 파일이 아닙니다",
+                future: "프롬프트 파일 버전은 9입니다. 이 앱은 버전 1을(를) 읽습니다",
+                elsewhere: "다른 모델(tiny-clip)에서 만들어졌고, 불러온 모델은 tiny-biomedclip"}
+    kept = {"weights", "other", "future", "clip", "safetensors", "tiny", "biomedclip"}
+    for path, korean in expected.items():
+        with pytest.warns(UserWarning) as toast:
+            status = studio.load_prompts(None, str(path), Korean())[1]
+        assert status == "⚠️ " + str(toast[-1].message) and korean in status, status
+        assert {w.lower() for w in ENGLISH_WORD.findall(status)} <= kept, status
