@@ -3,8 +3,8 @@ plain CPU-side data out, so that on ZeroGPU each can run in a GPU worker process
 
 Nothing here keeps state between calls or changes what it is given: a call's whole effect is
 its result (on ZeroGPU a worker's changes are never seen by the caller). Long calls are
-generators that stream their progress, and poll the session's stop file (a path, which a
-worker process sees as well as the main one): Stop reaches a running worker.
+generators that stream their progress (`demo.events`), and poll their run's stop file (a path,
+which a worker process sees as well as the main one): Stop reaches a running worker.
 
 Durations (what ZeroGPU is asked for) follow from the work: the tuning time budget for a run,
 the number of images for encoding.
@@ -24,6 +24,7 @@ from core.features import encode_views
 from core.prompt_config import PromptConfig
 from core.prompts import DualPrompt, PromptState
 from demo import host
+from demo.events import Counted, Finished, Stepped
 from demo.gpu import gpu
 from demo.traffic import TRAFFIC
 from demo.worker import Worker
@@ -96,16 +97,16 @@ def _encode_s(pictures, keys, views, *args, **kwargs) -> float:
 def encode(pictures: Sequence[Image.Image], keys: Sequence[str], views: Sequence[str],
            vision_prompts: int, precision: str, stop: str | None = None,
            background: bool = False) -> Iterator[tuple]:
-    """Features of every view of every picture: yields ("progress", done, total) as batches
-    finish, then ("features", (V, N, D) CPU float32), or ("stopped", None). `background`:
+    """Features of every view of every picture: yields `Counted` as batches finish, then
+    `Finished` with the features (V, N, D), CPU float32, or None when stopped. `background`:
     work nobody waits to see (examples encoded as they arrive, before tuning), which gives
     way to interactive requests between batches."""
     bb = host.model()
     out = yield from _streamed(lambda emit, stopped: encode_views(
         bb, list(pictures), list(views), vision_prompts=vision_prompts, precision=precision,
-        keys=list(keys), progress=lambda done, total: emit(("progress", done, total)),
+        keys=list(keys), progress=lambda done, total: emit(Counted(done, total)),
         should_stop=stopped), stop, "encode", background)
-    yield ("stopped", None) if out is None else ("features", out)
+    yield Finished(out)
 
 
 # ---- tuning ---------------------------------------------------------------------------------
@@ -117,16 +118,16 @@ def _tune_s(task, features, labels, cfg, *args, **kwargs) -> float:
 def tune(task: PromptState, features: torch.Tensor, labels: Sequence[int], cfg,
          stop: str | None = None) -> Iterator[tuple]:
     """Tune the task's prompts (`task`: `PromptState.untrained`, with the targets known so
-    far) on cached features (N, D) or (V, N, D). Yields ("step", Progress) per step, then
-    ("done", History, PromptState of the tuned module)."""
+    far) on cached features (N, D) or (V, N, D). Yields `Stepped` per step, then
+    `Finished((History, PromptState of the tuned module))`."""
     from core.train import fit_features
 
     bb = host.model()
     dp = DualPrompt.from_state(bb, task).train()
     history = yield from _streamed(lambda emit, stopped: fit_features(
-        dp, features, list(labels), cfg, on_step=lambda p: emit(("step", p)),
+        dp, features, list(labels), cfg, on_step=lambda p: emit(Stepped(p)),
         should_stop=stopped), stop, "tune", background=True)
-    yield "done", history, dp.state()
+    yield Finished((history, dp.state()))
 
 
 def _estimate_s(task, features, labels, folds, seed, cfg, *args, **kwargs) -> float:
@@ -138,15 +139,15 @@ def cross_validate_prompts(task: PromptState, features: torch.Tensor, labels: Se
                            folds: int, seed: int, cfg, stop: str | None = None
                            ) -> Iterator[tuple]:
     """The held-out estimate of prompt tuning: each fold re-tuned from the untrained `task` on
-    the other folds' features. Yields ("fold", done, total), then ("done", result or None)."""
+    the other folds' features. Yields `Counted` folds, then `Finished` (None when stopped)."""
     from core.evaluate import cross_validate
 
     fresh = DualPrompt.from_state(host.model(), task)
     out = yield from _streamed(lambda emit, stopped: cross_validate(
         "biomed-dpt", features, list(labels), folds, seed, prompts=fresh, train=cfg,
-        should_stop=stopped, on_fold=lambda d, t: emit(("fold", d, t))), stop, "estimate",
+        should_stop=stopped, on_fold=lambda d, t: emit(Counted(d, t))), stop, "estimate",
         background=True)
-    yield "done", out
+    yield Finished(out)
 
 
 # ---- one scan: features and maps ------------------------------------------------------------

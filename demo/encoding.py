@@ -10,6 +10,7 @@ import torch
 from core.baselines import Classifier, fit_baseline
 from core.features import EVAL_VIEW, feature_key
 from demo import compute
+from demo.events import Counted, Finished
 from demo.host import ModelInfo
 from demo.scans import Example
 
@@ -18,16 +19,17 @@ NEAREST = 3
 
 
 class Encoding:
-    """The feature side of a `Session` (its fields `features`, `examples`, `stop`, `_baselines`)."""
+    """The feature side of a `Session` (its fields `features`, `examples`, `_baselines`)."""
 
     def feature_stream(self, info: ModelInfo, pictures: Sequence[Example],
                        vision_prompts: int, precision: str = "auto",
-                       views: Sequence[str] = (EVAL_VIEW,), background: bool = False
-                       ) -> Iterator[tuple]:
+                       views: Sequence[str] = (EVAL_VIEW,), stop: str | None = None,
+                       background: bool = False) -> Iterator[Counted | Finished]:
         """Features (V, N, D) of the examples' views through the session's cache: the ones
-        missing are encoded in one compute call. Yields ("progress", done, total) for the
-        encodings, then ("features", tensor) or ("stopped", None). `background`: encoding
-        nobody waits to see, which gives way to interactive requests (`demo.traffic`)."""
+        missing are encoded in one compute call. Yields `Counted` encodings, then `Finished`
+        with the features (None when stopped: `stop` is the run's stop file). `background`:
+        encoding nobody waits to see, which gives way to interactive requests
+        (`demo.traffic`)."""
         precision = resolved_precision(info, precision)
         views = list(views)
 
@@ -38,55 +40,57 @@ class Encoding:
         if missing:
             fresh = None
             for event in compute.encode([e.image for e in missing], [e.digest for e in missing],
-                                        views, vision_prompts, precision, self.stop.path,
-                                        background):
-                if event[0] == "progress":
-                    yield event
+                                        views, vision_prompts, precision, stop, background):
+                if isinstance(event, Finished):
+                    fresh = event.value
                 else:
-                    fresh = event[1]
+                    yield event
             if fresh is None:
-                yield "stopped", None
+                yield Finished(None)
                 return
             for v, view in enumerate(views):
                 for e, feature in zip(missing, fresh[v]):
                     self.features.put(key(e, view), feature)
         found = [[self.features.get(key(e, v)) for e in pictures] for v in views]
         if any(f is None for row in found for f in row):  # evicted meanwhile: encode again
-            yield from self.feature_stream(info, pictures, vision_prompts, precision, views)
+            yield from self.feature_stream(info, pictures, vision_prompts, precision, views, stop,
+                                           background)
             return
         if not pictures:
-            yield "features", torch.zeros(len(views), 0, info.embed_dim)
+            yield Finished(torch.zeros(len(views), 0, info.embed_dim))
             return
-        yield "features", torch.stack([torch.stack(row) for row in found])
+        yield Finished(torch.stack([torch.stack(row) for row in found]))
 
     def features_of(self, info: ModelInfo, pictures: Sequence[Example], vision_prompts: int,
-                    precision: str = "auto", progress=None) -> torch.Tensor | None:
-        """(N, D) evaluation-view features of examples (None if stopped); `progress(done,
-        total)` counts the encodings."""
+                    precision: str = "auto", progress=None, stop: str | None = None
+                    ) -> torch.Tensor | None:
+        """(N, D) evaluation-view features of examples (None if stopped: `stop` is the run's
+        stop file); `progress(done, total)` counts the encodings."""
         out = None
-        for event in self.feature_stream(info, pictures, vision_prompts, precision):
-            if event[0] == "progress":
-                if progress is not None:
-                    progress(event[1], event[2])
-            else:
-                out = event[1]
+        for event in self.feature_stream(info, pictures, vision_prompts, precision, stop=stop):
+            if isinstance(event, Finished):
+                out = event.value
+            elif progress is not None:
+                progress(event.done, event.total)
         return None if out is None else out[0]
 
-    def encode_examples(self, info: ModelInfo, precision: str = "auto") -> Iterator[tuple]:
+    def encode_examples(self, info: ModelInfo, precision: str = "auto", stop: str | None = None
+                        ) -> Iterator[Counted | Finished]:
         """Encode every example not yet cached, with and without the vision prompts (tuning
         uses the first, zero-shot, the baselines and the nearest examples the second). Yields
-        ("progress", done, total) over both, then ("done", False if stopped)."""
+        `Counted` over both, then `Finished(False)` if stopped (`stop`: the run's stop file),
+        else `Finished(True)`."""
         examples = list(self.examples)
         n = len(examples)
         for k, prompts in enumerate((self.prompt_config().n_vision_prompts, 0)):
-            for event in self.feature_stream(info, examples, prompts, precision,
+            for event in self.feature_stream(info, examples, prompts, precision, stop=stop,
                                              background=True):
-                if event[0] == "progress":
-                    yield "progress", k * n + event[1], 2 * n
-                elif event[0] == "stopped":
-                    yield "done", False
+                if isinstance(event, Counted):
+                    yield Counted(k * n + event.done, 2 * n)
+                elif event.stopped:
+                    yield Finished(False)
                     return
-        yield "done", True
+        yield Finished(True)
 
     def baseline(self, info: ModelInfo, name: str = BASELINE, precision: str = "auto"
                  ) -> Classifier | None:

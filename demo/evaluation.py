@@ -3,6 +3,7 @@ alone (cross-validated), the evaluation on a labelled test set, and from the eva
 to the scans (a confusion cell, its maps)."""
 from __future__ import annotations
 
+import os
 from typing import Iterator, Sequence
 
 from PIL import Image
@@ -12,6 +13,7 @@ from core.overlay import model_view, overlay
 from core.prompts import PromptState
 from core.train import TrainConfig
 from demo import compute
+from demo.events import Counted, Finished
 from demo.host import ModelInfo
 from demo.messages import UserError
 from demo.scans import Example
@@ -24,49 +26,50 @@ class Evaluating:
     """Estimate and evaluation of a `Session` (its examples, test set, tuned prompts)."""
 
     def estimate(self, info: ModelInfo, task: PromptState, cfg: TrainConfig,
-                 precision: str = "auto") -> Iterator[tuple]:
+                 precision: str = "auto", stop: str | None = None
+                 ) -> Iterator[Counted | Finished]:
         """The held-out estimate on the examples alone: stratified k-fold cross-validated
         accuracy and balanced accuracy, with its spread, for the tuned method (re-tuned per
         fold from the cached features, with the fast recipe when it was tuned with the paper's)
-        and the baselines; warnings when it is unreliable. Yields ("fold", done, total), then
-        ("done", the estimate, or None if stopped)."""
+        and the baselines; warnings when it is unreliable. Yields `Counted` methods, then
+        `Finished` with the estimate (None when stopped: `stop` is the run's stop file)."""
         examples, labels = self.training_set()
         counts = list(self.counts().values())
         if min(counts) < 2:
-            self.held_out = {"methods": {}, "warnings": [("too_few_to_estimate", {})]}
-            yield "done", self.held_out
+            yield Finished({"methods": {}, "warnings": [("too_few_to_estimate", {})]})
             return
         fast = cfg if cfg.augment_views == 0 else TrainConfig.fast(seed=cfg.seed,
                                                                     precision=precision)
-        prompted = self.features_of(info, examples, task.cfg.n_vision_prompts, fast.precision)
-        plain = self.features_of(info, examples, 0, precision)
+        prompted = self.features_of(info, examples, task.cfg.n_vision_prompts, fast.precision,
+                                    stop=stop)
+        plain = self.features_of(info, examples, 0, precision, stop=stop)
         if prompted is None or plain is None:
-            yield "done", None
+            yield Finished(None)
             return
         text = self.zero_shot(info).text
         methods, total = {}, 1 + len(COMPARED)
         out = None
         for event in compute.cross_validate_prompts(task, prompted, labels, FOLDS, cfg.seed, fast,
-                                                    self.stop.path):
-            if event[0] == "done":
-                out = event[1]
+                                                    stop):
+            if isinstance(event, Finished):
+                out = event.value
         if out is None:
-            yield "done", None
+            yield Finished(None)
             return
         methods["tuned"] = out
-        yield "fold", 1, total
+        yield Counted(1, total)
         for k, name in enumerate(COMPARED):
-            if self.stop.is_set():
-                yield "done", None
+            if stop is not None and os.path.exists(stop):
+                yield Finished(None)
                 return
             methods[name] = cross_validate(name, plain, labels, FOLDS, cfg.seed,
                                            text_features=text, logit_scale=info.logit_scale)
-            yield "fold", k + 2, total
-        self.held_out = {"methods": methods, "warnings": estimate_warnings(counts, methods),
-                         "refit_fast": fast is not cfg, "folds": methods["tuned"]["folds"]}
-        yield "done", self.held_out
+            yield Counted(k + 2, total)
+        yield Finished({"methods": methods, "warnings": estimate_warnings(counts, methods),
+                        "refit_fast": fast is not cfg, "folds": methods["tuned"]["folds"]})
 
-    def evaluate(self, info: ModelInfo, precision: str = "auto") -> dict[str, EvaluationResult]:
+    def evaluate(self, info: ModelInfo, precision: str = "auto", stop: str | None = None
+                 ) -> dict[str, EvaluationResult]:
         """Zero-shot, the baselines (once every class has examples) and (when tuned) the tuned
         prompts on the test set, side by side; each test scan is encoded once per image tower."""
         self.require_task()
@@ -75,7 +78,7 @@ class Evaluating:
         tests = list(self.test_set)
         index = {c: i for i, c in enumerate(self.classes)}
         labels = [index[e.label] for e in tests]
-        plain = self.features_of(info, tests, 0, precision)
+        plain = self.features_of(info, tests, 0, precision, stop=stop)
         if plain is None:
             raise UserError("stopped_evaluation")
         zero = self.zero_shot(info)
@@ -87,7 +90,8 @@ class Evaluating:
                 results[name] = result_from_probabilities(labels, clf.predict_proba(plain),
                                                           self.classes)
         if self.tuned is not None:
-            prompted = self.features_of(info, tests, self.tuned.cfg.n_vision_prompts, precision)
+            prompted = self.features_of(info, tests, self.tuned.cfg.n_vision_prompts, precision,
+                                        stop=stop)
             if prompted is None:
                 raise UserError("stopped_evaluation")
             results["tuned"] = result_from_probabilities(

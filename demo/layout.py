@@ -18,8 +18,10 @@ from core import presets
 from core.overlay import colorbar
 from demo import gpu, storage, tools
 from demo.handlers import Studio
-from demo.replies import AUTO_WINDOW, MANUAL_WINDOW, window_choices
+from demo.replies import AUTO_WINDOW, MANUAL_WINDOW, by_name, window_choices
+from demo.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
 from demo.strings import EN, KO
+from demo.theme import CSS, theme
 
 I18N = gr.I18n(en=EN, ko=KO)
 QUEUE_SIZE = 16
@@ -30,13 +32,6 @@ REPORT_CONCURRENCY = 1  # reports, made after their prediction is shown: never b
 MAX_UPLOAD = "200mb"
 TIME_BUDGET_S = 300.0
 ZEROGPU_TIME_BUDGET_S = 90.0  # plus the worker's start: within what ZeroGPU lends per call
-CSS = """
-.disclaimer {border-left: 4px solid #c33; padding-left: 10px;}
-.privacy {border-left: 4px solid #37a; padding-left: 10px; font-size: 0.92em;}
-#class-table td, #class-table th {white-space: pre-wrap !important; vertical-align: top;}
-.card-gallery .thumbnail-item, .card-gallery button {max-width: 140px; max-height: 140px;}
-.class-card {border: 1px solid #d5d9e6; border-radius: 8px; padding: 6px 10px; margin-top: 8px;}
-"""
 
 
 def t(key: str):
@@ -186,10 +181,12 @@ def _tune_tab(first) -> SimpleNamespace:
             tune = gr.Button(t("tune"), variant="primary")
             stop = gr.Button(t("stop"), variant="stop")
         tune_status = gr.Markdown(elem_id="tune-status")
+        swap = gr.Button(visible=False, size="sm", variant="secondary", elem_id="swap-prompts")
+        estimate_status = gr.Markdown(elem_id="estimate-status")
         curve = gr.Plot(label=t("progress"), elem_id="training-curve", format="png")
     return SimpleNamespace(recipe=recipe, tune_status=tune_status, curve=curve, tune=tune,
                            stop=stop, lambda_l1=lambda_l1, lambda_kl=lambda_kl, steps=steps,
-                           epochs=epochs, seed=seed)
+                           epochs=epochs, seed=seed, swap=swap, estimate_status=estimate_status)
 
 
 def _predict_tab() -> SimpleNamespace:
@@ -207,11 +204,14 @@ def _predict_tab() -> SimpleNamespace:
             with gr.Column(scale=3):
                 with gr.Row():
                     scan_view = gr.Image(type="filepath", label=t("scan_view"), interactive=False,
-                                         height=300, elem_id="scan-view", buttons=[])
+                                         height=300, elem_id="scan-view", buttons=[],
+                                         alt_text=t("scan_view"))
                     heat = gr.Image(type="filepath", label=t("map"), interactive=False,
-                                    height=300, elem_id="attention-map", buttons=[])
+                                    height=300, elem_id="attention-map", buttons=[],
+                                    alt_text=t("map"))
                 legend = gr.Image(colorbar(width=360), show_label=False, interactive=False,
-                                  container=False, height=44, buttons=[], elem_id="legend")
+                                  container=False, height=44, buttons=[], elem_id="legend",
+                                  alt_text=t("colour_map"))
                 with gr.Row():
                     map_class = gr.Dropdown([], label=t("map_class"), elem_id="map-class")
                     cmap = gr.Radio(["jet", "cividis"], value="jet", label=t("colour_map"),
@@ -289,6 +289,11 @@ def _prompts_tab() -> SimpleNamespace:
     return SimpleNamespace(save=save, load=load, prompts_status=prompts_status)
 
 
+def _outputs(ui: SimpleNamespace, session: gr.State, names: tuple[str, ...]) -> dict:
+    """The components of a reply's output names (`session` is the state)."""
+    return {name: session if name == "session" else getattr(ui, name) for name in names}
+
+
 def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
     """The page, the step endpoints (one browser or `gradio_client` session each), and the
     stateless tools. With `mcp`, only the tools are documented, and so only they are MCP tools
@@ -300,19 +305,21 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                    delete_cache=(storage.SWEEP_EVERY_S, storage.MAX_AGE_S)) as demo:
         # Each browser session's Session is made by its first event (after the model load).
         session = gr.State(None, delete_callback=studio.forget)
-        gr.Markdown(f"# {EN['title']}")
-        gr.Markdown(t("intro"))
-        gr.Markdown(t("disclaimer"), elem_classes="disclaimer")
-        gr.Markdown(t("privacy"), elem_classes="privacy", elem_id="privacy")
-        status = gr.Markdown(studio.status(), elem_id="model-status")
+        with gr.Column(elem_id="masthead"):
+            gr.Markdown(f"# {EN['title']}")
+            gr.Markdown(t("intro"), elem_classes="intro")
+            gr.Markdown(t("disclaimer"), elem_classes="disclaimer")
+            gr.Markdown(t("privacy"), elem_classes="privacy", elem_id="privacy")
+            status = gr.Markdown(studio.status(), elem_id="model-status")
         with gr.Row(visible=False) as model_actions:
             retry = gr.Button(t("retry_model"), size="sm")
             use_demo = gr.Button(t("use_demo_model"), size="sm", variant="secondary")
         poll = gr.Timer(1.0, active=not studio.ready)
-        ui = SimpleNamespace(**vars(_task_tab(first, first_organ)),
-                             **vars(_examples_tab(studio, demo, session)),
-                             **vars(_tune_tab(first)), **vars(_predict_tab()),
-                             **vars(_evaluate_tab()), **vars(_prompts_tab()))
+        with gr.Tabs(overflow_behavior="wrap", elem_id="steps"):  # no "..." menu on a phone
+            ui = SimpleNamespace(**vars(_task_tab(first, first_organ)),
+                                 **vars(_examples_tab(studio, demo, session)),
+                                 **vars(_tune_tab(first)), **vars(_predict_tab()),
+                                 **vars(_evaluate_tab()), **vars(_prompts_tab()))
 
         # ---- wiring ---------------------------------------------------------------------
         windows = [ui.window, ui.predict_window, ui.test_window]
@@ -381,13 +388,27 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                         api_name="remove_selected").then(_bump, ui.cards_rev, ui.cards_rev,
                                                          queue=False, api_visibility="private")
 
-        ui.tune.click(studio.tune,
+        # a run, then its held-out estimate as an event of its own (in the tuning line too), so
+        # every button of the page answers while the estimate runs
+        tuned = _outputs(ui, session, TUNE_OUTPUTS)
+        estimate = _outputs(ui, session, ESTIMATE_OUTPUTS)
+        ui.tune.click(by_name(studio.tune, tuned),
                       [session, ui.recipe, ui.lambda_l1, ui.lambda_kl, ui.steps, ui.epochs,
-                       ui.seed],
-                      [session, ui.tune_status, ui.curve, ui.map_class, ui.save], api_name="tune",
+                       ui.seed], list(tuned.values()), api_name="tune",
                       concurrency_id="tune", concurrency_limit=TUNING_SESSIONS,
-                      show_progress_on=[ui.tune_status])
-        ui.stop.click(studio.stop, session, ui.tune_status, queue=False, api_name="stop")
+                      show_progress_on=[ui.tune_status], trigger_mode="multiple").then(
+            by_name(studio.estimate, estimate), session, list(estimate.values()),
+            api_name="estimate", concurrency_id="tune", concurrency_limit=TUNING_SESSIONS,
+            show_progress_on=[ui.estimate_status])
+        stopped = _outputs(ui, session, STOP_OUTPUTS)
+        ui.stop.click(by_name(studio.stop, stopped), session, list(stopped.values()),
+                      api_name="stop", concurrency_limit=None)
+        ui.swap.click(by_name(studio.swap_prompts, tuned), session, list(tuned.values()),
+                      api_name="swap_prompts", concurrency_id="infer",
+                      concurrency_limit=INFER_CONCURRENCY).then(
+            by_name(studio.estimate, estimate), session, list(estimate.values()),
+            api_visibility="private", concurrency_id="tune", concurrency_limit=TUNING_SESSIONS,
+            show_progress_on=[ui.estimate_status])
 
         # the prediction first; its report is made after it is on screen, in its own line
         map_inputs = [session, ui.map_class, ui.alpha, ui.cmap]
@@ -457,7 +478,7 @@ def launch_options(mcp: bool = False) -> dict:
     """Options that belong to `launch()` in Gradio 6: privacy, look, and the MCP server (at
     /gradio_api/mcp/) when asked for."""
     return dict(run_history=False, max_file_size=MAX_UPLOAD, i18n=I18N, css=CSS,
-                theme=gr.themes.Soft(), show_error=False, mcp_server=mcp)
+                theme=theme(), show_error=False, mcp_server=mcp)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

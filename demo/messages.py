@@ -126,7 +126,8 @@ EN: dict[str, str] = {
     "how_budget": "stopped at the time limit",
     "need_examples": "Add at least one example for {classes} (step 2).",
     "curve_loss": "loss",
-    "curve_accuracy": "train accuracy",
+    "curve_accuracy": "train accuracy (each step's batch)",
+    "curve_final": "after tuning, all examples: {accuracy:.0%}",
     "curve_step": "step",
     "curve_empty": "The curve appears here while tuning.",
     # step 4
@@ -209,6 +210,19 @@ EN: dict[str, str] = {
     "report_disclaimer": "For research and teaching only. Not a medical device: not for "
                          "diagnosis or treatment.",
     "report_made": "Made {when}",
+    # runs and the prompts they leave (each run owns its stop; prompts are never lost)
+    "toast_wait": "Please wait",
+    "tuning_going": "A tuning run is going: wait for it to finish, or press Stop first.",
+    "nothing_running": "Nothing is running, so there is nothing to stop.",
+    "stopped_offered": "**Stopped by you after {steps} steps.** Your tuned prompts ({kept} "
+                       "steps) are kept; the stopped run's prompts are one click away below.",
+    "swap_previous": "Restore the previous prompts ({steps} steps)",
+    "swap_stopped": "Use the stopped run's prompts ({steps} steps)",
+    "swap_replaced": "Go back to the prompts you left ({steps} steps)",
+    "swapped": "Now using the other prompts ({steps} steps); the ones before are one click "
+               "away.",
+    "nothing_to_swap": "There are no other prompts to go back to.",
+    "estimate_replaced": "The held-out estimate was stopped: a new tuning run began.",
 }
 
 KO: dict[str, str] = {
@@ -312,7 +326,8 @@ KO: dict[str, str] = {
     "how_budget": "시간 제한으로 중지",
     "need_examples": "{classes}에 예시를 하나 이상 추가하세요 (2단계).",
     "curve_loss": "손실",
-    "curve_accuracy": "학습 정확도",
+    "curve_accuracy": "학습 정확도 (스텝별 배치)",
+    "curve_final": "튜닝 후, 전체 예시: {accuracy:.0%}",
     "curve_step": "스텝",
     "curve_empty": "튜닝하는 동안 여기에 곡선이 그려집니다.",
     "choose_scan": "분류할 영상을 고르세요.",
@@ -387,6 +402,18 @@ KO: dict[str, str] = {
     "report_probability": "확률",
     "report_disclaimer": "연구 및 교육용입니다. 의료기기가 아니며 진단이나 치료에 쓰면 안 됩니다.",
     "report_made": "작성 {when}",
+    "toast_wait": "잠시 기다려 주세요",
+    "tuning_going": "튜닝이 진행 중입니다. 끝날 때까지 기다리거나 먼저 중지를 누르세요.",
+    "nothing_running": "실행 중인 작업이 없어 중지할 것이 없습니다.",
+    "stopped_offered": "**사용자가 {steps} 스텝 후 중지함.** 튜닝된 프롬프트({kept} 스텝)는 그대로 "
+                       "유지됩니다. 중지한 실행의 프롬프트는 아래 버튼으로 쓸 수 있습니다.",
+    "swap_previous": "이전 프롬프트로 되돌리기 ({steps} 스텝)",
+    "swap_stopped": "중지한 실행의 프롬프트 사용 ({steps} 스텝)",
+    "swap_replaced": "두고 온 프롬프트로 돌아가기 ({steps} 스텝)",
+    "swapped": "다른 프롬프트({steps} 스텝)를 사용합니다. 이전 프롬프트는 버튼 한 번으로 되돌릴 수 "
+               "있습니다.",
+    "nothing_to_swap": "되돌아갈 다른 프롬프트가 없습니다.",
+    "estimate_replaced": "새 튜닝이 시작되어 교차 검증 추정을 중지했습니다.",
 }
 
 CATALOGS = {"en": EN, "ko": KO}

@@ -59,20 +59,26 @@ def _request_of(fn: Callable, args, kwargs):
         return None
 
 
-def _problem_reply(lang: str, exc: BaseException, outputs: int, status: int | None):
+def _problem_reply(lang: str, exc: BaseException, outputs: int | tuple[str, ...],
+                   status: int | str | None):
     message = exc.text(lang) if isinstance(exc, UserError) else core_text(lang, str(exc))
     gr.Warning(message, title=text(lang, "toast_problem"))
+    if isinstance(outputs, tuple):  # a reply by name: only the status line changes
+        return {} if status is None else {status: "⚠️ " + message}
     reply = [gr.skip()] * outputs
     if status is not None:
         reply[status] = "⚠️ " + message
     return reply[0] if outputs == 1 else tuple(reply)
 
 
-def answers(outputs: int, status: int | None = None, interactive: bool = False):
-    """Decorate a handler with `outputs` outputs, `status` the index of its status line: a
-    `StudioError` becomes a message there and a toast (the other outputs unchanged), anything
-    else is logged once and answered with an apology. An `interactive` handler (one whose
-    answer a user waits to see) has the right of way over background work (`demo.traffic`)."""
+def answers(outputs: int | tuple[str, ...], status: int | str | None = None,
+            interactive: bool = False):
+    """Decorate a handler with `outputs` outputs, `status` the index of its status line (or,
+    for a handler that answers with a dict by output name, `outputs` the names and `status`
+    one of them): a `StudioError` becomes a message there and a toast (the other outputs
+    unchanged), anything else is logged once and answered with an apology. An `interactive`
+    handler (one whose answer a user waits to see) has the right of way over background work
+    (`demo.traffic`)."""
     def wrap(handler: Callable) -> Callable:
         def problem(args, kwargs, exc):
             lang = language(_request_of(handler, args, kwargs))
@@ -108,6 +114,29 @@ def answers(outputs: int, status: int | None = None, interactive: bool = False):
         call.interactive = interactive
         return call
     return wrap
+
+
+def by_name(handler: Callable, outputs: dict) -> Callable:
+    """The one place where replies by name meet the page: `handler` answers with {output name:
+    value} (a name left out: unchanged), Gradio receives {component: value} for `outputs`
+    (name -> component). The handler's signature is kept (Gradio reads its request and
+    progress parameters from it)."""
+    def convert(reply: dict) -> dict:
+        unknown = set(reply) - set(outputs)
+        assert not unknown, f"{handler.__name__} answers outputs it is not wired to: {unknown}"
+        return {component: reply.get(name, gr.skip()) for name, component in outputs.items()}
+
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def stream(*args, **kwargs):
+            for reply in handler(*args, **kwargs):
+                yield convert(reply)
+        return stream
+
+    @functools.wraps(handler)
+    def call(*args, **kwargs):
+        return convert(handler(*args, **kwargs))
+    return call
 
 
 def uploads_of(files) -> list[tuple[str, str]]:

@@ -201,9 +201,12 @@ def _probability_bars(draw: ImageDraw.ImageDraw, prediction: Prediction, lang: s
         x += 24 + int(_font(12, False, _needs_cjk(label)).getlength(label)) + 24
 
 
-def training_curve(points: Sequence[dict], total_steps: int, lang: str = "en") -> Figure:
-    """Loss (left axis) and training accuracy (right axis, %) against the step, on numeric
-    axes that span the whole run from the first step, so the line grows as tuning goes."""
+def training_curve(points: Sequence[dict], total_steps: int, lang: str = "en",
+                   final: float | None = None) -> Figure:
+    """Loss (left axis) and training accuracy of each step's batch (right axis, %) against the
+    step, on numeric axes that span the whole run from the first step, so the line grows as
+    tuning goes. `final`: the accuracy over every example after tuning (the summary's figure),
+    marked at the last step."""
     fig = Figure(figsize=(8, 3.2), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -219,6 +222,11 @@ def training_curve(points: Sequence[dict], total_steps: int, lang: str = "en") -
         ax.plot(steps, losses, color=LOSS_COLOUR, linewidth=2, label=text(lang, "curve_loss"))
         right.plot(steps, [100 * p["accuracy"] for p in points], color=ACCURACY_COLOUR,
                    linewidth=2, label=text(lang, "curve_accuracy"))
+        if final is not None:
+            right.plot([steps[-1]], [100 * final], marker="D", markersize=8, linestyle="none",
+                       color=ACCURACY_COLOUR, markeredgecolor="black",
+                       label=text(lang, "curve_final", accuracy=final))
+            right.legend(loc="lower right", fontsize=8, frameon=False)
         top = max(losses)
         ax.set_ylim(0, top * 1.1 if np.isfinite(top) and top > 0 else 1)
     else:

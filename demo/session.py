@@ -12,47 +12,24 @@ A session never holds the model: it keeps plain data (pictures, features, `Promp
 asks `demo.compute` for whatever needs the model, so every model use can run in a GPU worker."""
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from core.features import FeatureCache
 from core.prompts import PromptConfig, PromptState
 from core.train import History
-from demo import compute, storage
+from demo import compute
 from demo.encoding import Encoding
 from demo.evaluation import Evaluating
 from demo.host import ModelInfo
 from demo.labelled import LabelledScans
 from demo.messages import UserError
 from demo.prediction import Predicting, Prediction
+from demo.runs import BY_CLOSE, Runs
 from demo.scans import Example
 from demo.task import Task, TaskChange, follow_classes
-
-
-class StopFlag:
-    """Set by the Stop button, polled by running compute calls: a file that exists while the
-    flag is set, so a call in another process (a ZeroGPU worker) sees it too. Its path is what
-    is handed to compute calls."""
-
-    def __init__(self) -> None:
-        self.path = str(storage.folder() / f"stop-{uuid.uuid4().hex}")
-
-    def set(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        Path(self.path).touch()
-
-    def clear(self) -> None:
-        self.discard()
-
-    def discard(self) -> None:
-        Path(self.path).unlink(missing_ok=True)
-
-    def is_set(self) -> bool:
-        return os.path.exists(self.path)
+from demo.tuning import Tuning, TunedPrompts
 
 
 @dataclass
@@ -62,23 +39,36 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
     task: Task = field(default_factory=Task)
     examples: list[Example] = field(default_factory=list)
     selected: int | None = None  # index into examples, chosen in the gallery
-    tuned: PromptState | None = None  # the tuned prompts, as plain data (no model)
-    history: History | None = None
+    prompts: TunedPrompts = field(default_factory=TunedPrompts)  # tuned, and the other set
     prediction: Prediction | None = None
-    stop: StopFlag = field(default_factory=StopFlag)
+    runs: Runs = field(default_factory=Runs)  # long work going on, each with its own stop
     test_set: list[Example] = field(default_factory=list)  # labelled scans for evaluation
     features: FeatureCache = field(default_factory=FeatureCache)  # image features, re-used
     owner: str = ""  # the browser session's id: whose files are whose
     evaluated: tuple | None = None  # (test scans, results) of the last evaluation
     cell_scans: list[Example] = field(default_factory=list)  # the confusion cell shown
     cell_selected: int | None = None
-    held_out: dict | None = None  # the last held-out estimate (see `estimate`)
-    gone: bool = False  # the browser session ended (or expired): background work stops
+    gone: bool = False  # the browser session ended (or expired)
     last_used: float = field(default_factory=time.monotonic)  # for idle expiry
     expired: bool = False  # cleared for being idle (not closed): its page is told
     _zero: tuple | None = field(default=None, repr=False)
     _targets: tuple | None = field(default=None, repr=False)  # (task, frozen text targets)
     _baselines: dict = field(default_factory=dict, repr=False)  # fitted, by examples and task
+
+    # ---- the tuned prompts (owned by `prompts`) ---------------------------------------------
+    @property
+    def tuned(self) -> PromptState | None:
+        """The tuned prompts, as plain data (no model)."""
+        return self.prompts.current.prompts if self.prompts.current else None
+
+    @property
+    def history(self) -> History | None:
+        return self.prompts.current.history if self.prompts.current else None
+
+    @property
+    def held_out(self) -> dict | None:
+        """The held-out estimate of the tuned prompts, once computed."""
+        return self.prompts.current.held_out if self.prompts.current else None
 
     # ---- task ---------------------------------------------------------------------------------
     @property
@@ -119,7 +109,7 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
         descriptions, lambdas, and the modality they were tuned for); examples and test scans
         of other classes are dropped, and the change says so."""
         change = self._take(Task.of_prompts(self.task, state), rename=False)
-        self.tuned, self.history, self.held_out = state, None, None
+        self.prompts.adopt(Tuning(state))
         return change
 
     def _take(self, task: Task, rename: bool) -> TaskChange:
@@ -129,10 +119,10 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
             self.classes, task.classes, self.examples, self.test_set, rename)
         if task.key != self.task.key:
             self._zero = None
-            self.held_out = None
-        if self.tuned is not None and list(self.tuned.classnames) != list(task.classes):
-            change = replace(change, untuned=tuple(self.tuned.classnames))
-            self.tuned = self.history = None
+            self.prompts.forget_estimates()
+        dropped = self.prompts.keep_only(task.classes)
+        if dropped is not None:
+            change = replace(change, untuned=dropped)
         self.task = task
         self.selected = None
         return change
@@ -162,10 +152,8 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
         return PromptState.untrained(self.classes, self.descriptions, cfg, info.name,
                                      info.fingerprint, targets)
 
-    def keep_tuned(self, state: PromptState, history: History) -> None:
-        """The result of a tuning run becomes the session's prompts."""
-        self.tuned, self.history = state, history
-        self.held_out = None
+    def remember_targets(self, state: PromptState) -> None:
+        """The frozen text targets a run computed, for the next run on the same task."""
         self._targets = (self.task.key, dict(state.targets))
 
     def explained(self, info: ModelInfo) -> PromptState:
@@ -178,13 +166,12 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
         self.examples.clear()
         self.test_set.clear()
         self.features = FeatureCache()
-        self.tuned = self.prediction = self.history = self._zero = self.evaluated = None
-        self.held_out = None
+        self.prompts.clear()
+        self.prediction = self._zero = self.evaluated = None
         self._baselines = {}
         self.cell_scans = []
         self.gone = True
-        self.stop.set()
-        self.stop.discard()
+        self.runs.stop(why=BY_CLOSE)
 
     def revive(self) -> None:
         """An expired session, empty, made usable again (its page is still open)."""

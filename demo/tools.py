@@ -194,29 +194,26 @@ class Tools:
         return session
 
     def _tune(self, session) -> None:
-        """The fast recipe on the support set, in its turn among tuning runs."""
-        from demo import compute
+        """The fast recipe on the support set, in its turn among tuning runs: the page's
+        tuning run (`demo.tuning.tuning_run`)."""
+        from demo.events import Finished
+        from demo.runs import TUNE
+        from demo.tuning import tuning_run
 
         info = self.studio.model_info()
-        examples, labels = session.training_set()
         cfg = self.studio.training_config("fast", 100, 1, 1)
-        task = session.tuning_task(info)
         line = self.studio.line
         ticket = line.join()
         try:
             if not line.wait_turn(ticket, MAX_WAIT_S):
                 raise UserError("line_too_long")
-            features = session.features_of(info, examples, task.cfg.n_vision_prompts,
-                                           cfg.precision)
-            result = None
-            for event in compute.tune(task, features, labels, cfg, session.stop.path):
-                if event[0] == "done":
-                    result = event
-            _, history, tuned = result
-            session.keep_tuned(tuned, history)
+            with session.runs.run(TUNE) as run:
+                events = list(tuning_run(session, info, cfg, None, run))
+            finished = events[-1]
+            assert isinstance(finished, Finished) and finished.value is not None
+            session.prompts.finished(finished.value)
         finally:
             line.leave(ticket)
-            session.stop.discard()
 
 
 def register(studio, queues: dict[str, tuple[str, int]]) -> Tools:

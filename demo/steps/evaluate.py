@@ -44,7 +44,10 @@ class EvaluateStep:
         session = self._session(session, request)
         from core.evaluate import confusion_figure, summary_rows
 
-        results = session.evaluate(self.model_info(), self.precision)
+        from demo.runs import EVALUATE
+
+        with session.runs.run(EVALUATE) as run:
+            results = session.evaluate(self.model_info(), self.precision, run.stop_path)
         names = {"zero-shot": text(lang, "col_zero"), "tuned": text(lang, "col_tuned"),
                  "tip-adapter": text(lang, "col_tip-adapter"),
                  "linear-probe": text(lang, "col_linear-probe")}

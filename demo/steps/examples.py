@@ -46,15 +46,17 @@ class ExamplesStep:
         if session is None or not getattr(session, "examples", None):
             yield session, gr.skip()
             return
+        from demo.events import Finished
+        from demo.runs import ENCODE
+
         info = self.model_info()
         ready = False
-        for event in session.encode_examples(info, self.precision):
-            if event[0] == "progress":
-                done, total = event[1], event[2]
-                if done < total:
-                    yield session, text(lang, "encoding", done=done, total=total)
-            else:
-                ready = event[1]
+        with session.runs.run(ENCODE) as run:
+            for event in session.encode_examples(info, self.precision, run.stop_path):
+                if isinstance(event, Finished):
+                    ready = event.value
+                elif event.done < event.total:
+                    yield session, text(lang, "encoding", done=event.done, total=event.total)
         yield session, text(lang, "features_ready" if ready else "features_stopped")
 
     @answers(3, interactive=True)

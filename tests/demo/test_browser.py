@@ -169,16 +169,17 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         # 3. Tune: the curve is drawn with numeric axes while tuning and after
         page.get_by_role("tab", name=ui["tab3"]).click()
         page.get_by_role("button", name=ui["tune"]).click()
-        wait_text(page, "#tune-status", text(lang, "how_finished"), timeout=180_000)
+        wait_text(page, "#tune-status", "#estimate-status", text(lang, "how_finished"), timeout=180_000)
         curve = picture_in(page, "#training-curve")
         assert colour_share(curve, "#1f5fbf") > 0.002 and colour_share(curve, "#e07b00") > 0.002
-        # then the held-out estimate: a row per method, beside the labelled training accuracy
+        # then the held-out estimate in its own line: a row per method, below the labelled
+        # training accuracy
         title = text(lang, "estimate_title", folds=4, n=16, recipe="").split("**")[1]
-        estimate = wait_text(page, "#tune-status", title, timeout=180_000)
-        assert text(lang, "train_accuracy_note")[:30] in estimate
+        estimate = wait_text(page, "#estimate-status", title, timeout=180_000)
+        assert text(lang, "train_accuracy_note")[:30] in text_of(page, "#tune-status")
         for method in ("tuned", "zero-shot", "tip-adapter", "linear-probe"):
             assert text(lang, f"method_{method}") in estimate
-        assert page.locator("#tune-status table tr").count() == 5  # header + 4 methods
+        assert page.locator("#estimate-status table tr").count() == 5  # header + 4 methods
         shot(page, f"{lang}-5-tuned")
 
         # 4. Predict: probabilities, the scan beside its map, the map of another class, and a
@@ -259,7 +260,7 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
             assert json.loads(f.metadata()["classnames"]) == CLASSES
             assert json.loads(f.metadata()["descriptions"]) == {CLASSES[0]: ["bone is bright"]}
         if lang == "ko":
-            _server_text_is_korean(page, ["#task-status", "#example-counts", "#tune-status",
+            _server_text_is_korean(page, ["#task-status", "#example-counts", "#tune-status", "#estimate-status",
                                           "#predict-status", "#test-status", "#eval-status"])
         context.close()
 
@@ -304,7 +305,7 @@ def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
         shot(page, "sample-2-examples")
         page.get_by_role("tab", name="3 · Tune").click()
         page.get_by_role("button", name="Tune prompts").click()
-        wait_text(page, "#tune-status", "Tuning finished", timeout=120_000)
+        wait_text(page, "#tune-status", "#estimate-status", "Tuning finished", timeout=120_000)
         page.get_by_role("tab", name="4 · Predict").click()
         scan = tmp_path / "ct_head.png"
         shutil.copy(examples / "ct_head.png", scan)
@@ -345,4 +346,77 @@ def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
         assert text("en", "zero_shot_only")[:40] in text_of(page, "#predict-status")
         assert "radiograph" in text_of(page, "#zero-probs")
         shot(page, "sample-6-zero-shot")
+        browser.close()
+
+
+def _toast(page, wanted: str) -> str:
+    toast = page.locator(".toast-body", has_text=wanted).first
+    toast.wait_for(timeout=10_000)
+    return toast.inner_text()
+
+
+def test_each_run_owns_its_stop_and_no_prompts_are_lost(app_url, tmp_path):
+    """Issue 20, defects 1-3 as a person meets them: Stop with nothing running; Save and Tune
+    while the estimate runs; Tune then Stop at once after a finished run; Evaluate after it."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, context, page = _browser(p, "en-US")
+        page.goto(app_url)
+        wait_text(page, "#model-status", "tiny-biomedclip")
+        page.locator("#use-samples").click()
+        wait_text(page, "#task-status", "Sample scans added")
+        page.get_by_role("tab", name="3 · Tune").click()
+        stop = page.get_by_role("button", name="Stop", exact=True)
+        stop.click()  # nothing runs: said, and nothing else changes
+        _toast(page, text("en", "nothing_running"))
+        assert text_of(page, "#tune-status").strip() == ""
+        shot(page, "runs-1-stop-with-nothing-running")
+
+        tune = page.get_by_role("button", name="Tune prompts")
+        tune.click()
+        wait_text(page, "#tune-status", "Tuning finished", timeout=120_000)
+        estimating = wait_text(page, "#estimate-status", "Estimating accuracy")
+        assert "(2-fold" in estimating  # the folds it uses: two examples per class
+        shot(page, "runs-2-estimating")
+        page.get_by_role("tab", name="6 · Save / load").click()
+        page.wait_for_timeout(1_000)
+        _, saved = _download(page, "#save-prompts", tmp_path, "during-estimate.safetensors")
+        assert saved.stat().st_size > 0  # Save answers while the estimate runs
+        page.get_by_role("tab", name="3 · Tune").click()
+        wait_text(page, "#estimate-status", "Held-out estimate", timeout=120_000)
+        finished = text_of(page, "#tune-status")
+        steps = int(finished.split(" after ")[1].split(" steps")[0])
+
+        # Tune, then Stop at once: the finished run's prompts stay, the stopped ones are offered
+        tune.click()
+        wait_text(page, "#tune-status", "Step ", timeout=60_000)
+        stop.click()
+        offered = wait_text(page, "#tune-status", "Stopped by you after")
+        assert f"Your tuned prompts ({steps} steps) are kept" in offered
+        swap = page.locator("#swap-prompts")
+        assert "Use the stopped run's prompts" in swap.inner_text()
+        # the kept prompts' estimate is shown again, not lost with the stopped run
+        wait_text(page, "#estimate-status", "Held-out estimate")
+        shot(page, "runs-3-stopped-offered")
+        swap.click()
+        wait_text(page, "#tune-status", "Now using the other prompts")
+        page.wait_for_function(
+            "() => document.querySelector('#swap-prompts').innerText.includes('Restore')")
+        assert f"Restore the previous prompts ({steps} steps)" in swap.inner_text()
+        shot(page, "runs-4-swapped")
+        swap.click()
+        wait_text(page, "#tune-status", f"({steps} steps)")
+
+        # after the Stop, evaluation and new examples work as ever
+        page.get_by_role("tab", name="5 · Evaluate").click()
+        page.locator("#test-files input[type=file]").set_input_files(
+            real_scan("CT_small.dcm", tmp_path))
+        choose(page, "Class of these scans", "computed tomography")
+        answer_after(page, "#test-status",
+                     page.get_by_role("button", name="Add to the test set").click)
+        evaluated = answer_after(page, "#eval-status",
+                                 page.get_by_role("button", name="Evaluate", exact=True).click)
+        assert "1 test scans. Accuracy" in evaluated and "stopped" not in evaluated
+        shot(page, "runs-5-evaluated-after-stop")
         browser.close()

@@ -48,8 +48,10 @@ def run_task(client: Client, rows, folder, steps=20):
 
 def test_whole_workflow_through_the_api(app_url, tmp_path):
     client = Client(app_url, verbose=False)
-    status, _curve, _classes, prompts = run_task(client, ROWS, tmp_path)
-    assert "Tuning finished" in status and "Held-out estimate" in status
+    status, _curve, _classes, prompts, estimate = run_task(client, ROWS, tmp_path)
+    assert "Tuning finished" in status and estimate == ""  # the estimate is its own call
+    estimate = client.predict(api_name="/estimate")
+    assert "Held-out estimate" in estimate and "| linear probe" in estimate
     tuned, zero, view, heat, map_class, note, baseline, nearest = predict(
         client, real_scan("MR_small_padded.dcm", tmp_path))
     report = client.predict(map_class["value"], 0.45, "jet", api_name="/report")
@@ -111,7 +113,7 @@ def test_predict_never_waits_behind_another_users_tuning(app_url, tmp_path):
     predicted_s = time.monotonic() - started
     assert not long_run.done()  # the prediction was answered during the tuning run
     tuner.predict(api_name="/stop")
-    assert "stopped by you" in long_run.result()[0]
+    assert "Stopped by you after" in long_run.result()[0]
     assert "Tuning finished" in queued.result()[0]
     assert predicted_s < 30
 
@@ -191,3 +193,33 @@ def test_user_errors_are_messages_not_tracebacks(app_url, tmp_path, app_log):
     out = client.predict([], ROWS[0][0], AUTO, 40, 400, -1, api_name="/add_examples")
     assert "Choose one or more scans" in out[1]
     assert "Traceback" not in app_log.read_text()
+
+
+def test_a_stop_with_nothing_running_breaks_nothing_later(app_url, tmp_path):
+    """Issue 20, defect 1: a Stop with no run going left its flag set, so the next Tune never
+    started and every Evaluate answered "stopped"."""
+    client = Client(app_url, verbose=False)
+    run_task(client, ROWS, tmp_path, steps=5)
+    client.predict(api_name="/stop")  # nothing is running
+    assert "Tuning finished" in client.predict("fast", 12.5, 0.25, 5, 1, 2, api_name="/tune")[0]
+    client.predict(None, [handle_file(real_scan("CT_small.dcm", tmp_path))], ROWS[0][0], AUTO,
+                   40, 400, -1, api_name="/add_test_scans")
+    assert "1 test scans. Accuracy" in client.predict(api_name="/evaluate")[0]
+
+
+def test_a_quick_stop_keeps_the_tuned_prompts_and_offers_the_others(app_url, tmp_path):
+    """Issue 20, defect 3: Tune then Stop at once replaced good prompts with a few steps'."""
+    client = Client(app_url, verbose=False)
+    run_task(client, ROWS, tmp_path, steps=10)
+    scan = real_scan("MR_small_padded.dcm", tmp_path)
+    before = confidences(predict(client, scan)[0])
+    job = client.submit("fast", 12.5, 0.25, 2000, 1, 2, api_name="/tune")
+    while not any(str(o[0]).startswith("Step ") for o in job.outputs()):
+        time.sleep(0.05)
+    client.predict(api_name="/stop")
+    status = job.result()[0]
+    assert "Stopped by you after" in status and "(10 steps) are kept" in status
+    assert confidences(predict(client, scan)[0]) == pytest.approx(before, abs=1e-6)
+    status = client.predict(api_name="/swap_prompts")[0]
+    assert "Now using the other prompts" in status
+    assert confidences(predict(client, scan)[0]) != pytest.approx(before, abs=1e-6)

@@ -15,6 +15,7 @@ from core.features import encode as engine_encode
 from core.prompts import DualPrompt, PromptConfig, PromptState
 from core.train import TrainConfig
 from demo import compute, gpu
+from demo.events import Counted, Finished, Stepped
 from demo.host import ModelHost
 
 CLASSES = ["cyst", "stone"]
@@ -44,15 +45,15 @@ def test_encoding_streams_progress_and_equals_the_engine(serving, tmp_path):
     images = pictures(5)
     events = list(compute.encode(images, [f"k{i}" for i in range(5)], ["eval", "rrc0.5-1#0"],
                                  4, "fp32"))
-    assert events[0] == ("progress", 0, 10) and events[-1][0] == "features"
-    feats = events[-1][1]
+    assert events[0] == Counted(0, 10) and isinstance(events[-1], Finished)
+    feats = events[-1].value
     assert feats.shape == (2, 5, serving.embed_dim)
     direct = engine_encode(serving, images, vision_prompts=4, precision="fp32")
     assert torch.allclose(feats[0], direct, atol=1e-6)
     stop = tmp_path / "stop"
     stop.touch()
     assert list(compute.encode(images, ["a"] * 5, ["eval"], 4, "fp32", str(stop)))[-1] == \
-        ("stopped", None)
+        Finished(None)
 
 
 def test_tuning_streams_steps_and_returns_plain_results(serving, tmp_path):
@@ -61,16 +62,17 @@ def test_tuning_streams_steps_and_returns_plain_results(serving, tmp_path):
     feats = engine_encode(serving, images, vision_prompts=4, precision="fp32")
     task = PromptState.untrained(CLASSES, {}, CFG, serving.name, serving.fingerprint)
     events = list(compute.tune(task, feats, labels, TrainConfig.fast(steps=8, precision="fp32")))
-    steps = [e[1] for e in events if e[0] == "step"]
+    steps = [e.progress for e in events if isinstance(e, Stepped)]
     assert [s.done for s in steps] == list(range(1, 9))
-    _, history, tuned = events[-1]
+    history, tuned = events[-1].value
     assert len(history.steps) == 8 and tuned.ctx is not None and tuned.text.shape == (2, 64)
     assert set(tuned.targets) >= {"teacher"}
     pickle.dumps((history, tuned))  # results cross a process boundary
     stop = tmp_path / "stop"
     stop.touch()
     stopped = list(compute.tune(task, feats, labels, TrainConfig.fast(steps=50), str(stop)))
-    assert stopped[-1][1].stopped == "user" and len(stopped[-1][1].steps) <= 1
+    history = stopped[-1].value[0]
+    assert history.stopped == "user" and len(history.steps) <= 1
 
 
 def test_a_scan_is_seen_once_per_tower_with_the_map_of_its_top_class(serving):
@@ -105,7 +107,7 @@ def test_tuning_gives_way_to_interactive_requests_and_ends_the_same(serving, mon
     feats = engine_encode(serving, images, vision_prompts=4, precision="fp32")
     task = PromptState.untrained(CLASSES, {}, CFG, serving.name, serving.fingerprint)
     cfg = TrainConfig.fast(steps=6, precision="fp32")
-    alone = list(compute.tune(task, feats, labels, cfg))[-1][2]
+    alone = list(compute.tune(task, feats, labels, cfg))[-1].value[1]
     monkeypatch.setattr(TRAFFIC, "patience_s", 30.0)
     events, done = [], threading.Event()
 
@@ -119,8 +121,8 @@ def test_tuning_gives_way_to_interactive_requests_and_ends_the_same(serving, mon
         time.sleep(1.0)
         assert not events and not done.is_set()
     assert done.wait(60)
-    assert [e[1].done for e in events if e[0] == "step"] == list(range(1, 7))
-    assert torch.equal(events[-1][2].ctx, alone.ctx)
+    assert [e.progress.done for e in events if isinstance(e, Stepped)] == list(range(1, 7))
+    assert torch.equal(events[-1].value[1].ctx, alone.ctx)
 
 
 def test_prompts_tuned_over_the_first_patches_are_refused_with_a_reason(serving, tmp_path):

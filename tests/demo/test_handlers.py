@@ -23,8 +23,25 @@ def last(generator):
 
 
 def prompts_file(updates) -> str:
-    """The tuned prompts' file a tuning stream offers (with its summary, before the estimate)."""
-    return next(u[4] for u in updates if isinstance(u[4], str))
+    """The tuned prompts' file a tuning stream offers (with its summary)."""
+    return next(u["save"] for u in updates if isinstance(u.get("save"), str))
+
+
+def tuned(studio, session, *settings, estimate=True, stop_when=None) -> list[dict]:
+    """A tuning run's replies, then (as the page chains it) its held-out estimate's;
+    `stop_when(reply)` presses Stop after a reply."""
+    updates = []
+    for update in studio.tune(session, *settings, progress=lambda *a, **k: None):
+        updates.append(update)
+        if stop_when is not None and stop_when(update):
+            studio.stop(session)
+    if estimate:
+        updates.extend(studio.estimate(session))
+    return updates
+
+
+def status_lines(updates, name: str = "tune_status") -> list[str]:
+    return [u[name] for u in updates if isinstance(u.get(name), str)]
 
 
 def ready_session(studio, tmp_path, tune=True) -> Session:
@@ -34,7 +51,7 @@ def ready_session(studio, tmp_path, tune=True) -> Session:
         paths = [real_scan(n, tmp_path) for n in names]
         studio.add_examples(session, paths, label, AUTO_WINDOW)
     if tune:
-        last(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=lambda *a, **k: None))
+        tuned(studio, session, "fast", 12.5, 0.25, 10, 1, 1, estimate=False)
     return session
 
 
@@ -86,22 +103,30 @@ def test_remove_selected_example(studio, tmp_path):
 
 def test_tuning_streams_progress_and_keeps_the_prompts(studio, tmp_path):
     session = ready_session(studio, tmp_path, tune=False)
-    updates = list(studio.tune(session, "fast", 12.5, 0.25, 12, 1, 1,
-                               progress=lambda *a, **k: None))
-    assert any("Reading the examples" in u[1] for u in updates)
-    assert any(u[1].startswith("Step ") for u in updates)
-    final = next(u for u in updates if not isinstance(u[4], dict))  # the tuned prompts' file
-    assert "Tuning finished" in final[1] and "12 steps" in final[1]
-    assert "Training accuracy" in final[1] and "not a measure" in final[1]
-    curve = final[2]  # a figure with numeric axes over the whole run, both lines drawn
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 12, 1, 1)
+    lines = status_lines(updates)
+    assert any("Reading the examples" in line for line in lines)
+    assert any(line.startswith("Step ") for line in lines)
+    final = next(u for u in updates if "save" in u)  # the tuned prompts' file
+    assert "Tuning finished" in final["tune_status"] and "12 steps" in final["tune_status"]
+    assert "Training accuracy" in final["tune_status"]
+    assert "not a measure" in final["tune_status"]
+    curve = final["curve"]  # a figure with numeric axes over the whole run, both lines drawn
     loss_axis = curve.axes[0]
     assert loss_axis.get_xlim() == (0, 12) and len(loss_axis.lines[0].get_xdata()) == 12
     assert len(curve.axes[1].lines[0].get_ydata()) == 12
+    # the summary's training accuracy is the curve's marked final point (defect 6)
+    (marker_y,) = curve.axes[1].lines[1].get_ydata()
+    assert marker_y == pytest.approx(100 * session.history.final["accuracy"])
     assert isinstance(session.tuned, PromptState) and session.tuned.classnames == session.classes
-    assert Path(final[4]).name.startswith("biomed-dpt-prompts_") and Path(final[4]).exists()
-    # then the held-out estimate, computed from the cached features, below the summary
-    estimate = updates[-1][1]
-    assert estimate.startswith(final[1]) and "Held-out estimate" in estimate
+    saved = final["save"]
+    assert Path(saved).name.startswith("biomed-dpt-prompts_") and Path(saved).exists()
+    # then the held-out estimate, computed from the cached features, in its own line
+    progress = status_lines(updates, "estimate_status")
+    assert any(line.startswith("Estimating accuracy on held-out examples (3-fold") for line in
+               progress)  # the folds it will use, not a constant (defect 6)
+    estimate = progress[-1]
+    assert "Held-out estimate" in estimate
     assert "3-fold cross-validation on your 6 examples" in estimate
     for method in ("tuned prompts (Biomed-DPT)", "zero-shot", "Tip-Adapter", "linear probe"):
         assert f"| {method}" in estimate
@@ -109,6 +134,7 @@ def test_tuning_streams_progress_and_keeps_the_prompts(studio, tmp_path):
     held = session.held_out["methods"]
     assert set(held) == {"tuned", "zero-shot", "tip-adapter", "linear-probe"}
     assert all(0 <= m["accuracy"] <= 1 and len(m["per_fold"]) == 3 for m in held.values())
+    assert not session.runs.going()  # every run ended, with its stop
 
 
 def test_examples_are_encoded_as_they_arrive_and_tuning_reuses_them(studio, tmp_path):
@@ -118,9 +144,8 @@ def test_examples_are_encoded_as_they_arrive_and_tuning_reuses_them(studio, tmp_
     assert "features are ready" in updates[-1][1]
     assert len(session.features) == 2 * len(session.examples)  # with and without prompts
     misses = session.features.misses
-    updates = list(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1,
-                               progress=lambda *a, **k: None))
-    assert "Held-out estimate" in updates[-1][1]
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 5, 1, 1)
+    assert "Held-out estimate" in status_lines(updates, "estimate_status")[-1]
     # nothing re-encoded: not for tuning, nor for the estimate and its baselines
     assert session.features.misses == misses
 
@@ -131,23 +156,60 @@ def test_closing_a_tuning_stream_stops_and_joins_its_worker(studio, tmp_path):
     session = ready_session(studio, tmp_path, tune=False)
     stream = studio.tune(session, "fast", 12.5, 0.25, 5000, 1, 1, progress=lambda *a, **k: None)
     for update in stream:
-        if update[1].startswith("Step "):
+        if update.get("tune_status", "").startswith("Step "):
+            (run,) = session.runs.going()
             break
     stream.close()  # the client went away mid-run
-    assert session.stop.is_set()
+    assert run.stopped and not Path(run.stop_path).exists()  # stopped, and its stop gone
     assert not [t for t in threading.enumerate() if t.name == "tune"]
+    assert not session.runs.going()
 
 
-def test_stop_ends_tuning_with_what_was_learned(studio, tmp_path):
+def test_stop_ends_a_first_tuning_with_what_was_learned(studio, tmp_path):
     session = ready_session(studio, tmp_path, tune=False)
-    updates = []
-    for update in studio.tune(session, "fast", 12.5, 0.25, 2000, 1, 1,
-                              progress=lambda *a, **k: None):
-        updates.append(update)
-        if update[1].startswith("Step "):
-            studio.stop(session)
-    assert "stopped by you" in updates[-1][1]
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 2000, 1, 1, estimate=False,
+                    stop_when=lambda u: u.get("tune_status", "").startswith("Step "))
+    assert "stopped by you" in updates[-1]["tune_status"]  # no prompts before: these are kept
     assert session.tuned is not None and len(session.history.steps) <= 10
+
+
+def test_a_quick_stop_keeps_the_good_prompts_and_offers_the_stopped_ones(studio, tmp_path):
+    """Defect 3: after a finished run, Tune then Stop at once kept the stopped run's prompts,
+    with no way back."""
+    session = ready_session(studio, tmp_path)
+    good = session.tuned
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 2000, 1, 1,
+                    stop_when=lambda u: u.get("tune_status", "").startswith("Step "))
+    offered = next(u for u in updates if "swap" in u)
+    assert "Stopped by you after" in offered["tune_status"]
+    assert "(10 steps) are kept" in offered["tune_status"]
+    assert offered["swap"]["visible"] and "Use the stopped run's prompts" in offered["swap"]["value"]
+    assert session.tuned is good and "save" not in offered  # the Save button keeps its file
+    # no estimate is claimed for prompts that were not kept; the kept ones are estimated
+    assert "see the held-out" not in offered["tune_status"]
+    assert "Held-out estimate" in status_lines(updates, "estimate_status")[-1]
+    assert session.held_out is not None
+    stopped = session.prompts.other.prompts
+    # taking the stopped run's prompts, then going back: each one click, nothing lost
+    took = studio.swap_prompts(session)
+    assert session.tuned is stopped and "Now using the other prompts" in took["tune_status"]
+    assert "Restore the previous prompts (10 steps)" in took["swap"]["value"]
+    assert Path(took["save"]).exists()  # Save offers the prompts now in use
+    back = studio.swap_prompts(session)
+    assert session.tuned is good and session.held_out is not None  # with its estimate
+    assert "Go back to the prompts you left" in back["swap"]["value"]
+
+
+def test_a_finished_run_keeps_the_previous_prompts_restorable(studio, tmp_path):
+    session = ready_session(studio, tmp_path)
+    first = session.tuned
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 6, 1, 2, estimate=False)
+    final = next(u for u in updates if "save" in u)
+    assert session.tuned is not first
+    assert "Restore the previous prompts (10 steps)" in final["swap"]["value"]
+    restored = studio.swap_prompts(session)
+    assert session.tuned is first and "10 steps" in restored["tune_status"]
+    assert restored["curve"].axes[0].get_xlim() == (0, 10)  # the restored run's own curve
 
 
 def test_stop_before_the_first_step_keeps_the_previous_prompts(studio, tmp_path):
@@ -158,15 +220,85 @@ def test_stop_before_the_first_step_keeps_the_previous_prompts(studio, tmp_path)
                               progress=lambda *a, **k: None):
         updates.append(update)
         studio.stop(session)  # during the encoding of the crops, before any step
-    assert "previous prompts are kept" in updates[-1][1]
+    assert "previous prompts are kept" in updates[-1]["tune_status"]
     assert session.tuned is previous
+
+
+def test_stop_with_nothing_running_says_so_and_breaks_nothing_later(studio, tmp_path):
+    """Defect 1: a Stop pressed with no run left the stop set; the next Tune never started,
+    every Evaluate answered "stopped", and new examples said their features were
+    interrupted."""
+    session = ready_session(studio, tmp_path)
+    assert studio.stop(session) == {}  # nothing changes on the page (a toast says why)
+    assert not session.runs.going()
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 5, 1, 1)
+    assert "Tuning finished" in next(u for u in updates if "save" in u)["tune_status"]
+    assert "Held-out estimate" in status_lines(updates, "estimate_status")[-1]
+    studio.add_test_scans(session, None, [real_scan("CT_small.dcm", tmp_path)], ROWS[0][0],
+                          AUTO_WINDOW)
+    assert "Accuracy" in studio.evaluate(session)[1]
+    studio.add_examples(session, [real_scan("emri_small.dcm", tmp_path)], ROWS[1][0],
+                        AUTO_WINDOW)
+    assert "features are ready" in list(studio.prepare_features(session))[-1][1]
+
+
+def test_stop_reaches_the_estimate_only_and_tune_replaces_it(studio, tmp_path):
+    """Defect 2: during the held-out estimate, Tune acts (ends the estimate, starts) and Stop
+    ends the estimate alone."""
+    import threading
+
+    session = ready_session(studio, tmp_path, tune=False)
+    tuned(studio, session, "fast", 12.5, 0.25, 10, 1, 1, estimate=False)
+    estimate = studio.estimate(session)
+    first = next(estimate)
+    assert first["estimate_status"].startswith("Estimating")
+    (run,) = session.runs.going()
+    assert run.kind == "estimate"
+    assert studio.stop(session) == {"estimate_status": "Stopping after the current step…"}
+    assert status_lines(list(estimate), "estimate_status")[-1] == \
+        "The held-out estimate was stopped."
+    assert session.tuned is not None and session.held_out is None
+
+    # the estimate waits in the tuning line behind another user's run; a Tune replaces it
+    (tmp_path / "other").mkdir()
+    other = ready_session(studio, tmp_path / "other", tune=False)
+    long_run = studio.tune(other, "fast", 12.5, 0.25, 5000, 1, 1, progress=lambda *a, **k: None)
+    for update in long_run:
+        if update.get("tune_status", "").startswith("Step "):
+            break
+    replies = []
+    waiting = threading.Thread(target=lambda: replies.extend(studio.estimate(session)))
+    waiting.start()
+    while not any("in line" in r.get("estimate_status", "") for r in replies):
+        waiting.join(0.05)
+    again = studio.tune(session, "fast", 12.5, 0.25, 5, 1, 3, progress=lambda *a, **k: None)
+    next(again)  # the new run has begun: the estimate of the prompts it replaces ends
+    waiting.join(30)
+    assert not waiting.is_alive()
+    assert replies[-1] == {"estimate_status": "The held-out estimate was stopped: a new tuning "
+                                              "run began."}
+    long_run.close()
+    assert "Tuning finished" in next(u for u in again if "save" in u)["tune_status"]
+
+
+def test_a_second_tune_while_one_runs_changes_nothing(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    running = studio.tune(session, "fast", 12.5, 0.25, 5000, 1, 1, progress=lambda *a, **k: None)
+    for update in running:
+        if update.get("tune_status", "").startswith("Step "):
+            break
+    again = list(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1,
+                             progress=lambda *a, **k: None))
+    assert again == [{"tune_status": again[0]["tune_status"]}]  # a skip: the page keeps its text
+    assert [r.kind for r in session.runs.going()] == ["tune"]
+    running.close()
 
 
 def test_tuning_without_examples_is_explained(studio):
     session = Session()
     studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
     out = last(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1, progress=lambda *a, **k: None))
-    assert "Add at least one example" in out[1]
+    assert "Add at least one example" in out["tune_status"]
 
 
 def test_predict_shows_both_classifiers_a_map_and_its_report(studio, tmp_path):

@@ -16,7 +16,7 @@ from demo import gpu
 from demo.replies import AUTO_WINDOW
 from demo.session import Session
 from tests.demo.conftest import ROWS, real_scan
-from tests.demo.test_handlers import _class_zip, last, ready_session
+from tests.demo.test_handlers import _class_zip, last, prompts_file, ready_session
 
 NOOP = lambda *a, **k: None  # noqa: E731
 
@@ -28,8 +28,9 @@ def workflow(studio, folder: Path) -> dict:
     out = {}
     out["features"] = last(studio.prepare_features(session))[1]
     tuned = list(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=NOOP))
-    out["summary"] = tuned[-1][1]
-    out["saved"] = next(u[4] for u in tuned if isinstance(u[4], str))
+    out["summary"] = tuned[-1]["tune_status"]
+    out["estimate"] = last(studio.estimate(session))["estimate_status"]
+    out["saved"] = prompts_file(tuned)
     scan = real_scan("MR_small_padded.dcm", folder)
     predicted = studio.predict(session, scan, AUTO_WINDOW)
     out["tuned"], out["zero"], out["baseline"] = predicted[1], predicted[2], predicted[7]
@@ -58,7 +59,7 @@ def stopped_run(studio, session_source, folder: Path) -> list:
     updates = []
     for update in studio.tune(session_source, "fast", 12.5, 0.25, 2000, 1, 1, progress=NOOP):
         updates.append(update)
-        if update[1].startswith("Step "):
+        if update.get("tune_status", "").startswith("Step "):
             studio.stop(session_source)
     return updates
 
@@ -105,7 +106,7 @@ def test_stop_reaches_a_running_gpu_worker(studio, tmp_path, monkeypatch):
     monkeypatch.setenv(gpu.MODE_ENV, gpu.EMULATE)
     session = ready_session(studio, tmp_path, tune=False)
     updates = stopped_run(studio, session, tmp_path)
-    assert "stopped by you" in updates[-1][1]
+    assert "stopped by you" in updates[-1]["tune_status"]
     assert session.tuned is not None and len(session.history.steps) < 2000
 
 
@@ -113,7 +114,7 @@ def test_a_spent_quota_runs_the_workflow_on_the_cpu(studio, tmp_path, monkeypatc
     monkeypatch.setenv(gpu.MODE_ENV, gpu.EMULATE_NO_QUOTA)
     session = ready_session(studio, tmp_path, tune=False)
     final = last(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=NOOP))
-    assert "Tuning finished" in final[1]
+    assert "Tuning finished" in final["tune_status"]
     out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
     assert sum(out[1].values()) == pytest.approx(1.0, abs=1e-5)
 
@@ -128,5 +129,6 @@ def test_a_run_past_its_gpu_time_is_answered_and_loses_nothing(studio, tmp_path,
     monkeypatch.setattr(compute, "MAX_S", 0.2)  # ZeroGPU lends each call a fifth of a second
     # the paper's recipe for 200 epochs (no convergence stop): far more than that
     final = last(studio.tune(session, "paper", 12.5, 0.25, 10, 200, 3, progress=NOOP))
-    assert final[1].startswith("⚠️") and "longer than the GPU time" in final[1]
+    status = final["tune_status"]
+    assert status.startswith("⚠️") and "longer than the GPU time" in status
     assert session.tuned is kept and len(session.examples) == 6
