@@ -125,6 +125,30 @@ class Encoding:
         order = torch.argsort(similarity, descending=True)[:k]
         return [(self.examples[int(i)], float(similarity[i])) for i in order]
 
+    def similarity_floor(self, info: ModelInfo, precision: str = "auto") -> float | None:
+        """`least_typical_similarity` of the examples' plain BiomedCLIP features (the space
+        `nearest` measures in); None with fewer than two examples."""
+        if len(self.examples) < 2:
+            return None
+        feats = self.features_of(info, self.examples, 0, precision)
+        return None if feats is None else least_typical_similarity(feats)
+
+
+def least_typical_similarity(features: torch.Tensor) -> float | None:
+    """The lowest, over the examples' L2-normalised features (N, D), of each one's cosine
+    similarity to its nearest other example; None with fewer than two.
+
+    A scan whose nearest example is less similar than this is farther from the examples than
+    any of them is from the rest: an outlier by the examples' own measure. The examples set
+    the bar because cosines differ in scale from one backbone to another (BiomedCLIP's, a
+    random-weight model's), so no fixed threshold would hold for both; the least typical
+    example rather than a typical one, so that a task whose classes look unalike (the
+    examples of one class far from the others') is not flagged for every scan."""
+    if len(features) < 2:
+        return None
+    similarity = features.float() @ features.float().T
+    similarity.fill_diagonal_(float("-inf"))
+    return float(similarity.max(dim=1).values.min())
 
 
 def resolved_precision(info: ModelInfo, precision: str) -> str:

@@ -199,7 +199,7 @@ EN: dict[str, str] = {
     "report_template": "Template: “{template}”",
     "report_view": "Window: {window}; {slice}",
     "report_window_manual": "level {level}, width {width}",
-    "report_slice": "frame / slice {index} of {frames}",
+    "report_slice": "frame / slice {index} of 0–{last}",
     "report_single": "single image",
     "report_scan": "Scan (model's view)",
     "report_map": "Attention map: {name}",
@@ -210,6 +210,13 @@ EN: dict[str, str] = {
     "report_disclaimer": "For research and teaching only. Not a medical device: not for "
                          "diagnosis or treatment.",
     "report_made": "Made {when}",
+    "unlike_examples": "This scan is unlike every example: its similarity to the nearest one "
+                       "({similarity:.2f}) is lower than any example's to its own nearest "
+                       "({floor:.2f}), so these probabilities mean little.",
+    "predict_no_examples": "The linear probe and the nearest examples need examples of every "
+                           "class: add them in step 2.",
+    "predict_no_probe": "The linear probe needs examples of every class: add some for "
+                        "{classes} in step 2.",
     # runs and the prompts they leave (each run owns its stop; prompts are never lost)
     "toast_wait": "Please wait",
     "tuning_going": "A tuning run is going: wait for it to finish, or press Stop first.",
@@ -392,7 +399,7 @@ KO: dict[str, str] = {
     "report_template": "템플릿: “{template}”",
     "report_view": "창: {window}; {slice}",
     "report_window_manual": "중심값 {level}, 폭 {width}",
-    "report_slice": "프레임/슬라이스 {index} (전체 {frames})",
+    "report_slice": "프레임/슬라이스 {index} (0–{last})",
     "report_single": "단일 영상",
     "report_scan": "영상 (모델이 본 모습)",
     "report_map": "주의 지도: {name}",
@@ -402,6 +409,13 @@ KO: dict[str, str] = {
     "report_probability": "확률",
     "report_disclaimer": "연구 및 교육용입니다. 의료기기가 아니며 진단이나 치료에 쓰면 안 됩니다.",
     "report_made": "작성 {when}",
+    "unlike_examples": "이 영상은 어떤 예시와도 닮지 않았습니다. 가장 가까운 예시와의 유사도"
+                       "({similarity:.2f})가, 각 예시가 가장 가까운 다른 예시와 갖는 유사도의 "
+                       "최솟값({floor:.2f})보다도 낮으므로 이 확률은 큰 의미가 없습니다.",
+    "predict_no_examples": "선형 프로브와 가장 가까운 예시를 보려면 모든 클래스에 예시가 "
+                           "있어야 합니다. 2단계에서 추가하세요.",
+    "predict_no_probe": "선형 프로브에는 모든 클래스의 예시가 필요합니다. 2단계에서 {classes}에 "
+                        "예시를 추가하세요.",
     "toast_wait": "잠시 기다려 주세요",
     "tuning_going": "튜닝이 진행 중입니다. 끝날 때까지 기다리거나 먼저 중지를 누르세요.",
     "nothing_running": "실행 중인 작업이 없어 중지할 것이 없습니다.",

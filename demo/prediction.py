@@ -16,7 +16,7 @@ from core.overlay import model_view, overlay
 from demo import compute
 from demo.encoding import BASELINE, resolved_precision
 from demo.host import ModelInfo
-from demo.messages import UserError
+from demo.messages import UserError, modality_name, text
 from demo.scans import (Example, colour_mismatch, frame_used, kept_picture, picture_digest,
                         scan_picture, window_applies, window_name)
 
@@ -31,6 +31,7 @@ class Prediction:
     zero_shot: dict[str, float]
     baseline: dict[str, float] = field(default_factory=dict)  # BASELINE on the examples
     nearest: list[tuple[Example, float]] = field(default_factory=list)  # (example, cosine)
+    similarity_floor: float | None = None  # the examples' `least_typical_similarity`
     maps: dict[int, np.ndarray] = field(default_factory=dict)
     classnames: list[str] = field(default_factory=list)
     suggested_modality: str | None = None
@@ -46,6 +47,14 @@ class Prediction:
         """The class ranked first (by the tuned prompts once there are some)."""
         probs = self.tuned or self.zero_shot
         return max(probs, key=probs.get)
+
+    @property
+    def unlike_examples(self) -> bool:
+        """Whether the scan is farther from its nearest example than any example is from its
+        own (`demo.encoding.least_typical_similarity`): then no classifier has seen anything
+        like it, and its probabilities mean little."""
+        return (bool(self.nearest) and self.similarity_floor is not None
+                and self.nearest[0][1] < self.similarity_floor)
 
 
 class Predicting:
@@ -82,6 +91,7 @@ class Predicting:
             baseline=(_as_dict(self.classes, torch.from_numpy(base.predict_proba(plain)[0]))
                       if base is not None else {}),
             nearest=self.nearest(info, plain[0], precision),
+            similarity_floor=self.similarity_floor(info, precision),
             suggested_modality=suggest_modality(scan),
             colour_mismatch=colour_mismatch(picture, self.modality),
             window=window_name(window if window_applies(scan, window) else None),
@@ -120,6 +130,23 @@ class Predicting:
                     ) -> Image.Image:
         return overlay(self.prediction.view, self.map_for(info, class_name), alpha=alpha,
                        cmap=cmap)
+
+
+def scan_notes(p: Prediction, modality: str | None, lang: str) -> list[str]:
+    """Why the prediction may mean little for this scan, in `lang`: a file of another
+    modality than the task's, or a colour that does not fit it; a scan unlike every example.
+    The predict step's status line and the report both say them."""
+    notes = []
+    task = modality_name(lang, modality)
+    if p.suggested_modality and modality != "other" and p.suggested_modality != modality:
+        notes.append(text(lang, "looks_like", found=modality_name(lang, p.suggested_modality),
+                          task=task))
+    elif p.colour_mismatch:
+        notes.append(text(lang, p.colour_mismatch, task=task))
+    if p.unlike_examples:
+        notes.append(text(lang, "unlike_examples", similarity=p.nearest[0][1],
+                          floor=p.similarity_floor))
+    return notes
 
 
 def _as_dict(names: Sequence[str], probs: torch.Tensor) -> dict[str, float]:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -19,17 +19,16 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from core.overlay import figure_fonts, hangul_font_file, overlay
 from demo.messages import modality_name, text, window_label
+from demo.prediction import Prediction, scan_notes
 
 figure_fonts()  # Korean labels on the curve and the report
-
-if TYPE_CHECKING:
-    from demo.prediction import Prediction
 
 LOSS_COLOUR = "#1f5fbf"
 TUNED_COLOUR = "#1f77b4"
 ZERO_COLOUR = "#a8a8a8"
 WARNING_COLOUR = "#b00000"
 REPORT_SIZE = (1200, 560)
+NOTE_LINES = 2  # what fits between the header and the panels
 ACCURACY_COLOUR = "#e07b00"
 
 
@@ -49,10 +48,11 @@ class ReportContext:
     lang: str = "en"
 
 
-def report_name(ctx: ReportContext, when: datetime) -> str:
-    """A file name that says what the file is: the app, the task, the class explained, when."""
+def report_name(ctx: ReportContext, top: str, when: datetime) -> str:
+    """A file name that says what the file is: the app, the task, the class predicted (`top`,
+    whichever class the map explains), when."""
     task = "-".join(filter(None, [ctx.modality, ctx.organ]))
-    return (f"biomed-dpt-report_{_slug(task)}_{_slug(ctx.explained)}_"
+    return (f"biomed-dpt-report_{_slug(task)}_{_slug(top)}_"
             f"{when.strftime('%Y-%m-%d_%H%M%S')}.png")
 
 
@@ -78,6 +78,8 @@ def write_report(folder: Path, prediction: Prediction, heat: np.ndarray, ctx: Re
         colour = WARNING_COLOUR if line == text(lang, "report_demo") else "black"
         _write(draw, (12, 8 + 20 * i), _fit(line, 14, 1176, bold=i == 0), 14, colour,
                bold=i == 0)
+    for j, line in enumerate(_wrap(facts["note"] or "", 13, 1176, NOTE_LINES)):
+        _write(draw, (12, 8 + 20 * len(lines) + 17 * j), line, 13, WARNING_COLOUR)
     side, top = 300, 200
     view = prediction.view.convert("RGB")
     panels = [(text(lang, "report_scan"), view),
@@ -89,7 +91,7 @@ def write_report(folder: Path, prediction: Prediction, heat: np.ndarray, ctx: Re
         page.paste(picture.resize((side, side), Image.BICUBIC), (left, top))
     _probability_bars(draw, prediction, lang, box=(690, 170, 1180, 540))
     _write(draw, (12, REPORT_SIZE[1] - 24), text(lang, "report_disclaimer"), 13, WARNING_COLOUR)
-    path = Path(folder) / report_name(ctx, when)
+    path = Path(folder) / report_name(ctx, prediction.top, when)
     public = {k: v for k, v in facts.items() if not k.endswith("_line")}
     info = PngImagePlugin.PngInfo()
     info.add_text("biomed-dpt-report", json.dumps(public))
@@ -130,6 +132,22 @@ def _fit(value: str, size: int, width: int, bold: bool = False) -> str:
     return value + "…"
 
 
+def _wrap(value: str, size: int, width: int, max_lines: int) -> list[str]:
+    """`value` in lines no wider than `width` pixels, broken between words, at most
+    `max_lines` (the last one cut with an ellipsis where the rest does not fit)."""
+    font = _font(size, False, _needs_cjk(value))
+    lines: list[str] = []
+    for word in value.split():
+        joined = f"{lines[-1]} {word}" if lines else word
+        if lines and font.getlength(joined) <= width:
+            lines[-1] = joined
+        else:
+            lines.append(word)
+    if len(lines) > max_lines:
+        lines[max_lines - 1:] = [" ".join(lines[max_lines - 1:])]
+    return [_fit(line, size, width) for line in lines]
+
+
 def report_facts(prediction: Prediction, ctx: ReportContext, when: datetime) -> dict:
     lang = ctx.lang
     organ = f", {ctx.organ}" if ctx.organ else ""
@@ -137,17 +155,18 @@ def report_facts(prediction: Prediction, ctx: ReportContext, when: datetime) -> 
         where = text(lang, "report_single")
     else:
         index = prediction.frame if prediction.frame is not None else prediction.n_frames // 2
-        where = text(lang, "report_slice", index=index, frames=prediction.n_frames)
+        where = text(lang, "report_slice", index=index, last=prediction.n_frames - 1)
     return {
         "model": ctx.model, "demo_model": ctx.demo_model, "modality": ctx.modality,
         "organ": ctx.organ, "classes": list(ctx.classes), "template": ctx.template,
         "window": prediction.window, "frame": prediction.frame,
-        "frames": prediction.n_frames, "explained": ctx.explained,
+        "frames": prediction.n_frames, "top": prediction.top, "explained": ctx.explained,
         "opacity": round(float(ctx.alpha), 3), "colour_map": ctx.cmap,
         "tuned": {k: round(v, 6) for k, v in prediction.tuned.items()},
         "zero_shot": {k: round(v, 6) for k, v in prediction.zero_shot.items()},
         "made": when.strftime("%Y-%m-%d %H:%M %Z").strip(),
         "scan": prediction.digest[:12],
+        "note": " ".join(scan_notes(prediction, ctx.modality, lang)) or None,
         "task_line": text(lang, "report_task", modality=modality_name(lang, ctx.modality),
                           organ=organ, classes=", ".join(ctx.classes)),
         "view_line": text(lang, "report_view", window=window_text(lang, prediction.window),

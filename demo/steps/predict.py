@@ -6,11 +6,23 @@ from typing import Any
 import gradio as gr
 
 from demo import storage
-from demo.messages import UserError, language, modality_name, text
+from demo.messages import UserError, language, text
+from demo.prediction import scan_notes
 from demo.replies import COLOUR_MAPS, answers, slice_value, uploads_of, window_value
 
 KEEP_REPORTS = 3
 
+
+def _empty_panels_notes(session: Any, lang: str) -> list[str]:
+    """Why the linear-probe panel (and, with no examples at all, the nearest-examples panel)
+    is empty: the probe is fitted on examples of every class, which loaded prompts do not
+    bring."""
+    missing = [c for c, n in session.counts().items() if n == 0]
+    if not missing:
+        return []
+    if len(missing) == len(session.classes):
+        return [text(lang, "predict_no_examples")]
+    return [text(lang, "predict_no_probe", classes=", ".join(missing))]
 
 
 class PredictStep:
@@ -33,12 +45,9 @@ class PredictStep:
         notes = [text(lang, "predicted", top=top, p=(p.tuned or p.zero_shot)[top])]
         if session.tuned is None:
             notes.append(text(lang, "zero_shot_only"))
-        if (p.suggested_modality and session.modality != "other"
-                and p.suggested_modality != session.modality):
-            notes.append(text(lang, "looks_like", found=modality_name(lang, p.suggested_modality),
-                              task=modality_name(lang, session.modality)))
-        elif p.colour_mismatch:
-            notes.append(text(lang, p.colour_mismatch, task=modality_name(lang, session.modality)))
+        notes += scan_notes(p, session.modality, lang)
+        if not p.baseline:
+            notes += _empty_panels_notes(session, lang)
         cmap = cmap if cmap in COLOUR_MAPS else "jet"
         heat = session.overlay_for(info, top, alpha, cmap)
         nearest = [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"),

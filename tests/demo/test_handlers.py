@@ -618,3 +618,130 @@ def test_idle_sessions_are_cleared_and_their_page_is_told(studio, tmp_path):
     assert "2 classes" in again[1] and session.classes  # the page works again
     assert f"{round(studio.idle_s / 60)} minutes" in EN["privacy"]
     assert time.monotonic() - session.last_used < 60
+
+
+class Korean:
+    headers = {"accept-language": "ko-KR,ko;q=0.9,en;q=0.8"}
+
+
+def _report_facts(path: str) -> dict:
+    import json
+
+    return json.loads(Image.open(path).text["biomed-dpt-report"])
+
+
+def test_the_report_is_named_after_the_top_class_whichever_map_is_shown(studio, tmp_path):
+    """Issue 20, item 6: the report of a map of another class was named after that class."""
+    session = ready_session(studio, tmp_path)
+    out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
+    top = max(out[1], key=out[1].get)  # the tuned prompts' first class
+    other = next(c for c in session.classes if c != top)
+    report = Path(studio.report(session, other, 0.45, "jet"))
+    assert report.name.startswith(f"biomed-dpt-report_ct-abdomen_{top.replace(' ', '-')}_")
+    facts = _report_facts(str(report))
+    assert facts["top"] == top and facts["explained"] == other
+
+
+def test_the_report_carries_the_modality_note_in_the_users_language(studio, tmp_path):
+    """Issue 20, item 6: the page said a colour photo is not what CT looks like; the report
+    did not."""
+    from skimage import data
+
+    session = ready_session(studio, tmp_path, tune=False)
+    photo = tmp_path / "retina.png"
+    Image.fromarray(data.retina()).save(photo)
+    for request, words in ((None, "in colour, but CT images are greyscale"),
+                           (Korean(), "이 영상은 컬러이지만 CT 영상은 흑백입니다")):
+        status = studio.predict(session, str(photo), AUTO_WINDOW, request=request)[6]
+        note = _report_facts(studio.report(session, "", 0.45, "jet", request=request))["note"]
+        assert words in status and words in note
+    studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)
+    assert _report_facts(studio.report(session, "", 0.45, "jet"))["note"] is None
+
+
+def test_the_report_numbers_frames_as_the_page_does(studio, tmp_path):
+    """Issue 20, item 6: the report said "slice 3 of 10" where the page numbers 0 to 9."""
+    from datetime import datetime
+
+    from demo.report import ReportContext, report_facts
+
+    volume = real_scan("emri_small.dcm", tmp_path)
+    about = studio.preview([volume], AUTO_WINDOW, None, None, 3)[1]
+    session = Session()
+    studio.set_task(session, "MRI", None, "a {} photo.", ROWS, 12.5, 0.25)
+    studio.predict(session, volume, AUTO_WINDOW, None, None, 3)
+    ctx = ReportContext("tiny-biomedclip", True, "MRI", None, session.classes, "a {} photo.",
+                        session.prediction.top, 0.45)
+    facts = report_facts(session.prediction, ctx, datetime.now())
+    assert "3 of 0–9" in about and facts["view_line"].endswith("3 of 0–9")
+    assert facts["frame"] == 3 and facts["frames"] == 10
+
+
+def test_empty_probe_and_nearest_panels_are_explained(studio, tmp_path):
+    """Issue 20, item 6: after loading a prompts file, Predict showed empty linear-probe and
+    nearest-example panels with no word why."""
+    session = ready_session(studio, tmp_path, tune=False)
+    saved = prompts_file(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1,
+                                     progress=lambda *a, **k: None))
+    fresh = Session()
+    studio.load_prompts(fresh, saved)
+    scan = real_scan("MR_small_padded.dcm", tmp_path)
+    out = studio.predict(fresh, scan, AUTO_WINDOW)
+    assert out[1] and out[7] is None and out[8] == []
+    assert "The linear probe and the nearest examples need examples of every class" in out[6]
+    korean = studio.predict(fresh, scan, AUTO_WINDOW, request=Korean())[6]
+    assert "선형 프로브와 가장 가까운 예시를 보려면 모든 클래스에 예시가" in korean
+    studio.add_examples(fresh, [real_scan("CT_small.dcm", tmp_path)], ROWS[0][0], AUTO_WINDOW)
+    out = studio.predict(fresh, scan, AUTO_WINDOW)
+    assert out[7] is None and len(out[8]) == 1
+    assert f"The linear probe needs examples of every class: add some for {ROWS[1][0]}" in out[6]
+    assert "linear probe" not in studio.predict(session, scan, AUTO_WINDOW)[6]
+
+
+def test_a_scan_unlike_every_example_is_flagged(studio, tmp_path):
+    """Issue 20, item 6: in the sample task a histology photo was given a confident class with
+    no word that it resembles none of the examples. The examples are the sample scans; a
+    fundus photo is unlike all of them, a CT slice of another patient is not."""
+    from skimage import data
+
+    session = Session()
+    studio.use_samples(session, "imaging-modality")
+    photo = tmp_path / "retina.png"
+    Image.fromarray(data.retina()).save(photo)
+    odd = studio.predict(session, str(photo), AUTO_WINDOW)
+    nearest, floor = session.prediction.nearest[0][1], session.prediction.similarity_floor
+    assert nearest < floor and f"({nearest:.2f})" in odd[6] and f"({floor:.2f})" in odd[6]
+    assert "This scan is unlike every example" in odd[6]
+    assert "unlike every example" in _report_facts(studio.report(session, "", 0.45))["note"]
+    korean = studio.predict(session, str(photo), AUTO_WINDOW, request=Korean())[6]
+    assert "어떤 예시와도 닮지 않았습니다" in korean
+    for usual in ("CT_small.dcm", "MR_small.dcm"):
+        out = studio.predict(session, real_scan(usual, tmp_path), AUTO_WINDOW)
+        assert session.prediction.nearest[0][1] > floor and "unlike" not in out[6]
+
+
+def test_save_with_nothing_tuned_says_why(studio, capsys):
+    """Issue 20, defect 6: Download with nothing tuned did nothing, silently."""
+    studio.save_clicked(Session())
+    assert "no tuned prompts to save yet" in capsys.readouterr().out  # the toast, outside a page
+
+
+def test_other_files_in_the_viewer_start_at_their_middle_slice(studio, tmp_path):
+    """Issue 20, defect 5: a slice number left from a multi-frame file applied to the next
+    uploads, which were refused with "no slice 100"."""
+    volume = real_scan("emri_small.dcm", tmp_path)  # 10 frames
+    picture, about, slider, index = studio.preview_new_files([volume], AUTO_WINDOW)
+    assert index == -1 and slider["maximum"] == 9 and slider["value"] == 5
+    assert studio.preview_new_files(None, AUTO_WINDOW) == (None, "", {"__type__": "update",
+                                                                     "visible": False}, -1)
+
+
+def test_files_that_cannot_be_added_are_also_said_in_a_toast(studio, tmp_path):
+    """Issue 20, defect 7: a file dropped on a lower card was reported only at the top."""
+    session = Session()
+    studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    bad = tmp_path / "notes"
+    bad.write_text("not an image at all")
+    with pytest.warns(UserWarning, match="`notes`: ") as toasts:
+        out = studio.add_examples(session, [str(bad)], ROWS[0][0], AUTO_WINDOW, toast=True)
+    assert "`notes`: " in out[2] and len(toasts) == 1

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from core.overlay import CJK_FAMILIES, overlay
 from demo.report import (REPORT_SIZE, TUNED_COLOUR, ZERO_COLOUR, ReportContext, _fit, _font,
-                         report_facts, write_report)
+                         _wrap, report_facts, write_report)
 from demo.prediction import Prediction
 
 
@@ -37,7 +37,7 @@ def test_the_report_shows_the_scan_the_map_on_screen_and_the_probabilities(tmp_p
     heat = np.linspace(0, 1, 224 * 224, dtype=np.float32).reshape(224, 224)
     path = write_report(tmp_path, p, heat, _context(["cyst", "stone"], "stone", 0.6, "cividis"))
     page = Image.open(path)
-    assert page.size == REPORT_SIZE and path.name.startswith("biomed-dpt-report_ct_stone_")
+    assert page.size == REPORT_SIZE and path.name.startswith("biomed-dpt-report_ct_cyst_")
     facts = json.loads(page.text["biomed-dpt-report"])
     assert facts["explained"] == "stone" and facts["opacity"] == 0.6
     assert facts["colour_map"] == "cividis" and facts["scan"] == "d" * 12
@@ -114,3 +114,59 @@ def test_the_reports_window_is_named_in_the_users_language(window, en, ko):
              for lang in ("en", "ko")]
     assert lines[0].startswith(en) and lines[1].startswith(ko)
     assert report_facts(p, _context(["cyst", "stone"], "cyst"), when)["window"] == window
+
+
+def _red_pixels(page: Image.Image, rows: slice) -> int:
+    """Pixels of the warning colour, or of its anti-aliased edges on white."""
+    r, g, b = np.moveaxis(np.asarray(page.convert("RGB"))[rows].astype(int), -1, 0)
+    return int(((r - g > 60) & (np.abs(g - b) < 12)).sum())
+
+
+def test_the_report_is_named_after_the_predicted_class_not_the_one_explained(tmp_path):
+    """Issue 20, item 6: the file was named after the map's class."""
+    p = _prediction({"cyst": 0.75, "stone": 0.25}, {"cyst": 0.4, "stone": 0.6})
+    path = write_report(tmp_path, p, np.zeros((14, 14)), _context(["cyst", "stone"], "stone"),
+                        datetime(2026, 1, 2, 3, 4, 5))
+    assert path.name == "biomed-dpt-report_ct_cyst_2026-01-02_030405.png"
+    facts = json.loads(Image.open(path).text["biomed-dpt-report"])
+    assert facts["top"] == "cyst" and facts["explained"] == "stone"
+    zero_only = _prediction({}, {"cyst": 0.4, "stone": 0.6})  # no tuned prompts: zero-shot's
+    assert "_ct_stone_" in write_report(tmp_path, zero_only, np.zeros((14, 14)),
+                                        _context(["cyst", "stone"], "cyst")).name
+
+
+@pytest.mark.parametrize("lang, words", [("en", "in colour, but CT images are greyscale"),
+                                         ("ko", "이 영상은 컬러이지만 CT 영상은 흑백입니다")])
+def test_the_report_carries_the_modality_mismatch_note(tmp_path, lang, words):
+    """Issue 20, item 6: the page said a colour photo does not fit a CT task; its report
+    did not."""
+    ctx = _context(["cyst", "stone"], "cyst", lang=lang)
+    p = _prediction({}, {"cyst": 0.5, "stone": 0.5})
+    plain = write_report(tmp_path, p, np.zeros((14, 14)), ctx, datetime(2026, 1, 2, 3, 4, 5))
+    p.colour_mismatch = "colour_in_grey"
+    noted = write_report(tmp_path, p, np.zeros((14, 14)), ctx, datetime(2026, 1, 2, 3, 4, 6))
+    facts = json.loads(Image.open(noted).text["biomed-dpt-report"])
+    assert words in facts["note"]
+    assert json.loads(Image.open(plain).text["biomed-dpt-report"])["note"] is None
+    # drawn in red between the header and the panels (the demo model's warning sits above)
+    below_header = slice(8 + 20 * 6, 170)
+    assert _red_pixels(Image.open(noted), below_header) > 100
+    assert _red_pixels(Image.open(plain), below_header) == 0
+
+
+def test_a_long_note_is_wrapped_and_cut_to_fit_above_the_panels():
+    lines = _wrap("word " * 200, 13, 1176, 2)
+    assert len(lines) == 2 and lines[1].endswith("…")
+    assert all(_font(13).getlength(line) <= 1176 for line in lines)
+    assert _wrap("a short note", 13, 1176, 2) == ["a short note"] and _wrap("", 13, 100, 2) == []
+
+
+@pytest.mark.parametrize("lang, words", [("en", "frame / slice 3 of 0–9"),
+                                         ("ko", "프레임/슬라이스 3 (0–9)")])
+def test_the_reports_slice_is_numbered_as_on_the_page(lang, words):
+    """Issue 20, item 6: the report said "slice 3 of 10" where the page's slider says 3 of
+    0–9."""
+    p = _prediction({}, {"cyst": 0.5, "stone": 0.5})
+    p.frame, p.n_frames = 3, 10
+    facts = report_facts(p, _context(["cyst", "stone"], "cyst", lang=lang), datetime(2026, 1, 2))
+    assert facts["view_line"].endswith(words) and facts["frame"] == 3
