@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
         outputs = []
         timed(steps, "tune_fast_100_steps", lambda: outputs.extend(studio.tune(
             session, "fast", 12.5, 0.25, 100, 1, 1, progress=noop)))
-        saved = outputs[-1][4]  # the prompts file, written as tuning ends
+        saved = next(o["save"] for o in outputs if "save" in o)  # written as tuning ends
+        timed(steps, "tune_held_out_estimate", lambda: list(studio.estimate(session)))
         scan = copies(["MR_small_padded.dcm"], folder)[0]
         # predict, switch the map and change its opacity; each is followed by its report
         timed(steps, "predict_with_map", studio.predict, session, scan, AUTO_WINDOW)

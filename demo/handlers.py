@@ -30,9 +30,19 @@ from demo.steps.predict import PredictStep
 from demo.steps.prompts import PromptsStep
 from demo.steps.task import TaskStep
 from demo.steps.tune import TuneStep
+from demo.strings import EN, KO
 from demo.tuning_line import TuningLine
 
 log = logging.getLogger(__name__)
+TABLE_ROWS = 4  # the class table's empty rows when the page opens
+
+
+def class_table(lang: str):
+    """The class table with its headers in the user's language (`gr.I18n` does not reach a
+    table's headers); sent with its empty rows, so the headers show at once."""
+    labels = KO if lang == "ko" else EN
+    heads = [labels["class_name"], labels["class_descriptions"]]
+    return gr.update(headers=heads, value={"headers": heads, "data": [["", ""]] * TABLE_ROWS})
 
 IDLE_S = 30 * 60.0  # a session unused this long is cleared (the page says 30 minutes)
 IDLE_SWEEP_S = 60.0
@@ -126,7 +136,7 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
         samples = [(s.title_ko if lang == "ko" else s.title, s.id) for s in presets.load_samples()]
         return (status, poll, actions, gr.update(choices=tasks), gr.update(choices=modalities),
                 *windows, curve, gr.update(choices=samples, value=samples[0][1] if samples else None),
-                self.legend("jet", request))
+                self.legend("jet", request), class_table(lang))
 
     # ---- sessions and their files ------------------------------------------------------------
     def _session(self, session, request=None):

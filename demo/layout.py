@@ -19,9 +19,11 @@ from core.overlay import colorbar
 from demo import gpu, storage, tools
 from demo.handlers import Studio
 from demo.replies import AUTO_WINDOW, MANUAL_WINDOW, by_name, window_choices
+from demo.steps.prompts import PROMPTS_OUTPUTS
+from demo.steps.task import SAMPLE_OUTPUTS, TASK_OUTPUTS
 from demo.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
 from demo.strings import EN, KO
-from demo.theme import CSS, theme
+from demo.theme import CSS, HEAD, theme
 
 I18N = gr.I18n(en=EN, ko=KO)
 QUEUE_SIZE = 16
@@ -78,11 +80,15 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
     def select(current, event: gr.SelectData, request: gr.Request = None):
         return studio.select_in_class(current, name, event.index, request)
 
-    def add(current, files, window, level, width, index, request: gr.Request = None):
-        return studio.add_examples(current, files, name, window, level, width, index, request)
+    def add(current, files, window, level, width, request: gr.Request = None):
+        # a card takes the window; each file's frame or slice is its middle one (the slice
+        # box belongs to the file in the viewer above), and the result is said where the
+        # user is looking, as a toast
+        return studio.add_examples(current, files, name, window, level, width, -1, request,
+                                   toast=True)
 
     pictures.select(select, session, [session, status], queue=False, api_visibility="private")
-    upload.upload(add, [session, upload, *view], [session, upload, status, gallery, counts],
+    upload.upload(add, [session, upload, *view[:3]], [session, upload, status, gallery, counts],
                   concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY,
                   api_visibility="private").then(_bump, rev, rev, queue=False,
                                                  api_visibility="private").then(
@@ -325,7 +331,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
         windows = [ui.window, ui.predict_window, ui.test_window]
         demo.load(studio.on_load, None,
                   [status, poll, model_actions, ui.preset, ui.modality, *windows, ui.curve,
-                   ui.samples, ui.legend], queue=False, api_name="status")
+                   ui.samples, ui.legend, ui.table], queue=False, api_name="status")
         demo.unload(studio.close_session)
         model_view = [status, poll, model_actions]
         poll.tick(studio.status_until_ready, None, model_view, queue=False,
@@ -345,28 +351,29 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                         [ui.modality, ui.organ, ui.template, ui.table, ui.lambda_l1,
                          ui.lambda_kl, ui.task_status],
                         queue=False, api_visibility="private")
-        ui.apply.click(studio.set_task,
+        task = _outputs(ui, session, TASK_OUTPUTS)
+        ui.apply.click(by_name(studio.set_task, task),
                        [session, ui.modality, ui.organ, ui.template, ui.table, ui.lambda_l1,
-                        ui.lambda_kl],
-                       [session, ui.task_status, ui.example_class, ui.test_class, ui.gallery,
-                        ui.counts, *windows, ui.save],
+                        ui.lambda_kl], list(task.values()),
                        api_name="set_task").then(_bump, ui.cards_rev, ui.cards_rev, queue=False,
                                                  api_visibility="private")
 
-        ui.use_samples.click(studio.use_samples, [session, ui.samples],
-                             [session, ui.task_status, ui.example_class, ui.test_class,
-                              ui.gallery, ui.counts, *windows, ui.modality, ui.organ,
-                              ui.template, ui.table, ui.lambda_l1, ui.lambda_kl,
-                              ui.example_status, ui.save], api_name="use_samples", concurrency_id="infer",
-                             concurrency_limit=INFER_CONCURRENCY).then(
+        samples = _outputs(ui, session, SAMPLE_OUTPUTS)
+        ui.use_samples.click(by_name(studio.use_samples, samples), [session, ui.samples],
+                             list(samples.values()), api_name="use_samples",
+                             concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
             _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private").then(
             studio.prepare_features, session, [session, ui.features_status],
             concurrency_id="encode", concurrency_limit=ENCODE_CONCURRENCY, api_visibility="private")
 
         view_inputs = [ui.files, ui.window, ui.level, ui.width, ui.index]
         view_outputs = [ui.preview, ui.preview_text, ui.frame]
-        for trigger in (ui.files.change, ui.window.input, ui.index.submit,
-                        ui.level.submit, ui.width.submit):
+        # other files in the viewer: their own frame or slice (the middle one), never the
+        # number left from the files before
+        ui.files.change(studio.preview_new_files, view_inputs[:4], [*view_outputs, ui.index],
+                        concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY,
+                        api_visibility="private")
+        for trigger in (ui.window.input, ui.index.submit, ui.level.submit, ui.width.submit):
             trigger(studio.preview, view_inputs, view_outputs, concurrency_id="infer",
                     concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
         # the slider picks the frame or slice that will be added, and shows it
@@ -400,9 +407,12 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             by_name(studio.estimate, estimate), session, list(estimate.values()),
             api_name="estimate", concurrency_id="tune", concurrency_limit=TUNING_SESSIONS,
             show_progress_on=[ui.estimate_status])
+        # Save with nothing tuned says why instead of doing nothing
+        ui.save.click(studio.save_clicked, session, None, api_visibility="private",
+                      concurrency_limit=None, show_progress="hidden")
         stopped = _outputs(ui, session, STOP_OUTPUTS)
         ui.stop.click(by_name(studio.stop, stopped), session, list(stopped.values()),
-                      api_name="stop", concurrency_limit=None)
+                      api_name="stop", concurrency_limit=None, show_progress="hidden")
         ui.swap.click(by_name(studio.swap_prompts, tuned), session, list(tuned.values()),
                       api_name="swap_prompts", concurrency_id="infer",
                       concurrency_limit=INFER_CONCURRENCY).then(
@@ -459,10 +469,9 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                           ui.cell_gallery],
                          api_name="promote_cell_scan").then(_bump, ui.cards_rev, ui.cards_rev,
                                                             queue=False, api_visibility="private")
-        ui.load.upload(studio.load_prompts, [session, ui.load],
-                       [session, ui.prompts_status, ui.modality, ui.organ, ui.template, ui.table,
-                        ui.example_class, ui.test_class, ui.save, *windows],
-                       api_name="load_prompts").then(_bump, ui.cards_rev, ui.cards_rev, queue=False,
+        loaded = _outputs(ui, session, PROMPTS_OUTPUTS)
+        ui.load.upload(by_name(studio.load_prompts, loaded), [session, ui.load],
+                       list(loaded.values()), api_name="load_prompts").then(_bump, ui.cards_rev, ui.cards_rev, queue=False,
                                                      api_visibility="private")
         offered = tools.register(studio, {"infer": ("infer", INFER_CONCURRENCY),
                                           "tune": ("tune", TUNING_SESSIONS)})
@@ -477,7 +486,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
 def launch_options(mcp: bool = False) -> dict:
     """Options that belong to `launch()` in Gradio 6: privacy, look, and the MCP server (at
     /gradio_api/mcp/) when asked for."""
-    return dict(run_history=False, max_file_size=MAX_UPLOAD, i18n=I18N, css=CSS,
+    return dict(run_history=False, max_file_size=MAX_UPLOAD, i18n=I18N, css=CSS, head=HEAD,
                 theme=theme(), show_error=False, mcp_server=mcp)
 
 

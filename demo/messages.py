@@ -223,11 +223,17 @@ EN: dict[str, str] = {
     "nothing_running": "Nothing is running, so there is nothing to stop.",
     "stopped_offered": "**Stopped by you after {steps} steps.** Your tuned prompts ({kept} "
                        "steps) are kept; the stopped run's prompts are one click away below.",
-    "swap_previous": "Restore the previous prompts ({steps} steps)",
-    "swap_stopped": "Use the stopped run's prompts ({steps} steps)",
-    "swap_replaced": "Go back to the prompts you left ({steps} steps)",
-    "swapped": "Now using the other prompts ({steps} steps); the ones before are one click "
-               "away.",
+    "swap_previous": "Restore the previous prompts ({what})",
+    "swap_stopped": "Use the stopped run's prompts ({what})",
+    "swap_replaced": "Go back to the prompts you left ({what})",
+    "n_steps": "{steps} steps",
+    "from_file": "from a file",
+    "from_file_tuned": "The prompts in use came from a file (step 6): no curve to show.",
+    "swapped": "Now using the other prompts; the ones before are one click away.",
+    "task_set_ready": "Task set: {n} classes ({classes}). Every class has examples: tune in "
+                      "step 3.",
+    "save_nothing": "There are no tuned prompts to save yet: tune them in step 3, or load a "
+                    "prompts file below.",
     "nothing_to_swap": "There are no other prompts to go back to.",
     "estimate_replaced": "The held-out estimate was stopped: a new tuning run began.",
 }
@@ -421,11 +427,17 @@ KO: dict[str, str] = {
     "nothing_running": "실행 중인 작업이 없어 중지할 것이 없습니다.",
     "stopped_offered": "**사용자가 {steps} 스텝 후 중지함.** 튜닝된 프롬프트({kept} 스텝)는 그대로 "
                        "유지됩니다. 중지한 실행의 프롬프트는 아래 버튼으로 쓸 수 있습니다.",
-    "swap_previous": "이전 프롬프트로 되돌리기 ({steps} 스텝)",
-    "swap_stopped": "중지한 실행의 프롬프트 사용 ({steps} 스텝)",
-    "swap_replaced": "두고 온 프롬프트로 돌아가기 ({steps} 스텝)",
-    "swapped": "다른 프롬프트({steps} 스텝)를 사용합니다. 이전 프롬프트는 버튼 한 번으로 되돌릴 수 "
-               "있습니다.",
+    "swap_previous": "이전 프롬프트로 되돌리기 ({what})",
+    "swap_stopped": "중지한 실행의 프롬프트 사용 ({what})",
+    "swap_replaced": "두고 온 프롬프트로 돌아가기 ({what})",
+    "n_steps": "{steps} 스텝",
+    "from_file": "파일에서 불러옴",
+    "from_file_tuned": "지금 쓰는 프롬프트는 파일(6단계)에서 불러왔습니다. 보여 줄 곡선이 없습니다.",
+    "swapped": "다른 프롬프트를 사용합니다. 이전 프롬프트는 버튼 한 번으로 되돌릴 수 있습니다.",
+    "task_set_ready": "과제 설정 완료: 클래스 {n}개 ({classes}). 모든 클래스에 예시가 있습니다. "
+                      "3단계에서 튜닝하세요.",
+    "save_nothing": "저장할 튜닝된 프롬프트가 아직 없습니다. 3단계에서 튜닝하거나 아래에서 프롬프트 "
+                    "파일을 불러오세요.",
     "nothing_to_swap": "되돌아갈 다른 프롬프트가 없습니다.",
     "estimate_replaced": "새 튜닝이 시작되어 교차 검증 추정을 중지했습니다.",
 }

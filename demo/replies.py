@@ -164,9 +164,10 @@ def shown_name(file, path: str) -> str:
     return "`" + name.replace("`", "'") + "`"
 
 
-def class_choices(classes) -> tuple[dict, dict]:
+def class_choices(classes) -> dict:
     """The example-class and test-class selectors, the first class chosen."""
-    return tuple(gr.update(choices=list(classes), value=classes[0]) for _ in range(2))
+    return {name: gr.update(choices=list(classes), value=classes[0])
+            for name in ("example_class", "test_class")}
 
 
 def problems_text(lang: str, problems, heading: str) -> str:

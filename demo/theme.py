@@ -92,4 +92,14 @@ _CARDS = """
 .card-gallery .thumbnail-item, .card-gallery button {max-width: 140px; max-height: 140px;}
 .class-card {border: 1px solid #d5d9e6; border-radius: 8px; padding: 6px 10px; margin-top: 8px;}
 """
-CSS = _MASTHEAD + _HEADINGS + _CARDS
+# A toast's heading is Gradio's own word for its kind ("Warning", "Info"), in English whatever
+# title the server gives; the page tells its language (HEAD), and Korean pages show Korean.
+_TOASTS = """
+:lang(ko) .toast-title.warning, :lang(ko) .toast-title.info {font-size: 0;}
+:lang(ko) .toast-title.warning::before {content: "확인해 주세요"; font-size: var(--text-md);}
+:lang(ko) .toast-title.info::before {content: "알림"; font-size: var(--text-md);}
+:lang(ko) .toast-title .toast-count {font-size: var(--text-md); margin-left: 0.3em;}
+"""
+HEAD = "<script>document.documentElement.lang = navigator.language || 'en';</script>"
+
+CSS = _MASTHEAD + _HEADINGS + _CARDS + _TOASTS

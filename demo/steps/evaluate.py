@@ -129,4 +129,4 @@ class EvaluateStep:
         gallery = [(self._picture(session.owner, e.thumbnail, f"cellthumb-{e.uid}"), e.name)
                    for e in session.cell_scans]
         return (session, text(lang, "cell_promoted", name=moved.name),
-                *self._examples_view(session, lang), counts, gallery)
+                *self._examples_view(session, lang).values(), counts, gallery)

@@ -14,16 +14,19 @@ class ExamplesStep:
     """`Studio`'s handlers of this step (a mixin: `Studio` holds the model host, the
     sessions and their files)."""
 
-    def _examples_view(self, session, lang: str):
+    def _examples_view(self, session, lang: str) -> dict:
+        """The examples (for the API's gallery) and their count per class."""
         gallery = [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"), e.name)
                    for e in session.examples]
         counts = (" · ".join(f"**{c}**: {n}" for c, n in session.counts().items())
                   or text(lang, "counts_none"))
-        return gallery, counts
+        return {"gallery": gallery, "counts": counts}
 
     @answers(5, status=2)
     def add_examples(self, session: Any, files, label: str, window: str, level=None,
-                     width=None, index=-1, request: gr.Request = None):
+                     width=None, index=-1, request: gr.Request = None, toast: bool = False):
+        """Add scans to a class. Files that could not be added are also said in a toast (the
+        status line may be out of view); with `toast`, so is the whole result."""
         lang = language(request)
         session = self._session(session, request)
         uploads = uploads_of(files)
@@ -35,7 +38,12 @@ class ExamplesStep:
         key = "added_example" if added == 1 else "added_examples"
         message = text(lang, key, n=added, label=label) + problems_text(lang, problems,
                                                                          "not_added")
-        return (session, None, message, *self._examples_view(session, lang))
+        if any(not p.added for p in problems):
+            gr.Warning(message, title=text(lang, "toast_problem"))
+        elif toast:
+            gr.Info(message, title=text(lang, "toast_done"), duration=4)
+        view = self._examples_view(session, lang)
+        return (session, None, message, view["gallery"], view["counts"])
 
     @answers(2, status=1)
     def prepare_features(self, session: Any, request: gr.Request = None):
@@ -99,6 +107,12 @@ class ExamplesStep:
             self.files.remember(owner, [path])
         return self._picture(owner, model_view(picture), "preview"), about, slider
 
+    def preview_new_files(self, files, window: str, level=None, width=None,
+                          request: gr.Request = None):
+        """The viewer after other files were chosen (or the box was emptied): the first one's
+        middle frame or slice, and the slice box back to "middle"."""
+        return (*self.preview(files, window, level, width, -1, request), -1)
+
     def class_cards(self, session) -> list[dict]:
         """What each class's card shows: name, descriptions, count, its thumbnails."""
         if session is None or not getattr(session, "classes", None):
@@ -124,4 +138,5 @@ class ExamplesStep:
         removed = session.remove_selected()
         message = (text(lang, "removed", name=removed.name) if removed
                    else text(lang, "select_first"))
-        return (session, message, *self._examples_view(session, lang))
+        view = self._examples_view(session, lang)
+        return (session, message, view["gallery"], view["counts"])

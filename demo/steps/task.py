@@ -12,6 +12,12 @@ from demo.replies import (AUTO_WINDOW, COLOUR_MAPS, answers, class_choices, prob
                           window_choices)
 from demo.task import class_rows
 
+WINDOWS = ("window", "predict_window", "test_window")
+TASK_OUTPUTS = ("session", "task_status", "example_class", "test_class", "gallery", "counts",
+                *WINDOWS, "save")
+SAMPLE_OUTPUTS = (*TASK_OUTPUTS, "modality", "organ", "template", "table", "lambda_l1",
+                  "lambda_kl", "example_status")
+
 
 class TaskStep:
     """`Studio`'s handlers of this step (a mixin: `Studio` holds the model host, the
@@ -44,49 +50,61 @@ class TaskStep:
         return (task.modality, gr.update(choices=organs, value=task.organ), task.template,
                 rows, task.lambda_l1, task.lambda_kl, about)
 
-    @answers(10, status=1, interactive=True)
+    @answers(TASK_OUTPUTS, status="task_status", interactive=True)
     def set_task(self, session: Any, modality: str, organ: str | None, template: str,
-                 rows, lambda_l1: float, lambda_kl: float, request: gr.Request = None):
+                 rows, lambda_l1: float, lambda_kl: float, request: gr.Request = None) -> dict:
         lang = language(request)
         session = self._session(session, request)
-        change = session.set_task(self.model_info(), template or "", _rows(rows), modality, organ,
-                                  (lambda_l1, lambda_kl))
+        return self._task_view(session, self._take_task(session, modality, organ, template,
+                                                        rows, (lambda_l1, lambda_kl)), lang)
+
+    def _take_task(self, session, modality, organ, template, rows, lambdas):
+        return session.set_task(self.model_info(), template or "", _rows(rows), modality, organ,
+                                lambdas)
+
+    def _task_view(self, session, change, lang: str) -> dict:
+        """What setting a task changes on the page: what happened to the classes, their
+        choices, the examples' view, the windows that fit the modality, and the Save button
+        (empty once the tuned prompts no longer apply)."""
         classes = session.classes
-        lines = [text(lang, "task_set", n=len(classes), classes=", ".join(classes))]
+        ready = bool(session.examples) and all(session.counts().values())
+        lines = [text(lang, "task_set_ready" if ready else "task_set", n=len(classes),
+                      classes=", ".join(classes))]
         lines += [text(lang, "renamed", old=a, new=b, n=n) for a, b, n in change.renamed]
         lines += [text(lang, "class_removed", name=c, n=n) for c, n in change.removed if n]
         if change.untuned:
             lines.append(text(lang, "untuned", classes=", ".join(change.untuned)))
-        windows = self._windows(lang, session.modality)
-        # the Save button offers the session's prompts: none once they no longer apply
-        saved = gr.update(value=None) if change.untuned else gr.skip()
-        return (session, "\n\n".join(lines), *class_choices(classes),
-                *self._examples_view(session, lang), *windows, saved)
+        return {"session": session, "task_status": "\n\n".join(lines),
+                **class_choices(classes), **self._examples_view(session, lang),
+                **self._windows(lang, session.modality),
+                "save": gr.update(value=None) if change.untuned else gr.skip()}
 
-    @answers(17, status=1)
-    def use_samples(self, session: Any, sample_id: str | None, request: gr.Request = None):
+    @answers(SAMPLE_OUTPUTS, status="task_status")
+    def use_samples(self, session: Any, sample_id: str | None, request: gr.Request = None
+                    ) -> dict:
         """A ready task with its licensed sample scans added as examples: the whole workflow
         in a minute, no files needed."""
         lang = language(request)
+        session = self._session(session, request)
         samples = presets.sample_set(sample_id or presets.load_samples()[0].id)
         rows = class_rows(samples.classes, samples.descriptions)
-        out = self.set_task(session, samples.modality, samples.organ, samples.template, rows,
-                            samples.lambda_l1, samples.lambda_kl, request)
-        session = out[0]
-        if not hasattr(session, "examples"):  # the task was refused: its message is in out[1]
-            return (*out[:9], *(gr.skip(),) * 7, out[9])
+        change = self._take_task(session, samples.modality, samples.organ, samples.template,
+                                 rows, (samples.lambda_l1, samples.lambda_kl))
         problems = []
         for label, paths in samples.files.items():
             _, bad = session.add_examples([(str(p), p.name) for p in paths], label,
                                           suffix=text(lang, "sample_suffix"))
             problems += bad
+        view = self._task_view(session, change, lang)
         counts = ", ".join(f"{c} {n}" for c, n in session.counts().items())
-        message = (out[1] + "\n\n" + text(lang, "samples_added", counts=counts)
+        message = (view["task_status"] + "\n\n" + text(lang, "samples_added", counts=counts)
                    + problems_text(lang, problems, "not_added"))
         organs = list(presets.modality(samples.modality).organs)
-        return (session, message, *out[2:4], *self._examples_view(session, lang), *out[6:9],
-                samples.modality, gr.update(choices=organs, value=samples.organ),
-                samples.template, rows, samples.lambda_l1, samples.lambda_kl, message, out[9])
+        return {**view, "task_status": message, "example_status": message,
+                "modality": samples.modality,
+                "organ": gr.update(choices=organs, value=samples.organ),
+                "template": samples.template, "table": rows, "lambda_l1": samples.lambda_l1,
+                "lambda_kl": samples.lambda_kl}
 
     def legend(self, cmap: str = "jet", request: gr.Request = None):
         """The map's colour legend in the user's language."""
@@ -96,10 +114,11 @@ class TaskStep:
         return colorbar(cmap if cmap in COLOUR_MAPS else "jet", width=360,
                         labels=(text(lang, "legend_low"), text(lang, "legend_high")))
 
-    def _windows(self, lang: str, modality: str | None):
+    def _windows(self, lang: str, modality: str | None) -> dict:
+        """The three steps' window controls, with the choices that fit the modality."""
         # one update per output: Gradio consumes an update dict when it applies it
-        return tuple(gr.update(choices=window_choices(lang, modality), value=AUTO_WINDOW)
-                     for _ in range(3))
+        return {name: gr.update(choices=window_choices(lang, modality), value=AUTO_WINDOW)
+                for name in WINDOWS}
 
 
 def _rows(rows) -> list[list[str]]:

@@ -127,9 +127,10 @@ class TuneStep:
         """What the step shows of the session's current prompts: their summary and curve, the
         class choices of the map, the file the Save button offers, the way back."""
         current = session.prompts.current
-        if current is None or current.history is None:
-            return {"tune_status": "", "curve": self.curve_of(None, lang),
-                    "estimate_status": "", **self._swap_view(session, lang)}
+        if current is None or current.history is None:  # none, or from a file
+            return {"tune_status": "" if current is None else text(lang, "from_file_tuned"),
+                    "curve": self.curve_of(None, lang), "estimate_status": "",
+                    **self._swap_view(session, lang)}
         tuned = current.prompts
         return {"session": session, "tune_status": _summary(current.history, tuned, lang),
                 "curve": self.curve_of(current, lang),
@@ -155,7 +156,9 @@ class TuneStep:
             return {"swap": gr.update(visible=False)}
         key = {"previous": "swap_previous", "stopped": "swap_stopped",
                "replaced": "swap_replaced"}[why]
-        return {"swap": gr.update(visible=True, value=text(lang, key, steps=other.steps))}
+        what = (text(lang, "n_steps", steps=other.steps) if other.history is not None
+                else text(lang, "from_file"))
+        return {"swap": gr.update(visible=True, value=text(lang, key, what=what))}
 
     @answers(TUNE_OUTPUTS, status="tune_status")
     def swap_prompts(self, session: Any, request: gr.Request = None) -> dict:
@@ -170,8 +173,8 @@ class TuneStep:
             return {"tune_status": text(lang, "nothing_to_swap"), **self._swap_view(session, lang)}
         session.runs.stop(ESTIMATE, why=BY_NEW_RUN)
         view = self.prompts_view(session, lang)
-        view["tune_status"] = text(lang, "swapped", steps=session.prompts.current.steps) + \
-            "\n\n" + view["tune_status"]
+        view["tune_status"] = "\n\n".join(filter(None, [text(lang, "swapped"),
+                                                       view["tune_status"]]))
         return view
 
     @answers(ESTIMATE_OUTPUTS, status="estimate_status")

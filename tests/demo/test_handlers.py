@@ -59,7 +59,7 @@ def test_task_is_checked_and_kept(studio):
     session = Session()
     out = studio.set_task(session, "CT", "kidney", "a CT photo of a {} in the kidney.",
                           [["cyst", "round\nfluid"], ["stone", ""], ["", ""]], 10.0, 0.5)
-    assert out[0] is session and "2 classes" in out[1]
+    assert out["session"] is session and "2 classes" in out["task_status"]
     assert session.classes == ["cyst", "stone"]
     assert session.descriptions == {"cyst": ["round", "fluid"]}
     assert (session.task.lambda_l1, session.task.lambda_kl) == (10.0, 0.5)
@@ -74,8 +74,9 @@ def test_bad_tasks_are_explained_and_lose_nothing(studio, template, rows, messag
     session = Session()
     studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
     out = studio.set_task(session, "CT", None, template, rows, 12.5, 0.25)
-    assert message in out[1] and out[1].startswith("⚠️")  # shown in the step's status line
-    assert all(isinstance(o, dict) and o.get("__type__") == "update" for o in out[2:])
+    status = out["task_status"]
+    assert message in status and status.startswith("⚠️")  # shown in the step's status line
+    assert set(out) == {"task_status"}  # every other output stays as it was
     assert session.classes == [r[0] for r in ROWS]  # the previous task is kept
 
 
@@ -356,8 +357,8 @@ def test_prompts_round_trip_through_a_file(studio, tmp_path):
     upload = tmp_path / "upload.safetensors"
     upload.write_bytes(Path(saved).read_bytes())
     out = studio.load_prompts(fresh, str(upload))
-    assert "Loaded prompts" in out[1] and fresh.classes == session.classes
-    assert out[2] == "CT" and fresh.modality == "CT"  # the modality comes back too
+    assert "Loaded prompts" in out["prompts_status"] and fresh.classes == session.classes
+    assert out["modality"] == "CT" and fresh.modality == "CT"  # the modality comes back too
     again = studio.predict(fresh, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
     assert again[1] == pytest.approx(first)
 
@@ -366,13 +367,13 @@ def test_a_task_of_other_classes_drops_the_tuned_prompts_and_says_so(studio, tmp
     session = ready_session(studio, tmp_path)
     tuned_for = ", ".join(session.tuned.classnames)
     same = studio.set_task(session, "CT", "abdomen", "a CT photo of a {}.", ROWS, 12.5, 0.25)
-    assert session.tuned is not None and "tune again" not in same[1]  # same classes: kept
-    assert "value" not in same[-1]  # the Save button keeps offering them
+    assert session.tuned is not None and "tune again" not in same["task_status"]  # kept
+    assert "value" not in same["save"]  # the Save button keeps offering them
     rows = [ROWS[0], ["renal stone", ""]]
     out = studio.set_task(session, "CT", "abdomen", "a {} photo.", rows, 12.5, 0.25)
-    assert f"were for other classes ({tuned_for}); tune again" in out[1]
+    assert f"were for other classes ({tuned_for}); tune again" in out["task_status"]
     assert session.tuned is None and session.history is None
-    assert out[-1]["value"] is None  # and the Save button no longer offers them
+    assert out["save"]["value"] is None  # and the Save button no longer offers them
     assert studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)[1] is None
 
 
@@ -387,16 +388,16 @@ def test_loading_prompts_drops_the_scans_of_other_classes_and_says_so(studio, tm
     studio.add_examples(other, [real_scan("CT_small.dcm", tmp_path)], ROWS[0][0], AUTO_WINDOW)
     other.add_test_files([(real_scan("MR_small_padded.dcm", tmp_path), "t.dcm")], "oedema")
     out = studio.load_prompts(other, saved)
-    assert "Removed the class oedema and its 1 examples." in out[1]
+    assert "Removed the class oedema and its 1 examples." in out["prompts_status"]
     assert other.classes == session.classes and other.task.modality == "CT"
     assert [e.label for e in other.examples] == [ROWS[0][0]] and other.test_set == []
-    assert out[5] == session.task.rows()  # the class table shows the file's task
+    assert out["table"] == session.task.rows()  # the class table shows the file's task
 
 
 def test_bad_prompt_files_are_refused(studio, tmp_path):
     fake = tmp_path / "weights.safetensors"
     fake.write_bytes(b"\x80\x04 pickled things")
-    assert "not a prompt file" in studio.load_prompts(Session(), str(fake))[1]
+    assert "not a prompt file" in studio.load_prompts(Session(), str(fake))["prompts_status"]
 
 
 def test_app_without_a_model_says_what_is_wrong():
@@ -404,7 +405,7 @@ def test_app_without_a_model_says_what_is_wrong():
     assert "could not be loaded" in studio.status() and "local cache" in studio.status()
     assert "demo model" in studio.status()  # the page offers it
     assert "not loaded" in studio.set_task(Session(), "CT", None, "a {} photo.", ROWS,
-                                           12.5, 0.25)[1]
+                                           12.5, 0.25)["task_status"]
 
 
 def test_closing_the_page_deletes_the_sessions_files(studio, tmp_path):
@@ -533,11 +534,12 @@ def test_evaluation_needs_a_test_set_and_works_before_tuning(studio, tmp_path):
 def test_sample_scans_set_a_whole_task_in_one_click(studio):
     session = Session()
     out = studio.use_samples(session, "imaging-modality")
-    assert "Sample scans added" in out[1] and len(session.examples) == 8
+    assert "Sample scans added" in out["task_status"] and len(session.examples) == 8
     assert session.counts() == {c: 2 for c in session.classes}
     assert all(e.name.endswith("(sample)") for e in session.examples)
-    assert out[9] == "other" and out[11] == "a medical photo of a {}."
-    assert len(out[4]) == 8  # the gallery shows them
+    assert out["modality"] == "other" and out["template"] == "a medical photo of a {}."
+    assert len(out["gallery"]) == 8  # the gallery shows them
+    assert "Every class has examples: tune in step 3" in out["task_status"]  # not "add some"
 
 
 def test_the_viewer_offers_a_slider_for_volumes(studio, tmp_path):
@@ -567,7 +569,8 @@ def test_model_loads_in_the_background_and_the_page_says_so():
 
 def test_a_session_is_made_by_its_first_event(studio):
     out = studio.set_task(None, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
-    assert isinstance(out[0], Session) and out[0].classes == [r[0] for r in ROWS]
+    assert isinstance(out["session"], Session)
+    assert out["session"].classes == [r[0] for r in ROWS]
 
 
 def test_a_ready_task_is_described_in_the_users_language(studio):
@@ -615,7 +618,7 @@ def test_idle_sessions_are_cleared_and_their_page_is_told(studio, tmp_path):
     out = studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)
     assert "cleared after 30 minutes without use" in out[6]
     again = studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
-    assert "2 classes" in again[1] and session.classes  # the page works again
+    assert "2 classes" in again["task_status"] and session.classes  # the page works again
     assert f"{round(studio.idle_s / 60)} minutes" in EN["privacy"]
     assert time.monotonic() - session.last_used < 60
 

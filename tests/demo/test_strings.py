@@ -94,6 +94,6 @@ def test_a_prompt_file_the_app_refuses_is_explained_in_korean(studio, backbones,
     kept = {"weights", "other", "future", "clip", "safetensors", "tiny", "biomedclip"}
     for path, korean in expected.items():
         with pytest.warns(UserWarning) as toast:
-            status = studio.load_prompts(None, str(path), Korean())[1]
+            status = studio.load_prompts(None, str(path), Korean())["prompts_status"]
         assert status == "⚠️ " + str(toast[-1].message) and korean in status, status
         assert {w.lower() for w in ENGLISH_WORD.findall(status)} <= kept, status

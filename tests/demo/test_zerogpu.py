@@ -50,7 +50,7 @@ def workflow(studio, folder: Path) -> dict:
     fresh = Session()
     upload = folder / "upload.safetensors"
     upload.write_bytes(Path(out["saved"]).read_bytes())
-    out["loaded"] = studio.load_prompts(fresh, str(upload))[1]
+    out["loaded"] = studio.load_prompts(fresh, str(upload))["prompts_status"]
     out["again"] = studio.predict(fresh, real_scan("MR_small_padded.dcm", folder), AUTO_WINDOW)[1]
     return out
 
