@@ -185,18 +185,6 @@ def evaluate_features(dp: DualPrompt, features: torch.Tensor, labels: Sequence[i
     return result_from_probabilities(list(labels), probabilities, dp.classnames)
 
 
-def compare(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor,
-            labels: Sequence[int | str], batch_size: int = 32, precision: str = "auto",
-            feature_cache: FeatureCache | None = None, progress: ProgressCallback | None = None
-            ) -> dict[str, EvaluationResult]:
-    """{"zero-shot": ..., "tuned": ...}: the plain template classifier of the same task and the
-    tuned prompts on the same images (features shared whenever the two image towers agree)."""
-    cache = feature_cache if feature_cache is not None else FeatureCache()
-    return {"zero-shot": evaluate(dp.zero_shot(), images, labels, batch_size, precision, cache,
-                                  progress),
-            "tuned": evaluate(dp, images, labels, batch_size, precision, cache, progress)}
-
-
 # --------------------------------------------------------------------------------------------
 # A held-out estimate from the examples alone
 # --------------------------------------------------------------------------------------------

@@ -127,6 +127,7 @@ class SampleSet:
     classes: tuple[str, ...]
     descriptions: dict[str, tuple[str, ...]]
     files: dict[str, tuple[Path, ...]]  # class -> sample pictures
+    to_predict: tuple[Path, ...] = ()  # sample scans to predict, none of them an example
 
 
 def load_samples(assets_dir: str | Path | None = None) -> list[SampleSet]:
@@ -162,12 +163,20 @@ def _samples(assets_dir: Path) -> tuple[SampleSet, ...]:
                 raise PromptError(f"{where}: class {name!r} needs sample files that exist in "
                                   f"{EXAMPLES_DIR}/ (missing: {missing or 'all'}).")
             files[name] = paths
+        to_predict = tuple(assets_dir / EXAMPLES_DIR / f
+                           for f in _text_list(data.get("predict", []), where, "predict"))
+        examples = {p for paths in files.values() for p in paths}
+        wrong = [p.name for p in to_predict if not p.is_file() or p in examples]
+        if wrong:
+            raise PromptError(f"{where}: scans to predict must exist in {EXAMPLES_DIR}/ and not "
+                              f"be examples ({wrong}).")
         out.append(SampleSet(
             id=data["id"], title=data["title"], title_ko=data["title_ko"],
             description=data["description"], modality=data["modality"], organ=data["organ"],
             template=data["template"], lambda_l1=_weight(data["lambda_l1"], where, "lambda_l1"),
             lambda_kl=_weight(data["lambda_kl"], where, "lambda_kl"), classes=classes,
-            descriptions=_descriptions(data["descriptions"], classes, where), files=files))
+            descriptions=_descriptions(data["descriptions"], classes, where), files=files,
+            to_predict=to_predict))
     return tuple(out)
 
 

@@ -37,6 +37,17 @@ log = logging.getLogger(__name__)
 TABLE_ROWS = 4  # the class table's empty rows when the page opens
 
 
+def warm_up() -> None:
+    """Import what the handlers import lazily, in the model loader's thread (so no handler
+    imports the deep-learning stack while the loader does)."""
+    import core.evaluate  # noqa: F401
+    import core.explain  # noqa: F401
+    import core.train  # noqa: F401
+    import demo.compute  # noqa: F401
+    import demo.report  # noqa: F401
+    import demo.session  # noqa: F401
+
+
 def class_table(lang: str):
     """The class table with its headers in the user's language (`gr.I18n` does not reach a
     table's headers); sent with its empty rows, so the headers show at once."""
@@ -55,7 +66,7 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
 
     def __init__(self, backbone=None, problem: str | None = None,
                  time_budget_s: float | None = None, precision: str = "auto") -> None:
-        self.host = ModelHost(backbone, problem, precision)
+        self.host = ModelHost(backbone, problem, precision, on_loaded=warm_up)
         self.time_budget_s = time_budget_s
         self.precision = precision
         self.files = storage.SessionFiles()

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from core.errors import BackboneUnavailable
 from demo import gpu
@@ -48,8 +49,11 @@ class ModelHost:
     current: ModelHost | None = None  # the host that loaded a model last: compute calls use it
 
     def __init__(self, backbone=None, problem: str | None = None, precision: str = "auto",
-                 device: str | None = None) -> None:
+                 device: str | None = None, on_loaded: Callable[[], None] | None = None) -> None:
+        """`on_loaded`: called in the loader's thread once a model is loaded (the app imports
+        there what its handlers import lazily)."""
         self.bb = backbone
+        self.on_loaded = on_loaded
         self.problem = problem
         self.precision = precision
         self.device = device
@@ -83,7 +87,8 @@ class ModelHost:
                 self.info = describe(bb, self.precision)
                 self.bb = bb
                 ModelHost.current = self
-                warm_up()
+                if self.on_loaded is not None:
+                    self.on_loaded()
             except BackboneUnavailable as exc:
                 log.warning("backbone %s unavailable: %s", spec, exc)
                 self.problem = str(exc)
@@ -157,12 +162,3 @@ def model():
         bb.device = torch.device("cuda")
     return bb
 
-
-def warm_up() -> None:
-    """Import what the handlers import lazily, in the loader's thread."""
-    import core.evaluate  # noqa: F401
-    import core.explain  # noqa: F401
-    import core.train  # noqa: F401
-    import demo.compute  # noqa: F401
-    import demo.report  # noqa: F401
-    import demo.session  # noqa: F401

@@ -36,6 +36,18 @@ TIME_BUDGET_S = 300.0
 ZEROGPU_TIME_BUDGET_S = 90.0  # plus the worker's start: within what ZeroGPU lends per call
 
 
+class FrameSlider(gr.Slider):
+    """The viewer's frame or slice slider. A number typed past its last frame reaches the
+    viewer, which says there is no such frame, instead of failing inside Gradio (a logged
+    traceback) while the box quietly shows the last frame."""
+
+    def get_block_name(self) -> str:
+        return "slider"  # drawn by Gradio's own slider
+
+    def preprocess(self, payload: float) -> float:
+        return gr.Number.round_to_precision(payload, self.precision)
+
+
 def t(key: str):
     return I18N(key)
 
@@ -144,8 +156,8 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
             with gr.Column(scale=1):
                 preview = gr.Image(type="filepath", label=t("scan_preview"), interactive=False,
                                    height=224, elem_id="example-preview")
-                frame = gr.Slider(0, 1, value=0, step=1, label=t("frame_slider"),
-                                  visible=False, elem_id="example-frame")
+                frame = FrameSlider(0, 1, value=0, step=1, label=t("frame_slider"),
+                                    visible=False, elem_id="example-frame")
                 preview_text = gr.Markdown(elem_id="example-preview-text")
         add = gr.Button(t("add_examples"), variant="primary")
         example_status = gr.Markdown(elem_id="example-status")
@@ -203,6 +215,10 @@ def _predict_tab() -> SimpleNamespace:
             with gr.Column(scale=2):
                 scan = gr.File(type="filepath", label=t("predict_upload"),
                                elem_id="predict-scan")
+                to_predict = [[str(p)] for s in presets.load_samples() for p in s.to_predict]
+                if to_predict:  # the sample flow has a scan to predict too
+                    gr.Examples(to_predict, [scan], label=t("sample_to_predict"),
+                                elem_id="sample-to-predict")
                 predict_window, predict_level, predict_width, predict_index = \
                     _window_controls("predict")
                 predict = gr.Button(t("predict"), variant="primary")

@@ -11,8 +11,6 @@ from typing import Any
 
 from core.errors import StudioError
 
-LANGUAGES = ("en", "ko")
-
 EN: dict[str, str] = {
     # toasts
     "toast_problem": "Please check",
@@ -73,7 +71,6 @@ EN: dict[str, str] = {
     "removed": "Removed {name}.",
     "select_first": "Click an example first to select it.",
     "counts_none": "No task yet.",
-    "example_name": "{label} #{n}",
     "manual_needs_width": "For a manual window give a level and a width greater than zero.",
     "preview": "{kind}, {rows} × {columns}{frames}. This is the picture the model will see.",
     "preview_frames": ", {label} {index} of 0–{last}",
@@ -175,7 +172,8 @@ EN: dict[str, str] = {
     "cell_shown": "{n} test scans of {true} predicted as {predicted} ({which}), each with the map "
                   "of {predicted}. Click one to select it.",
     "cell_selected": "Selected a scan of {true}. Press “Add to the examples” to teach it.",
-    "cell_promoted": "Added it to the examples as {name}; it is no longer a test scan. Tune "
+    "cell_promoted": "Added it to the examples as {name}; it is no longer a test scan, so "
+                     "this cell now holds {n} (evaluate again to update the matrix). Tune "
                      "again in step 3.",
     "cell_select_first": "Click a scan first to select it.",
     "evaluate_first": "Evaluate first; then pick a cell of the confusion matrix.",
@@ -184,7 +182,8 @@ EN: dict[str, str] = {
     # step 6
     "choose_prompts": "Choose a .safetensors prompt file saved by this app.",
     "loaded": "Loaded prompts for {classes} ({modality}). Predict in step 4.",
-    "tune_first": "Tune the prompts first (step 3), then download them.",
+    "tune_first": "There are no tuned prompts to save yet: tune them in step 3, or load a "
+                  "prompts file below.",
     # windows
     "w_auto": "file's own / automatic",
     "w_manual": "manual level and width",
@@ -232,8 +231,6 @@ EN: dict[str, str] = {
     "swapped": "Now using the other prompts; the ones before are one click away.",
     "task_set_ready": "Task set: {n} classes ({classes}). Every class has examples: tune in "
                       "step 3.",
-    "save_nothing": "There are no tuned prompts to save yet: tune them in step 3, or load a "
-                    "prompts file below.",
     "nothing_to_swap": "There are no other prompts to go back to.",
     "estimate_replaced": "The held-out estimate was stopped: a new tuning run began.",
 }
@@ -293,7 +290,6 @@ KO: dict[str, str] = {
     "removed": "{name}을(를) 삭제했습니다.",
     "select_first": "먼저 예시를 클릭하여 선택하세요.",
     "counts_none": "아직 과제가 없습니다.",
-    "example_name": "{label} #{n}",
     "manual_needs_width": "수동 창에는 중심값(level)과 0보다 큰 폭(width)을 입력하세요.",
     "preview": "{kind}, {rows} × {columns}{frames}. 모델이 보게 될 영상입니다.",
     "preview_frames": ", {label} {index} (0–{last})",
@@ -384,15 +380,16 @@ KO: dict[str, str] = {
     "cell_shown": "{predicted}(으)로 예측된 {true} 평가 영상 {n}개 ({which}), 각각 {predicted}의 "
                   "지도와 함께. 클릭하여 선택하세요.",
     "cell_selected": "{true} 영상을 선택했습니다. “예시에 추가”를 누르면 학습에 쓰입니다.",
-    "cell_promoted": "{name}(으)로 예시에 추가했고, 더는 평가 영상이 아닙니다. 3단계에서 다시 "
-                     "튜닝하세요.",
+    "cell_promoted": "{name}(으)로 예시에 추가했고, 더는 평가 영상이 아니므로 이 칸에는 이제 {n}개가 "
+                     "있습니다(행렬을 갱신하려면 다시 평가하세요). 3단계에서 다시 튜닝하세요.",
     "cell_select_first": "먼저 영상을 클릭하여 선택하세요.",
     "evaluate_first": "먼저 평가한 뒤 혼동 행렬의 칸을 고르세요.",
     "predicted_class": "예측 클래스",
     "true_class": "실제 클래스",
     "choose_prompts": "이 앱에서 저장한 .safetensors 프롬프트 파일을 고르세요.",
     "loaded": "{classes}의 프롬프트를 불러왔습니다 ({modality}). 4단계에서 예측하세요.",
-    "tune_first": "먼저 프롬프트를 튜닝한 뒤(3단계) 내려받으세요.",
+    "tune_first": "저장할 튜닝된 프롬프트가 아직 없습니다. 3단계에서 튜닝하거나 아래에서 프롬프트 "
+                  "파일을 불러오세요.",
     "w_auto": "파일 자체 창 / 자동",
     "w_manual": "수동 중심값·폭",
     "w_brain": "CT 뇌", "w_subdural": "CT 경막하", "w_stroke": "CT 뇌졸중",
@@ -436,8 +433,6 @@ KO: dict[str, str] = {
     "swapped": "다른 프롬프트를 사용합니다. 이전 프롬프트는 버튼 한 번으로 되돌릴 수 있습니다.",
     "task_set_ready": "과제 설정 완료: 클래스 {n}개 ({classes}). 모든 클래스에 예시가 있습니다. "
                       "3단계에서 튜닝하세요.",
-    "save_nothing": "저장할 튜닝된 프롬프트가 아직 없습니다. 3단계에서 튜닝하거나 아래에서 프롬프트 "
-                    "파일을 불러오세요.",
     "nothing_to_swap": "되돌아갈 다른 프롬프트가 없습니다.",
     "estimate_replaced": "새 튜닝이 시작되어 교차 검증 추정을 중지했습니다.",
 }

@@ -48,6 +48,7 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
     evaluated: tuple | None = None  # (test scans, results) of the last evaluation
     cell_scans: list[Example] = field(default_factory=list)  # the confusion cell shown
     cell_selected: int | None = None
+    cell_predicted: str | None = None  # the class the cell's scans were predicted as
     gone: bool = False  # the browser session ended (or expired)
     last_used: float = field(default_factory=time.monotonic)  # for idle expiry
     expired: bool = False  # cleared for being idle (not closed): its page is told

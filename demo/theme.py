@@ -100,6 +100,15 @@ _TOASTS = """
 :lang(ko) .toast-title.info::before {content: "알림"; font-size: var(--text-md);}
 :lang(ko) .toast-title .toast-count {font-size: var(--text-md); margin-left: 0.3em;}
 """
-HEAD = "<script>document.documentElement.lang = navigator.language || 'en';</script>"
+# A number typed into a slider's box counts once the box loses focus; Enter counts too.
+HEAD = """<script>
+document.documentElement.lang = navigator.language || 'en';
+document.addEventListener('keydown', (event) => {
+  const box = event.target;
+  if (event.key === 'Enter' && box.matches('input[type=number][aria-label^="number input for"]')) {
+    box.blur();
+  }
+});
+</script>"""
 
 CSS = _MASTHEAD + _HEADINGS + _CARDS + _TOASTS

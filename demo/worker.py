@@ -36,10 +36,6 @@ class Worker:
         while (event := self._events.get()) is not _DONE:
             yield event
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
     def close(self) -> None:
         """Stop the work if it is still running, and wait for its thread to end."""
         if self._thread.is_alive():

@@ -98,12 +98,9 @@ class EvaluateStep:
         t, p = (result.classnames[int(k)] for k in cell.split(","))
         info = self.model_info()
         scans = session.cell(t, p)
-        session.cell_scans, session.cell_selected = scans, None
-        pictures = session.cell_maps(info, scans, p)
+        session.cell_scans, session.cell_selected, session.cell_predicted = scans, None, p
         which = text(lang, "which_tuned" if "tuned" in results else "which_zero")
-        gallery = [(self._picture(session.owner, pic, f"cell-{e.uid}"), e.name)
-                   for pic, e in zip(pictures, scans)]
-        return (session, gallery,
+        return (session, self._cell_gallery(session, info),
                 text(lang, "cell_shown", n=len(scans), true=t, predicted=p, which=which),
                 gr.update(visible=bool(scans)))
 
@@ -126,7 +123,13 @@ class EvaluateStep:
         moved = session.promote(session.cell_scans.pop(k))
         session.cell_selected = None
         counts = " · ".join(f"**{c}**: {n}" for c, n in session.test_counts().items())
-        gallery = [(self._picture(session.owner, e.thumbnail, f"cellthumb-{e.uid}"), e.name)
-                   for e in session.cell_scans]
-        return (session, text(lang, "cell_promoted", name=moved.name),
-                *self._examples_view(session, lang).values(), counts, gallery)
+        message = text(lang, "cell_promoted", name=moved.name, n=len(session.cell_scans))
+        return (session, message, *self._examples_view(session, lang).values(), counts,
+                self._cell_gallery(session, self.model_info()))
+
+    def _cell_gallery(self, session, info) -> list[tuple[str, str]]:
+        """The cell's test scans, each with the map of the class they were predicted as."""
+        scans = session.cell_scans
+        pictures = session.cell_maps(info, scans, session.cell_predicted) if scans else []
+        return [(self._picture(session.owner, pic, f"cell-{e.uid}"), e.name)
+                for pic, e in zip(pictures, scans)]

@@ -89,7 +89,9 @@ class ExamplesStep:
                                          slice_value(index))
         except StudioError as exc:
             detail = exc.text(lang) if isinstance(exc, UserError) else core_text(lang, str(exc))
-            return None, name + ": " + text(lang, "preview_failed", detail=detail), hidden
+            # a frame that is not there: the slider stays, to pick one that is
+            slider = gr.skip() if slice_value(index) is not None else hidden
+            return None, name + ": " + text(lang, "preview_failed", detail=detail), slider
         frames, slider = "", hidden
         if scan.n_frames > 1:
             shown = frame_used(scan, slice_value(index))

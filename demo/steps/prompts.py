@@ -23,7 +23,7 @@ class PromptsStep:
         """The Save button downloads the prompts it holds; with none tuned it says why."""
         if getattr(session, "tuned", None) is None:
             lang = language(request)
-            gr.Info(text(lang, "save_nothing"), title=text(lang, "toast_wait"), duration=6)
+            gr.Info(text(lang, "tune_first"), title=text(lang, "toast_wait"), duration=6)
 
     @answers(PROMPTS_OUTPUTS, status="prompts_status")
     def load_prompts(self, session: Any, file, request: gr.Request = None) -> dict:

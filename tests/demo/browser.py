@@ -123,3 +123,16 @@ def colour_share(picture: Image.Image, colour: str, tolerance: int = 40) -> floa
 
 
 ENGLISH_WORD = re.compile(r"[A-Za-z]{3,}")
+
+
+def predict_example_picture(page, folder, name: str = "ct_head.png") -> None:
+    """In step 4, predict one of the app's example pictures (uploaded as a copy) and wait for
+    its map."""
+    examples = Path(__file__).resolve().parents[2] / "assets" / "examples"
+    page.get_by_role("tab", name="4 · Predict").click()
+    scan = Path(folder) / name
+    shutil.copy(examples / name, scan)
+    page.locator("#predict-scan input[type=file]").set_input_files(str(scan))
+    answer_after(page, "#predict-status",
+                 page.get_by_role("button", name="Predict", exact=True).click)
+    page.locator("#attention-map img").wait_for()

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from demo.messages import text
-from tests.demo.browser import (CHROMIUM, ENGLISH_WORD, FLAGS, choose, colour_share, fill_cell,
-                                options_of, picture_in, shot, text_of, answer_after, wait_text)
+from tests.demo.browser import (CHROMIUM, ENGLISH_WORD, FLAGS, answer_after, choose,
+                                colour_share, fill_cell, options_of, picture_in,
+                                predict_example_picture, shot, text_of, wait_text)
 from tests.demo.conftest import class_zip, real_scan
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
@@ -287,12 +288,8 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
 
 def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
     """No files brought: one click sets a task and adds its licensed sample scans."""
-    import shutil
-    from pathlib import Path
-
     from playwright.sync_api import sync_playwright
 
-    examples = Path(__file__).resolve().parents[2] / "assets" / "examples"
     with sync_playwright() as p:
         browser, context, page = _browser(p, "en-US")
         page.goto(app_url)
@@ -311,15 +308,19 @@ def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
         page.get_by_role("tab", name="3 · Tune").click()
         page.get_by_role("button", name="Tune prompts").click()
         wait_text(page, "#tune-status", "Tuning finished", timeout=120_000)
-        page.get_by_role("tab", name="4 · Predict").click()
-        scan = tmp_path / "ct_head.png"
-        shutil.copy(examples / "ct_head.png", scan)
-        page.locator("#predict-scan input[type=file]").set_input_files(str(scan))
-        answer_after(page, "#predict-status",
-                     page.get_by_role("button", name="Predict", exact=True).click)
-        page.locator("#attention-map img").wait_for()
+        predict_example_picture(page, tmp_path)
         assert "computed tomography" in text_of(page, "#tuned-probs")
         shot(page, "sample-3-predict")
+        # the set's own scan to predict, one click away (not one of its examples)
+        page.locator("#predict-scan").get_by_role("button", name="Clear").click()
+        page.locator("#sample-to-predict").get_by_text("mri_head.png").click()
+        page.locator("#predict-scan").get_by_text("mri_head.png").wait_for()
+        answer_after(page, "#predict-status",
+                     page.get_by_role("button", name="Predict", exact=True).click)
+        page.wait_for_function("() => document.querySelector('#scan-view img') &&"
+                               " document.querySelector('#tuned-probs').innerText.includes('%')")
+        assert picture_in(page, "#scan-view").size == (224, 224)
+        shot(page, "sample-3b-sample-scan")
         page.get_by_role("tab", name="6 · Save / load").click()
         page.wait_for_timeout(3_000)  # a tab's first opening: its button takes a moment
         _, prompts = _download(page, "#save-prompts", tmp_path, "tuned.safetensors")
@@ -425,3 +426,56 @@ def test_each_run_owns_its_stop_and_no_prompts_are_lost(app_url, tmp_path):
         assert "1 test scans. Accuracy" in evaluated and "stopped" not in evaluated
         shot(page, "runs-5-evaluated-after-stop")
         browser.close()
+
+
+def test_typed_numbers_count_and_settings_stay_with_their_file(app_url, app_log, tmp_path):
+    """Issue 20, defects 4 and 5: a typed opacity and Enter redraws the map and the report
+    holds it; a slice number left from a volume does not follow other uploads; a frame typed
+    past the last one is said, never a logged traceback."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, context, page = _browser(p, "en-US")
+        page.goto(app_url)
+        wait_text(page, "#model-status", "tiny-biomedclip")
+        page.locator("#use-samples").click()
+        wait_text(page, "#task-status", "Sample scans added")
+        predict_example_picture(page, tmp_path)
+        before = picture_in(page, "#attention-map")
+        box = page.locator("#opacity input[type=number]")
+        box.fill("0.9")
+        box.press("Enter")
+        page.wait_for_function("() => !document.querySelector('#report button, #report a')"
+                               "?.hasAttribute('disabled')")
+        page.wait_for_timeout(500)
+        after = picture_in(page, "#attention-map")
+        assert after.tobytes() != before.tobytes()  # redrawn at once, no click elsewhere
+        _, saved = _download(page, "#report", tmp_path, "report.png")
+        assert json.loads(Image.open(saved).text["biomed-dpt-report"])["opacity"] == 0.9
+        shot(page, "typed-1-opacity")
+
+        page.get_by_role("tab", name="2 · Examples").click()
+        page.locator("#example-files input[type=file]").set_input_files(
+            real_scan("emri_small.dcm", tmp_path))  # 10 frames
+        wait_text(page, "#example-preview-text", "0–9")
+        frame_box = page.locator("#example-frame input[type=number]")
+        frame_box.fill("30")
+        frame_box.press("Enter")
+        said = wait_text(page, "#example-preview-text", "There is no")
+        assert "30" in said
+        slice_box = page.locator("#example-slice input")
+        assert slice_box.input_value() == "30"
+        shot(page, "typed-2-no-such-frame")
+        # another file in the viewer starts at its own middle slice
+        page.locator("#example-files input[type=file]").set_input_files(
+            real_scan("CT_small.dcm", tmp_path))
+        page.wait_for_function("() => document.querySelector('#example-slice input').value"
+                               " === '-1'")
+        # and a card takes each file's middle slice, whatever the slice box says
+        slice_box.fill("100")
+        page.locator("#card-0-files input[type=file]").set_input_files(
+            real_scan("693_UNCR.dcm", tmp_path))
+        _toast(page, "Added 1 example")
+        shot(page, "typed-3-card-upload")
+        browser.close()
+    assert "Traceback" not in app_log.read_text()

@@ -509,9 +509,13 @@ def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path)
     assert "Selected" in studio.select_cell_scan(session, Click())[1]
     out = studio.promote_cell_scan(session)
     if "already there" not in out[1]:  # a scan that is an example already is refused
-        assert "Added it to the examples" in out[1]
+        left = len(shown) - 1
+        assert "Added it to the examples" in out[1] and f"this cell now holds {left}" in out[1]
         assert len(session.examples) == n_examples + 1
         assert len(session.test_set) == n_tests - 1
+        # the cell's other scans keep their maps (issue 20, defect 6)
+        assert len(out[-1]) == left
+        assert all(Image.open(path).size == (224, 224) for path, _ in out[-1])
 
 
 def test_evaluation_needs_a_test_set_and_works_before_tuning(studio, tmp_path):

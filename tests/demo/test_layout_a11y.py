@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.demo.browser import CHROMIUM, FLAGS, SCREENSHOTS, answer_after, shot, wait_text
+from tests.demo.browser import CHROMIUM, FLAGS, SCREENSHOTS, predict_example_picture, shot, wait_text
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
                                 "(apt-get install chromium); .ci/run installs it")
@@ -109,17 +109,10 @@ def axe_script() -> Path:
 def _show_every_result(page, folder: Path) -> None:
     """Sample scans in step 1, then a prediction, so the probability tables, the map and the
     nearest examples are filled."""
-    examples = Path(__file__).resolve().parents[2] / "assets" / "examples"
     wait_text(page, "#model-status", "tiny-biomedclip")
     page.locator("#use-samples").click()
     wait_text(page, "#task-status", "Sample scans added")
-    page.get_by_role("tab", name="4 · Predict").click()
-    scan = folder / "ct_head.png"
-    shutil.copy(examples / "ct_head.png", scan)
-    page.locator("#predict-scan input[type=file]").set_input_files(str(scan))
-    answer_after(page, "#predict-status",
-                 page.get_by_role("button", name="Predict", exact=True).click)
-    page.locator("#attention-map img").wait_for()
+    predict_example_picture(page, folder)
     page.locator("#nearest .thumbnail-item").first.wait_for()
 
 
