@@ -36,18 +36,6 @@ TIME_BUDGET_S = 300.0
 ZEROGPU_TIME_BUDGET_S = 90.0  # plus the worker's start: within what ZeroGPU lends per call
 
 
-class FrameSlider(gr.Slider):
-    """The viewer's frame or slice slider. A number typed past its last frame reaches the
-    viewer, which says there is no such frame, instead of failing inside Gradio (a logged
-    traceback) while the box quietly shows the last frame."""
-
-    def get_block_name(self) -> str:
-        return "slider"  # drawn by Gradio's own slider
-
-    def preprocess(self, payload: float) -> float:
-        return gr.Number.round_to_precision(payload, self.precision)
-
-
 def t(key: str):
     return I18N(key)
 
@@ -156,8 +144,8 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
             with gr.Column(scale=1):
                 preview = gr.Image(type="filepath", label=t("scan_preview"), interactive=False,
                                    height=224, elem_id="example-preview")
-                frame = FrameSlider(0, 1, value=0, step=1, label=t("frame_slider"),
-                                    visible=False, elem_id="example-frame")
+                frame = gr.Slider(0, 1, value=0, step=1, label=t("frame_slider"),
+                                  visible=False, elem_id="example-frame")
                 preview_text = gr.Markdown(elem_id="example-preview-text")
         add = gr.Button(t("add_examples"), variant="primary")
         example_status = gr.Markdown(elem_id="example-status")
@@ -393,7 +381,9 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             trigger(studio.preview, view_inputs, view_outputs, concurrency_id="infer",
                     concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
         # the slider picks the frame or slice that will be added, and shows it
-        ui.frame.release(lambda k: int(k), ui.frame, ui.index, queue=False,
+        # (in the browser: a number typed past the last frame reaches the viewer, which says
+        # there is no such frame, instead of failing in the slider's own bounds check)
+        ui.frame.release(None, ui.frame, ui.index, js="(k) => Math.round(k)", queue=False,
                          api_visibility="private").then(
             studio.preview, view_inputs, view_outputs, concurrency_id="infer",
             concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
