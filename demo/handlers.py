@@ -210,6 +210,19 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
             picture.save(path, format="PNG")
         return str(path)
 
+    def sample_scan(self, request: gr.Request = None) -> str | None:
+        """The sample set's scan to predict, as a copy in the session's folder (a scan none of
+        its examples is), put in the Predict upload box."""
+        import shutil
+
+        scans = [p for s in presets.load_samples() for p in s.to_predict]
+        if not scans:
+            return None
+        owner = getattr(request, "session_hash", None) or "anonymous"
+        copy = self.files.downloads(owner) / scans[0].name
+        shutil.copyfile(scans[0], copy)
+        return str(copy)
+
     def remember_upload(self, files, request: gr.Request = None) -> None:
         """An upload arrived (before any button is pressed): it is this session's, and is
         deleted with it."""

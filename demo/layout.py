@@ -203,10 +203,9 @@ def _predict_tab() -> SimpleNamespace:
             with gr.Column(scale=2):
                 scan = gr.File(type="filepath", label=t("predict_upload"),
                                elem_id="predict-scan")
-                to_predict = [[str(p)] for s in presets.load_samples() for p in s.to_predict]
-                if to_predict:  # the sample flow has a scan to predict too
-                    gr.Examples(to_predict, [scan], label=t("sample_to_predict"),
-                                elem_id="sample-to-predict")
+                # the sample flow has a scan to predict too
+                sample_scan = gr.Button(t("sample_to_predict"), size="sm", variant="secondary",
+                                        elem_id="sample-to-predict")
                 predict_window, predict_level, predict_width, predict_index = \
                     _window_controls("predict")
                 predict = gr.Button(t("predict"), variant="primary")
@@ -246,7 +245,7 @@ def _predict_tab() -> SimpleNamespace:
                            predict_index=predict_index, predict=predict,
                            predict_status=predict_status, legend=legend, alpha=alpha,
                            report=report, scan_view=scan_view, heat=heat, map_class=map_class,
-                           cmap=cmap)
+                           cmap=cmap, sample_scan=sample_scan)
 
 
 def _evaluate_tab() -> SimpleNamespace:
@@ -426,6 +425,8 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             api_visibility="private", concurrency_id="tune", concurrency_limit=TUNING_SESSIONS,
             show_progress_on=[ui.estimate_status])
 
+        ui.sample_scan.click(studio.sample_scan, None, ui.scan, api_visibility="private",
+                             concurrency_limit=None)
         # the prediction first; its report is made after it is on screen, in its own line
         map_inputs = [session, ui.map_class, ui.alpha, ui.cmap]
         ui.predict.click(studio.report_pending, None, ui.report, queue=False,

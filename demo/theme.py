@@ -111,4 +111,11 @@ document.addEventListener('keydown', (event) => {
 });
 </script>"""
 
-CSS = _MASTHEAD + _HEADINGS + _CARDS + _TOASTS
+# The training curve: its heading above the figure, which fills a phone's width.
+_PLOTS = """
+#training-curve > label[data-testid="block-label"]:not(.sr-only) {
+  position: static; margin: 0 0 6px 0; width: fit-content;
+}
+"""
+
+CSS = _MASTHEAD + _HEADINGS + _PLOTS + _CARDS + _TOASTS

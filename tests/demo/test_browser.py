@@ -313,8 +313,8 @@ def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
         shot(page, "sample-3-predict")
         # the set's own scan to predict, one click away (not one of its examples)
         page.locator("#predict-scan").get_by_role("button", name="Clear").click()
-        page.locator("#sample-to-predict").get_by_text("mri_head.png").click()
-        page.locator("#predict-scan").get_by_text("mri_head.png").wait_for()
+        page.locator("#sample-to-predict").click()
+        wait_text(page, "#predict-scan", "mri_head")
         answer_after(page, "#predict-status",
                      page.get_by_role("button", name="Predict", exact=True).click)
         page.wait_for_function("() => document.querySelector('#scan-view img') &&"
