@@ -19,8 +19,11 @@ from core.overlay import colorbar
 from demo import gpu, storage, tools
 from demo.handlers import Studio
 from demo.replies import AUTO_WINDOW, MANUAL_WINDOW, by_name, window_choices
+from demo.steps.evaluate import (CELL_OUTPUTS, EVALUATE_OUTPUTS, PROMOTE_OUTPUTS,
+                                 TEST_OUTPUTS)
+from demo.steps.examples import ADD_OUTPUTS, REMOVE_OUTPUTS
 from demo.steps.prompts import PROMPTS_OUTPUTS
-from demo.steps.task import SAMPLE_OUTPUTS, TASK_OUTPUTS
+from demo.steps.task import PRESET_OUTPUTS, SAMPLE_OUTPUTS, TASK_OUTPUTS
 from demo.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
 from demo.strings import EN, KO
 from demo.theme import CSS, HEAD, theme
@@ -88,15 +91,25 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
                                    toast=True)
 
     pictures.select(select, session, [session, status], queue=False, api_visibility="private")
-    upload.upload(add, [session, upload, *view[:3]], [session, upload, status, gallery, counts],
-                  concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY,
-                  api_visibility="private").then(_bump, rev, rev, queue=False,
-                                                 api_visibility="private").then(
-        studio.prepare_features, session, [session, features_status], concurrency_id="encode",
-        concurrency_limit=ENCODE_CONCURRENCY, api_visibility="private")
-    remove.click(studio.remove_selected, session, [session, status, gallery, counts],
+    added = {"session": session, "files": upload, "example_status": status, "gallery": gallery,
+             "counts": counts}
+    _then_prepare(upload.upload(by_name(add, added), [session, upload, *view[:3]],
+                                list(added.values()), concurrency_id="infer",
+                                concurrency_limit=INFER_CONCURRENCY,
+                                api_visibility="private").then(
+        _bump, rev, rev, queue=False, api_visibility="private"), studio, session, features_status)
+    removed = {name: added[name] for name in REMOVE_OUTPUTS}
+    remove.click(by_name(studio.remove_selected, removed), session, list(removed.values()),
                  api_visibility="private").then(_bump, rev, rev, queue=False,
                                                 api_visibility="private")
+
+
+def _then_prepare(event, studio: Studio, session: gr.State, features_status: gr.Markdown):
+    """After examples arrive (`event`): prepare their features, in the encoding line."""
+    outputs = {"session": session, "features_status": features_status}
+    return event.then(by_name(studio.prepare_features, outputs), session, list(outputs.values()),
+                      concurrency_id="encode", concurrency_limit=ENCODE_CONCURRENCY,
+                      api_visibility="private")
 
 
 def _task_tab(first, first_organ) -> SimpleNamespace:
@@ -350,9 +363,8 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                           queue=False, api_visibility="private")
         ui.organ.input(studio.organ_changed, [ui.modality, ui.organ], ui.template, queue=False,
                        api_visibility="private")
-        ui.preset.input(studio.preset_chosen, ui.preset,
-                        [ui.modality, ui.organ, ui.template, ui.table, ui.lambda_l1,
-                         ui.lambda_kl, ui.task_status],
+        preset = _outputs(ui, session, PRESET_OUTPUTS)
+        ui.preset.input(by_name(studio.preset_chosen, preset), ui.preset, list(preset.values()),
                         queue=False, api_visibility="private")
         task = _outputs(ui, session, TASK_OUTPUTS)
         ui.apply.click(by_name(studio.set_task, task),
@@ -362,12 +374,12 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                                                  api_visibility="private")
 
         samples = _outputs(ui, session, SAMPLE_OUTPUTS)
-        ui.use_samples.click(by_name(studio.use_samples, samples), [session, ui.samples],
-                             list(samples.values()), api_name="use_samples",
-                             concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
-            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private").then(
-            studio.prepare_features, session, [session, ui.features_status],
-            concurrency_id="encode", concurrency_limit=ENCODE_CONCURRENCY, api_visibility="private")
+        _then_prepare(ui.use_samples.click(
+            by_name(studio.use_samples, samples), [session, ui.samples], list(samples.values()),
+            api_name="use_samples", concurrency_id="infer",
+            concurrency_limit=INFER_CONCURRENCY).then(
+            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private"),
+            studio, session, ui.features_status)
 
         view_inputs = [ui.files, ui.window, ui.level, ui.width, ui.index]
         view_outputs = [ui.preview, ui.preview_text, ui.frame]
@@ -386,17 +398,16 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                          api_visibility="private").then(
             studio.preview, view_inputs, view_outputs, concurrency_id="infer",
             concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
-        ui.add.click(studio.add_examples,
-                     [session, ui.files, ui.example_class, ui.window, ui.level, ui.width,
-                      ui.index],
-                     [session, ui.files, ui.example_status, ui.gallery, ui.counts],
-                     api_name="add_examples", concurrency_id="infer",
-                     concurrency_limit=INFER_CONCURRENCY).then(
-            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private").then(
-            studio.prepare_features, session, [session, ui.features_status],
-            concurrency_id="encode", concurrency_limit=ENCODE_CONCURRENCY, api_visibility="private")
-        ui.remove.click(studio.remove_selected, session,
-                        [session, ui.example_status, ui.gallery, ui.counts],
+        added = _outputs(ui, session, ADD_OUTPUTS)
+        _then_prepare(ui.add.click(
+            by_name(studio.add_examples, added),
+            [session, ui.files, ui.example_class, ui.window, ui.level, ui.width, ui.index],
+            list(added.values()), api_name="add_examples", concurrency_id="infer",
+            concurrency_limit=INFER_CONCURRENCY).then(
+            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private"),
+            studio, session, ui.features_status)
+        removed = _outputs(ui, session, REMOVE_OUTPUTS)
+        ui.remove.click(by_name(studio.remove_selected, removed), session, list(removed.values()),
                         api_name="remove_selected").then(_bump, ui.cards_rev, ui.cards_rev,
                                                          queue=False, api_visibility="private")
 
@@ -452,29 +463,27 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                 studio.report_ready, None, ui.report, queue=False, api_visibility="private")
         ui.cmap.input(studio.legend, ui.cmap, ui.legend, queue=False, api_visibility="private")
 
-        ui.add_test.click(studio.add_test_scans,
+        tests = _outputs(ui, session, TEST_OUTPUTS)
+        ui.add_test.click(by_name(studio.add_test_scans, tests),
                           [session, ui.test_zip, ui.test_files, ui.test_class, ui.test_window,
-                           ui.test_level, ui.test_width, ui.test_index],
-                          [session, ui.test_zip, ui.test_files, ui.test_status, ui.test_counts],
+                           ui.test_level, ui.test_width, ui.test_index], list(tests.values()),
                           api_name="add_test_scans", concurrency_id="infer",
                           concurrency_limit=INFER_CONCURRENCY)
-        ui.run_eval.click(studio.evaluate, session,
-                          [session, ui.eval_status, ui.metrics, ui.confusion_zero,
-                           ui.confusion_tuned, ui.cell],
+        evaluated = _outputs(ui, session, EVALUATE_OUTPUTS)
+        cell = _outputs(ui, session, CELL_OUTPUTS)
+        ui.run_eval.click(by_name(studio.evaluate, evaluated), session, list(evaluated.values()),
                           api_name="evaluate", concurrency_id="infer",
                           concurrency_limit=INFER_CONCURRENCY).then(
-            studio.show_cell, [session, ui.cell],
-            [session, ui.cell_gallery, ui.cell_status, ui.promote],
+            by_name(studio.show_cell, cell), [session, ui.cell], list(cell.values()),
             concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
-        ui.cell.input(studio.show_cell, [session, ui.cell],
-                      [session, ui.cell_gallery, ui.cell_status, ui.promote], api_name="show_cell",
-                      concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY)
+        ui.cell.input(by_name(studio.show_cell, cell), [session, ui.cell], list(cell.values()),
+                      api_name="show_cell", concurrency_id="infer",
+                      concurrency_limit=INFER_CONCURRENCY)
         ui.cell_gallery.select(studio.select_cell_scan, session, [session, ui.cell_status],
                                queue=False, api_visibility="private")
-        ui.promote.click(studio.promote_cell_scan, session,
-                         [session, ui.cell_status, ui.gallery, ui.counts, ui.test_counts,
-                          ui.cell_gallery],
-                         api_name="promote_cell_scan").then(_bump, ui.cards_rev, ui.cards_rev,
+        promoted = _outputs(ui, session, PROMOTE_OUTPUTS)
+        ui.promote.click(by_name(studio.promote_cell_scan, promoted), session,
+                         list(promoted.values()), api_name="promote_cell_scan").then(_bump, ui.cards_rev, ui.cards_rev,
                                                             queue=False, api_visibility="private")
         loaded = _outputs(ui, session, PROMPTS_OUTPUTS)
         ui.load.upload(by_name(studio.load_prompts, loaded), [session, ui.load],

@@ -11,11 +11,22 @@ from demo.replies import (answers, problems_text, slice_value, upload_path, uplo
                           window_value)
 
 
+TEST_OUTPUTS = ("session", "test_zip", "test_files", "test_status", "test_counts")
+EVALUATE_OUTPUTS = ("session", "eval_status", "metrics", "confusion_zero", "confusion_tuned",
+                    "cell")
+CELL_OUTPUTS = ("session", "cell_gallery", "cell_status", "promote")
+PROMOTE_OUTPUTS = ("session", "cell_status", "gallery", "counts", "test_counts", "cell_gallery")
+
+
+def _test_counts(session) -> str:
+    return " · ".join(f"**{c}**: {n}" for c, n in session.test_counts().items())
+
+
 class EvaluateStep:
     """`Studio`'s handlers of this step (a mixin: `Studio` holds the model host, the
     sessions and their files)."""
 
-    @answers(5, status=3)
+    @answers(TEST_OUTPUTS, status="test_status")
     def add_test_scans(self, session: Any, zipped, files, label: str, window: str, level=None,
                        width=None, index=-1, request: gr.Request = None):
         lang = language(request)
@@ -35,10 +46,10 @@ class EvaluateStep:
             added, problems = added + n, problems + bad
         key = "added_test" if added == 1 else "added_tests"
         message = text(lang, key, n=added) + problems_text(lang, problems, "tests_not_added")
-        counts = " · ".join(f"**{c}**: {n}" for c, n in session.test_counts().items())
-        return session, None, None, message, counts
+        return {"session": session, "test_zip": None, "test_files": None,
+                "test_status": message, "test_counts": _test_counts(session)}
 
-    @answers(6, status=1, interactive=True)
+    @answers(EVALUATE_OUTPUTS, status="eval_status", interactive=True)
     def evaluate(self, session: Any, request: gr.Request = None):
         lang = language(request)
         session = self._session(session, request)
@@ -71,8 +82,9 @@ class EvaluateStep:
         if overlap:
             message += "\n\n" + text(lang, "overlap", n=overlap)
         table = gr.update(value=pd.DataFrame(rows, columns=headers), visible=True)
-        return (session, message, table, figures["zero-shot"], figures.get("tuned"),
-                self._cells(best, lang))
+        return {"session": session, "eval_status": message, "metrics": table,
+                "confusion_zero": figures["zero-shot"], "confusion_tuned": figures.get("tuned"),
+                "cell": self._cells(best, lang)}
 
     def _cells(self, result, lang: str):
         """The confusion matrix's non-empty cells as choices, the mistakes first."""
@@ -85,7 +97,7 @@ class EvaluateStep:
         return gr.update(choices=choices, value=choices[0][1] if choices else None,
                          visible=bool(choices))
 
-    @answers(4, status=2, interactive=True)
+    @answers(CELL_OUTPUTS, status="cell_status", interactive=True)
     def show_cell(self, session: Any, cell: str | None, request: gr.Request = None):
         """Lead back from the matrix to the scans: the test scans of one cell with the maps of
         the class they were predicted as."""
@@ -100,9 +112,10 @@ class EvaluateStep:
         scans = session.cell(t, p)
         session.cell_scans, session.cell_selected, session.cell_predicted = scans, None, p
         which = text(lang, "which_tuned" if "tuned" in results else "which_zero")
-        return (session, self._cell_gallery(session, info),
-                text(lang, "cell_shown", n=len(scans), true=t, predicted=p, which=which),
-                gr.update(visible=bool(scans)))
+        return {"session": session, "cell_gallery": self._cell_gallery(session, info),
+                "cell_status": text(lang, "cell_shown", n=len(scans), true=t, predicted=p,
+                                    which=which),
+                "promote": gr.update(visible=bool(scans))}
 
     def select_cell_scan(self, session: Any, event: gr.SelectData, request: gr.Request = None):
         lang = language(request)
@@ -112,7 +125,7 @@ class EvaluateStep:
         session.cell_selected = event.index
         return session, text(lang, "cell_selected", true=scans[event.index].label)
 
-    @answers(6, status=1)
+    @answers(PROMOTE_OUTPUTS, status="cell_status")
     def promote_cell_scan(self, session: Any, request: gr.Request = None):
         """Add the selected test scan to the examples under its true class."""
         lang = language(request)
@@ -122,10 +135,10 @@ class EvaluateStep:
             raise UserError("cell_select_first")
         moved = session.promote(session.cell_scans.pop(k))
         session.cell_selected = None
-        counts = " · ".join(f"**{c}**: {n}" for c, n in session.test_counts().items())
         message = text(lang, "cell_promoted", name=moved.name, n=len(session.cell_scans))
-        return (session, message, *self._examples_view(session, lang).values(), counts,
-                self._cell_gallery(session, self.model_info()))
+        return {"session": session, "cell_status": message, **self._examples_view(session, lang),
+                "test_counts": _test_counts(session),
+                "cell_gallery": self._cell_gallery(session, self.model_info())}
 
     def _cell_gallery(self, session, info) -> list[tuple[str, str]]:
         """The cell's test scans, each with the map of the class they were predicted as."""

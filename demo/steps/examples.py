@@ -9,6 +9,10 @@ from core.errors import StudioError
 from demo.messages import UserError, core_text, language, text
 from demo.replies import answers, problems_text, slice_value, uploads_of, window_value
 
+ADD_OUTPUTS = ("session", "files", "example_status", "gallery", "counts")
+REMOVE_OUTPUTS = ("session", "example_status", "gallery", "counts")
+FEATURES_OUTPUTS = ("session", "features_status")
+
 
 class ExamplesStep:
     """`Studio`'s handlers of this step (a mixin: `Studio` holds the model host, the
@@ -22,9 +26,10 @@ class ExamplesStep:
                   or text(lang, "counts_none"))
         return {"gallery": gallery, "counts": counts}
 
-    @answers(5, status=2)
+    @answers(ADD_OUTPUTS, status="example_status")
     def add_examples(self, session: Any, files, label: str, window: str, level=None,
-                     width=None, index=-1, request: gr.Request = None, toast: bool = False):
+                     width=None, index=-1, request: gr.Request = None, toast: bool = False
+                     ) -> dict:
         """Add scans to a class. Files that could not be added are also said in a toast (the
         status line may be out of view); with `toast`, so is the whole result."""
         lang = language(request)
@@ -42,17 +47,17 @@ class ExamplesStep:
             gr.Warning(message, title=text(lang, "toast_problem"))
         elif toast:
             gr.Info(message, title=text(lang, "toast_done"), duration=4)
-        view = self._examples_view(session, lang)
-        return (session, None, message, view["gallery"], view["counts"])
+        return {"session": session, "files": None, "example_status": message,
+                **self._examples_view(session, lang)}
 
-    @answers(2, status=1)
+    @answers(FEATURES_OUTPUTS, status="features_status")
     def prepare_features(self, session: Any, request: gr.Request = None):
         """After examples arrive: encode those not yet encoded (with its own progress line in
         the step), so that tuning costs only the text steps. Closing the page stops it; a tune
         started meanwhile encodes whatever is still missing."""
         lang = language(request)
         if session is None or not getattr(session, "examples", None):
-            yield session, gr.skip()
+            yield {}
             return
         from demo.events import Finished
         from demo.runs import ENCODE
@@ -64,8 +69,10 @@ class ExamplesStep:
                 if isinstance(event, Finished):
                     ready = event.value
                 elif event.done < event.total:
-                    yield session, text(lang, "encoding", done=event.done, total=event.total)
-        yield session, text(lang, "features_ready" if ready else "features_stopped")
+                    yield {"features_status": text(lang, "encoding", done=event.done,
+                                                   total=event.total)}
+        yield {"session": session,
+               "features_status": text(lang, "features_ready" if ready else "features_stopped")}
 
     @answers(3, interactive=True)
     def preview(self, files, window: str, level=None, width=None, index=-1,
@@ -133,12 +140,12 @@ class ExamplesStep:
         session.selected = mine[index]
         return session, text(lang, "selected", name=session.examples[mine[index]].name)
 
-    @answers(4, status=1)
-    def remove_selected(self, session: Any, request: gr.Request = None):
+    @answers(REMOVE_OUTPUTS, status="example_status")
+    def remove_selected(self, session: Any, request: gr.Request = None) -> dict:
         lang = language(request)
         session = self._session(session, request)
         removed = session.remove_selected()
         message = (text(lang, "removed", name=removed.name) if removed
                    else text(lang, "select_first"))
-        view = self._examples_view(session, lang)
-        return (session, message, view["gallery"], view["counts"])
+        return {"session": session, "example_status": message,
+                **self._examples_view(session, lang)}

@@ -15,6 +15,8 @@ from demo.task import class_rows
 WINDOWS = ("window", "predict_window", "test_window")
 TASK_OUTPUTS = ("session", "task_status", "example_class", "test_class", "gallery", "counts",
                 *WINDOWS, "save")
+PRESET_OUTPUTS = ("modality", "organ", "template", "table", "lambda_l1", "lambda_kl",
+                  "task_status")
 SAMPLE_OUTPUTS = (*TASK_OUTPUTS, "modality", "organ", "template", "table", "lambda_l1",
                   "lambda_kl", "example_status")
 
@@ -31,9 +33,10 @@ class TaskStep:
     def organ_changed(self, modality: str, organ: str | None):
         return presets.template_for(modality, organ)
 
-    def preset_chosen(self, task_id: str | None, request: gr.Request = None):
+    def preset_chosen(self, task_id: str | None, request: gr.Request = None) -> dict:
+        """A ready task fills the task's controls (set it with "Use this task")."""
         if not task_id:
-            return (gr.skip(),) * 7
+            return {}
         lang = language(request)
         task = presets.task(task_id)
         rows = class_rows(task.classes, task.descriptions)
@@ -47,8 +50,9 @@ class TaskStep:
                          description=TASK_DESCRIPTIONS_KO.get(task.id, task.description))
         else:
             about = text(lang, "task_chosen", title=task.title, description=task.description)
-        return (task.modality, gr.update(choices=organs, value=task.organ), task.template,
-                rows, task.lambda_l1, task.lambda_kl, about)
+        return {"modality": task.modality, "organ": gr.update(choices=organs, value=task.organ),
+                "template": task.template, "table": rows, "lambda_l1": task.lambda_l1,
+                "lambda_kl": task.lambda_kl, "task_status": about}
 
     @answers(TASK_OUTPUTS, status="task_status", interactive=True)
     def set_task(self, session: Any, modality: str, organ: str | None, template: str,

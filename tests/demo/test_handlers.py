@@ -87,10 +87,11 @@ def test_examples_are_added_per_file_and_bad_ones_named_as_uploaded(studio, tmp_
     bad = tmp_path / "notes"
     bad.write_text("not an image at all")
     out = studio.add_examples(session, [good, str(bad), good], ROWS[0][0], AUTO_WINDOW)
-    assert "Added 1 example" in out[2] and "`notes`: " in out[2]
-    assert "the same picture as computed tomography #1" in out[2]  # the duplicate, skipped
-    assert len(session.examples) == 1 and Image.open(out[3][0][0]).size == (128, 128)
-    assert "**computed tomography**: 1" in out[4]
+    status = out["example_status"]
+    assert "Added 1 example" in status and "`notes`: " in status
+    assert "the same picture as computed tomography #1" in status  # the duplicate, skipped
+    assert len(session.examples) == 1 and Image.open(out["gallery"][0][0]).size == (128, 128)
+    assert "**computed tomography**: 1" in out["counts"] and out["files"] is None
     assert session.owner and good in studio.files.owned(session.owner)
 
 
@@ -98,8 +99,9 @@ def test_remove_selected_example(studio, tmp_path):
     session = ready_session(studio, tmp_path, tune=False)
     session.selected = 0
     out = studio.remove_selected(session)
-    assert "Removed computed tomography #1" in out[1] and len(session.examples) == 5
-    assert "Click an example first" in studio.remove_selected(session)[1]
+    assert "Removed computed tomography #1" in out["example_status"]
+    assert len(session.examples) == 5
+    assert "Click an example first" in studio.remove_selected(session)["example_status"]
 
 
 def test_tuning_streams_progress_and_keeps_the_prompts(studio, tmp_path):
@@ -141,8 +143,9 @@ def test_tuning_streams_progress_and_keeps_the_prompts(studio, tmp_path):
 def test_examples_are_encoded_as_they_arrive_and_tuning_reuses_them(studio, tmp_path):
     session = ready_session(studio, tmp_path, tune=False)
     updates = list(studio.prepare_features(session))
-    assert any("Preparing the features of the examples" in u[1] for u in updates)
-    assert "features are ready" in updates[-1][1]
+    lines = status_lines(updates, "features_status")
+    assert any("Preparing the features of the examples" in line for line in lines)
+    assert "features are ready" in lines[-1]
     assert len(session.features) == 2 * len(session.examples)  # with and without prompts
     misses = session.features.misses
     updates = tuned(studio, session, "fast", 12.5, 0.25, 5, 1, 1)
@@ -237,10 +240,10 @@ def test_stop_with_nothing_running_says_so_and_breaks_nothing_later(studio, tmp_
     assert "Held-out estimate" in status_lines(updates, "estimate_status")[-1]
     studio.add_test_scans(session, None, [real_scan("CT_small.dcm", tmp_path)], ROWS[0][0],
                           AUTO_WINDOW)
-    assert "Accuracy" in studio.evaluate(session)[1]
+    assert "Accuracy" in studio.evaluate(session)["eval_status"]
     studio.add_examples(session, [real_scan("emri_small.dcm", tmp_path)], ROWS[1][0],
                         AUTO_WINDOW)
-    assert "features are ready" in list(studio.prepare_features(session))[-1][1]
+    assert "features are ready" in list(studio.prepare_features(session))[-1]["features_status"]
 
 
 def test_stop_reaches_the_estimate_only_and_tune_replaces_it(studio, tmp_path):
@@ -469,16 +472,19 @@ def _class_zip(tmp_path) -> str:
 def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path):
     session = ready_session(studio, tmp_path)
     out = studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW)
-    message = out[3]
+    message = out["test_status"]
     assert "Added 3 test scans" in message
     assert "'ultrasound' is not one of the classes" in message and "'(none)'" in message
     assert "eval/magnetic resonance/notes.txt" in message  # named by its path in the zip
-    assert "**computed tomography**: 2" in out[4] and "**magnetic resonance**: 1" in out[4]
+    counts = out["test_counts"]
+    assert "**computed tomography**: 2" in counts and "**magnetic resonance**: 1" in counts
     more = studio.add_test_scans(session, None, [real_scan("MR2_UNCR.dcm", tmp_path)],
                                  ROWS[1][0], AUTO_WINDOW)
-    assert "Added 1 test scan." in more[3]
+    assert "Added 1 test scan." in more["test_status"]
 
-    _, status, table, zero_fig, tuned_fig, cells = studio.evaluate(session)
+    evaluated = studio.evaluate(session)
+    status, table, cells = evaluated["eval_status"], evaluated["metrics"], evaluated["cell"]
+    zero_fig, tuned_fig = evaluated["confusion_zero"], evaluated["confusion_tuned"]
     assert table["visible"] is True
     table = table["value"]
     assert "4 test scans" in status and "tuned prompts" in status
@@ -498,8 +504,9 @@ def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path)
     assert cells["value"] == first[1] and "true " in first[0] and "predicted" in first[0]
     t, p = (int(k) for k in first[1].split(","))
     assert result.confusion[t][p] == int(first[0].rsplit("(", 1)[1].rstrip(")"))
-    _, shown, status, promote = studio.show_cell(session, first[1])
-    assert len(shown) == result.confusion[t][p] and promote["visible"] is True
+    out = studio.show_cell(session, first[1])
+    shown = out["cell_gallery"]
+    assert len(shown) == result.confusion[t][p] and out["promote"]["visible"] is True
     assert Image.open(shown[0][0]).size == (224, 224)
 
     class Click:
@@ -508,29 +515,31 @@ def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path)
     n_examples, n_tests = len(session.examples), len(session.test_set)
     assert "Selected" in studio.select_cell_scan(session, Click())[1]
     out = studio.promote_cell_scan(session)
-    if "already there" not in out[1]:  # a scan that is an example already is refused
+    status = out["cell_status"]
+    if "already there" not in status:  # a scan that is an example already is refused
         left = len(shown) - 1
-        assert "Added it to the examples" in out[1] and f"this cell now holds {left}" in out[1]
+        assert "Added it to the examples" in status and f"this cell now holds {left}" in status
         assert len(session.examples) == n_examples + 1
         assert len(session.test_set) == n_tests - 1
         # the cell's other scans keep their maps (issue 20, defect 6)
-        assert len(out[-1]) == left
-        assert all(Image.open(path).size == (224, 224) for path, _ in out[-1])
+        assert len(out["cell_gallery"]) == left
+        assert all(Image.open(path).size == (224, 224) for path, _ in out["cell_gallery"])
 
 
 def test_evaluation_needs_a_test_set_and_works_before_tuning(studio, tmp_path):
     session = Session()
     studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
-    assert "Add labelled test scans" in studio.evaluate(session)[1]
+    assert "Add labelled test scans" in studio.evaluate(session)["eval_status"]
     assert "Choose a zip" in studio.add_test_scans(session, None, None, ROWS[0][0],
-                                                   AUTO_WINDOW)[3]
+                                                   AUTO_WINDOW)["test_status"]
     bad = tmp_path / "notazip.zip"
     bad.write_text("plain text")
     assert "zip file holding one folder per class" in studio.add_test_scans(
-        session, str(bad), None, ROWS[0][0], AUTO_WINDOW)[3]
+        session, str(bad), None, ROWS[0][0], AUTO_WINDOW)["test_status"]
     studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW)
-    _, status, table, _, tuned_fig, _ = studio.evaluate(session)
-    table = table["value"]
+    evaluated = studio.evaluate(session)
+    status, table = evaluated["eval_status"], evaluated["metrics"]["value"]
+    tuned_fig = evaluated["confusion_tuned"]
     assert "zero-shot: no tuned prompts yet" in status
     assert list(table.columns) == ["metric", "zero-shot"] and tuned_fig is None
 
@@ -584,9 +593,9 @@ def test_a_ready_task_is_described_in_the_users_language(studio):
     from demo.tasks_ko import TASK_DESCRIPTIONS_KO
 
     out = studio.preset_chosen("kidney-ct", Korean())
-    assert out[0] == "CT" and TASK_DESCRIPTIONS_KO["kidney-ct"] in out[6]
-    assert out[6].startswith("CT의 신장")
-    assert "Classify kidney CT slices" in studio.preset_chosen("kidney-ct")[6]
+    assert out["modality"] == "CT" and TASK_DESCRIPTIONS_KO["kidney-ct"] in out["task_status"]
+    assert out["task_status"].startswith("CT의 신장")
+    assert "Classify kidney CT slices" in studio.preset_chosen("kidney-ct")["task_status"]
 
 
 def test_an_example_keeps_the_models_view_not_the_full_resolution(studio, tmp_path):
@@ -751,4 +760,4 @@ def test_files_that_cannot_be_added_are_also_said_in_a_toast(studio, tmp_path):
     bad.write_text("not an image at all")
     with pytest.warns(UserWarning, match="`notes`: ") as toasts:
         out = studio.add_examples(session, [str(bad)], ROWS[0][0], AUTO_WINDOW, toast=True)
-    assert "`notes`: " in out[2] and len(toasts) == 1
+    assert "`notes`: " in out["example_status"] and len(toasts) == 1

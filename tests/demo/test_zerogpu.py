@@ -26,7 +26,7 @@ def workflow(studio, folder: Path) -> dict:
     evaluate with a cell's maps, save and load the prompts: what a user sees of each."""
     session = ready_session(studio, folder, tune=False)
     out = {}
-    out["features"] = last(studio.prepare_features(session))[1]
+    out["features"] = last(studio.prepare_features(session))["features_status"]
     tuned = list(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=NOOP))
     out["summary"] = tuned[-1]["tune_status"]
     out["estimate"] = last(studio.estimate(session))["estimate_status"]
@@ -42,11 +42,11 @@ def workflow(studio, folder: Path) -> dict:
     out["report"] = json.loads(Image.open(report).text["biomed-dpt-report"])["explained"]
     studio.add_test_scans(session, _class_zip(folder), None, ROWS[0][0], AUTO_WINDOW)
     evaluated = studio.evaluate(session)
-    out["evaluated"] = evaluated[1]
-    out["table"] = evaluated[2]["value"].values.tolist()
-    cell = evaluated[5]["choices"][0][1]
+    out["evaluated"] = evaluated["eval_status"]
+    out["table"] = evaluated["metrics"]["value"].values.tolist()
+    cell = evaluated["cell"]["choices"][0][1]
     out["cell"] = [np.asarray(Image.open(p), dtype=np.int16)
-                   for p, _ in studio.show_cell(session, cell)[1]]
+                   for p, _ in studio.show_cell(session, cell)["cell_gallery"]]
     fresh = Session()
     upload = folder / "upload.safetensors"
     upload.write_bytes(Path(out["saved"]).read_bytes())
