@@ -23,17 +23,20 @@ from core import presets
 from demo import storage
 from demo.host import DEMO_SPEC, WAIT_FOR_MODEL_S, ModelHost, ModelInfo
 from demo.messages import TASK_TITLES_KO, UserError, language, modality_name
-from demo.replies import AUTO_WINDOW, upload_path, window_choices
+from demo.replies import upload_path
 from demo.steps.evaluate import EvaluateStep
 from demo.steps.examples import ExamplesStep
 from demo.steps.predict import PredictStep
 from demo.steps.prompts import PromptsStep
-from demo.steps.task import TaskStep
+from demo.steps.task import WINDOWS, TaskStep
 from demo.steps.tune import TuneStep
 from demo.strings import EN, KO
 from demo.tuning_line import TuningLine
 
 log = logging.getLogger(__name__)
+MODEL_OUTPUTS = ("status", "poll", "model_actions")
+LOAD_OUTPUTS = (*MODEL_OUTPUTS, "preset", "modality", *WINDOWS, "curve", "samples", "legend",
+                "table")
 TABLE_ROWS = 4  # the class table's empty rows when the page opens
 
 
@@ -110,10 +113,13 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
     def status(self, lang: str = "en") -> str:
         return self.host.status(lang)
 
-    def _model_view(self, request):
+    def _model_view(self, request) -> dict:
+        """The model's status line, the timer that refreshes it while the model loads, and the
+        fix-it buttons when the load failed."""
         lang = language(request)
         failed = self.ready and self.bb is None
-        return (self.status(lang), gr.update(active=not self.ready), gr.update(visible=failed))
+        return {"status": self.status(lang), "poll": gr.update(active=not self.ready),
+                "model_actions": gr.update(visible=failed)}
 
     def status_until_ready(self, request: gr.Request = None):
         """For a timer: the status, the timer (off once loaded) and the fix-it buttons."""
@@ -133,7 +139,6 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
         """The page opened: status, fix-it buttons, and the server-made choices in the
         browser's language."""
         lang = language(request)
-        status, poll, actions = self._model_view(request)
         tasks = [(TASK_TITLES_KO.get(t.id, t.title) if lang == "ko" else t.title, t.id)
                  for t in presets.load_tasks()]
         modalities = [(modality_name(lang, m.id), m.id) for m in presets.load_modalities()]
@@ -142,12 +147,12 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
             from demo.report import training_curve
 
             curve = training_curve([], 1, lang)
-        windows = [gr.update(choices=window_choices(lang, "MRI"), value=AUTO_WINDOW)
-                   for _ in range(3)]
         samples = [(s.title_ko if lang == "ko" else s.title, s.id) for s in presets.load_samples()]
-        return (status, poll, actions, gr.update(choices=tasks), gr.update(choices=modalities),
-                *windows, curve, gr.update(choices=samples, value=samples[0][1] if samples else None),
-                self.legend("jet", request), class_table(lang))
+        return {**self._model_view(request), "preset": gr.update(choices=tasks),
+                "modality": gr.update(choices=modalities), **self._windows(lang, "MRI"),
+                "curve": curve,
+                "samples": gr.update(choices=samples, value=samples[0][1] if samples else None),
+                "legend": self.legend("jet", request), "table": class_table(lang)}
 
     # ---- sessions and their files ------------------------------------------------------------
     def _session(self, session, request=None):

@@ -17,11 +17,12 @@ import gradio as gr
 from core import presets
 from core.overlay import colorbar
 from demo import gpu, storage, tools
-from demo.handlers import Studio
+from demo.handlers import LOAD_OUTPUTS, Studio
 from demo.replies import AUTO_WINDOW, MANUAL_WINDOW, by_name, window_choices
 from demo.steps.evaluate import (CELL_OUTPUTS, EVALUATE_OUTPUTS, PROMOTE_OUTPUTS,
                                  TEST_OUTPUTS)
 from demo.steps.examples import ADD_OUTPUTS, REMOVE_OUTPUTS
+from demo.steps.predict import PREDICT_OUTPUTS
 from demo.steps.prompts import PROMPTS_OUTPUTS
 from demo.steps.task import PRESET_OUTPUTS, SAMPLE_OUTPUTS, TASK_OUTPUTS
 from demo.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
@@ -344,17 +345,17 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                                  **vars(_evaluate_tab()), **vars(_prompts_tab()))
 
         # ---- wiring ---------------------------------------------------------------------
-        windows = [ui.window, ui.predict_window, ui.test_window]
-        demo.load(studio.on_load, None,
-                  [status, poll, model_actions, ui.preset, ui.modality, *windows, ui.curve,
-                   ui.samples, ui.legend, ui.table], queue=False, api_name="status")
+        model_view = {"status": status, "poll": poll, "model_actions": model_actions}
+        page = {**model_view, **{name: getattr(ui, name) for name in LOAD_OUTPUTS[3:]}}
+        demo.load(by_name(studio.on_load, page), None, list(page.values()), queue=False,
+                  api_name="status")
         demo.unload(studio.close_session)
-        model_view = [status, poll, model_actions]
-        poll.tick(studio.status_until_ready, None, model_view, queue=False,
-                  api_visibility="private")
-        retry.click(studio.retry_load, None, model_view, queue=False, api_visibility="private")
-        use_demo.click(studio.use_demo_model, None, model_view, queue=False,
-                       api_visibility="private")
+        poll.tick(by_name(studio.status_until_ready, model_view), None, list(model_view.values()),
+                  queue=False, api_visibility="private")
+        retry.click(by_name(studio.retry_load, model_view), None, list(model_view.values()),
+                    queue=False, api_visibility="private")
+        use_demo.click(by_name(studio.use_demo_model, model_view), None,
+                       list(model_view.values()), queue=False, api_visibility="private")
         for upload in (ui.files, ui.scan, ui.test_zip, ui.test_files, ui.load):
             upload.upload(studio.remember_upload, upload, None, queue=False,
                           api_visibility="private")
@@ -385,9 +386,11 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
         view_outputs = [ui.preview, ui.preview_text, ui.frame]
         # other files in the viewer: their own frame or slice (the middle one), never the
         # number left from the files before
-        ui.files.change(studio.preview_new_files, view_inputs[:4], [*view_outputs, ui.index],
-                        concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY,
-                        api_visibility="private")
+        viewed = {name: getattr(ui, name) for name in ("preview", "preview_text", "frame",
+                                                        "index")}
+        ui.files.change(by_name(studio.preview_new_files, viewed), view_inputs[:4],
+                        list(viewed.values()), concurrency_id="infer",
+                        concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
         for trigger in (ui.window.input, ui.index.submit, ui.level.submit, ui.width.submit):
             trigger(studio.preview, view_inputs, view_outputs, concurrency_id="infer",
                     concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
@@ -439,14 +442,13 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
         ui.sample_scan.click(studio.sample_scan, None, ui.scan, api_visibility="private",
                              concurrency_limit=None)
         # the prediction first; its report is made after it is on screen, in its own line
+        predicted = _outputs(ui, session, PREDICT_OUTPUTS)
         map_inputs = [session, ui.map_class, ui.alpha, ui.cmap]
         ui.predict.click(studio.report_pending, None, ui.report, queue=False,
                          api_visibility="private").then(
-            studio.predict,
+            by_name(studio.predict, predicted),
             [session, ui.scan, ui.predict_window, ui.predict_level, ui.predict_width,
-             ui.predict_index, ui.alpha, ui.cmap],
-            [session, ui.tuned_label, ui.zero_label, ui.scan_view, ui.heat, ui.map_class,
-             ui.predict_status, ui.baseline_label, ui.nearest],
+             ui.predict_index, ui.alpha, ui.cmap], list(predicted.values()),
             api_name="predict", concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
             studio.report, map_inputs, ui.report, api_name="report", concurrency_id="report",
             concurrency_limit=REPORT_CONCURRENCY).then(
@@ -483,8 +485,8 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                                queue=False, api_visibility="private")
         promoted = _outputs(ui, session, PROMOTE_OUTPUTS)
         ui.promote.click(by_name(studio.promote_cell_scan, promoted), session,
-                         list(promoted.values()), api_name="promote_cell_scan").then(_bump, ui.cards_rev, ui.cards_rev,
-                                                            queue=False, api_visibility="private")
+                         list(promoted.values()), api_name="promote_cell_scan").then(
+            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private")
         loaded = _outputs(ui, session, PROMPTS_OUTPUTS)
         ui.load.upload(by_name(studio.load_prompts, loaded), [session, ui.load],
                        list(loaded.values()), api_name="load_prompts").then(_bump, ui.cards_rev, ui.cards_rev, queue=False,

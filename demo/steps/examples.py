@@ -117,10 +117,11 @@ class ExamplesStep:
         return self._picture(owner, model_view(picture), "preview"), about, slider
 
     def preview_new_files(self, files, window: str, level=None, width=None,
-                          request: gr.Request = None):
+                          request: gr.Request = None) -> dict:
         """The viewer after other files were chosen (or the box was emptied): the first one's
         middle frame or slice, and the slice box back to "middle"."""
-        return (*self.preview(files, window, level, width, -1, request), -1)
+        picture, about, slider = self.preview(files, window, level, width, -1, request)
+        return {"preview": picture, "preview_text": about, "frame": slider, "index": -1}
 
     def class_cards(self, session) -> list[dict]:
         """What each class's card shows: name, descriptions, count, its thumbnails."""

@@ -25,13 +25,17 @@ def _empty_panels_notes(session: Any, lang: str) -> list[str]:
     return [text(lang, "predict_no_probe", classes=", ".join(missing))]
 
 
+PREDICT_OUTPUTS = ("session", "tuned_label", "zero_label", "scan_view", "heat", "map_class",
+                   "predict_status", "baseline_label", "nearest")
+
+
 class PredictStep:
     """`Studio`'s handlers of this step (a mixin: `Studio` holds the model host, the
     sessions and their files)."""
 
-    @answers(9, status=6, interactive=True)
+    @answers(PREDICT_OUTPUTS, status="predict_status", interactive=True)
     def predict(self, session: Any, file, window: str, level=None, width=None, index=-1,
-                alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None):
+                alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None) -> dict:
         lang = language(request)
         session = self._session(session, request)
         uploads = uploads_of([file] if file else [])
@@ -53,11 +57,12 @@ class PredictStep:
         nearest = [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"),
                     text(lang, "nearest_caption", name=e.name, similarity=sim))
                    for e, sim in p.nearest]
-        return (session, p.tuned or None, p.zero_shot,
-                self._picture(session.owner, p.view, "scan"),
-                self._picture(session.owner, heat, "map"),
-                gr.update(choices=p.classnames, value=top), " ".join(notes),
-                p.baseline or None, nearest)
+        return {"session": session, "tuned_label": p.tuned or None, "zero_label": p.zero_shot,
+                "scan_view": self._picture(session.owner, p.view, "scan"),
+                "heat": self._picture(session.owner, heat, "map"),
+                "map_class": gr.update(choices=p.classnames, value=top),
+                "predict_status": " ".join(notes), "baseline_label": p.baseline or None,
+                "nearest": nearest}
 
     @answers(2, interactive=True)
     def change_map(self, session: Any, class_name: str, alpha: float, cmap: str = "jet",

@@ -310,8 +310,8 @@ def test_predict_shows_both_classifiers_a_map_and_its_report(studio, tmp_path):
 
     session = ready_session(studio, tmp_path)
     out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
-    tuned, zero, view, picture, dropdown = out[1], out[2], out[3], out[4], out[5]
-    baseline, nearest = out[7], out[8]
+    tuned, zero, baseline = out["tuned_label"], out["zero_label"], out["baseline_label"]
+    view, picture, dropdown, nearest = out["scan_view"], out["heat"], out["map_class"], out["nearest"]
     assert set(tuned) == set(zero) == set(baseline) == set(session.classes)
     assert sum(tuned.values()) == pytest.approx(1.0, abs=1e-5)
     assert sum(baseline.values()) == pytest.approx(1.0, abs=1e-5)
@@ -346,8 +346,8 @@ def test_predict_before_tuning_uses_zero_shot(studio, tmp_path):
     session = Session()
     studio.set_task(session, "MRI", None, "a {} photo.", ROWS, 12.5, 0.25)
     out = studio.predict(session, real_scan("CT_small.dcm", tmp_path), "brain")
-    assert out[1] is None and set(out[2]) == set(session.classes)
-    assert "zero-shot" in out[6] and "looks like CT" in out[6]
+    assert out["tuned_label"] is None and set(out["zero_label"]) == set(session.classes)
+    assert "zero-shot" in out["predict_status"] and "looks like CT" in out["predict_status"]
 
 
 def test_prompts_round_trip_through_a_file(studio, tmp_path):
@@ -355,7 +355,7 @@ def test_prompts_round_trip_through_a_file(studio, tmp_path):
     saved = prompts_file(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1,
                                      progress=lambda *a, **k: None))
     scan = real_scan("MR_small_padded.dcm", tmp_path)
-    first = studio.predict(session, scan, AUTO_WINDOW)[1]
+    first = studio.predict(session, scan, AUTO_WINDOW)["tuned_label"]
     fresh = Session()
     upload = tmp_path / "upload.safetensors"
     upload.write_bytes(Path(saved).read_bytes())
@@ -363,7 +363,7 @@ def test_prompts_round_trip_through_a_file(studio, tmp_path):
     assert "Loaded prompts" in out["prompts_status"] and fresh.classes == session.classes
     assert out["modality"] == "CT" and fresh.modality == "CT"  # the modality comes back too
     again = studio.predict(fresh, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
-    assert again[1] == pytest.approx(first)
+    assert again["tuned_label"] == pytest.approx(first)
 
 
 def test_a_task_of_other_classes_drops_the_tuned_prompts_and_says_so(studio, tmp_path):
@@ -377,7 +377,8 @@ def test_a_task_of_other_classes_drops_the_tuned_prompts_and_says_so(studio, tmp
     assert f"were for other classes ({tuned_for}); tune again" in out["task_status"]
     assert session.tuned is None and session.history is None
     assert out["save"]["value"] is None  # and the Save button no longer offers them
-    assert studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)[1] is None
+    out = studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)
+    assert out["tuned_label"] is None
 
 
 def test_loading_prompts_drops_the_scans_of_other_classes_and_says_so(studio, tmp_path):
@@ -569,13 +570,13 @@ def test_model_loads_in_the_background_and_the_page_says_so():
     studio = Studio.start("no-such-backbone", background=True)
     studio.host._ready.wait(60)
     assert "could not be loaded" in studio.status() and "Unknown backbone" in studio.status()
-    text, timer, actions = studio.status_until_ready()
-    assert timer["active"] is False and actions["visible"] is True  # retry / demo model
+    view = studio.status_until_ready()
+    assert view["poll"]["active"] is False and view["model_actions"]["visible"] is True
     studio.use_demo_model()
     studio.host._ready.wait(60)
     assert studio.demo_model and "Demo model" in studio.status()
     loading = Studio(None)
-    assert loading.status().startswith("⏳") and loading.status_until_ready()[1]["active"] is True
+    assert loading.status().startswith("⏳") and loading.status_until_ready()["poll"]["active"]
     with pytest.raises(StudioError, match="still loading"):
         loading.model_info(wait_s=0.01)
 
@@ -629,7 +630,7 @@ def test_idle_sessions_are_cleared_and_their_page_is_told(studio, tmp_path):
     assert busy.owner in studio.sessions and busy.classes  # a session in use is kept
     assert session.examples == [] and not any(os.path.exists(p) for p in saved)
     out = studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)
-    assert "cleared after 30 minutes without use" in out[6]
+    assert "cleared after 30 minutes without use" in out["predict_status"]
     again = studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
     assert "2 classes" in again["task_status"] and session.classes  # the page works again
     assert f"{round(studio.idle_s / 60)} minutes" in EN["privacy"]
@@ -650,7 +651,7 @@ def test_the_report_is_named_after_the_top_class_whichever_map_is_shown(studio, 
     """Issue 20, item 6: the report of a map of another class was named after that class."""
     session = ready_session(studio, tmp_path)
     out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
-    top = max(out[1], key=out[1].get)  # the tuned prompts' first class
+    top = max(out["tuned_label"], key=out["tuned_label"].get)  # the tuned prompts' first class
     other = next(c for c in session.classes if c != top)
     report = Path(studio.report(session, other, 0.45, "jet"))
     assert report.name.startswith(f"biomed-dpt-report_ct-abdomen_{top.replace(' ', '-')}_")
@@ -668,7 +669,8 @@ def test_the_report_carries_the_modality_note_in_the_users_language(studio, tmp_
     Image.fromarray(data.retina()).save(photo)
     for request, words in ((None, "in colour, but CT images are greyscale"),
                            (Korean(), "이 영상은 컬러이지만 CT 영상은 흑백입니다")):
-        status = studio.predict(session, str(photo), AUTO_WINDOW, request=request)[6]
+        status = studio.predict(session, str(photo), AUTO_WINDOW,
+                                request=request)["predict_status"]
         note = _report_facts(studio.report(session, "", 0.45, "jet", request=request))["note"]
         assert words in status and words in note
     studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)
@@ -703,15 +705,17 @@ def test_empty_probe_and_nearest_panels_are_explained(studio, tmp_path):
     studio.load_prompts(fresh, saved)
     scan = real_scan("MR_small_padded.dcm", tmp_path)
     out = studio.predict(fresh, scan, AUTO_WINDOW)
-    assert out[1] and out[7] is None and out[8] == []
-    assert "The linear probe and the nearest examples need examples of every class" in out[6]
-    korean = studio.predict(fresh, scan, AUTO_WINDOW, request=Korean())[6]
+    assert out["tuned_label"] and out["baseline_label"] is None and out["nearest"] == []
+    assert ("The linear probe and the nearest examples need examples of every class"
+            in out["predict_status"])
+    korean = studio.predict(fresh, scan, AUTO_WINDOW, request=Korean())["predict_status"]
     assert "선형 프로브와 가장 가까운 예시를 보려면 모든 클래스에 예시가" in korean
     studio.add_examples(fresh, [real_scan("CT_small.dcm", tmp_path)], ROWS[0][0], AUTO_WINDOW)
     out = studio.predict(fresh, scan, AUTO_WINDOW)
-    assert out[7] is None and len(out[8]) == 1
-    assert f"The linear probe needs examples of every class: add some for {ROWS[1][0]}" in out[6]
-    assert "linear probe" not in studio.predict(session, scan, AUTO_WINDOW)[6]
+    assert out["baseline_label"] is None and len(out["nearest"]) == 1
+    assert (f"The linear probe needs examples of every class: add some for {ROWS[1][0]}"
+            in out["predict_status"])
+    assert "linear probe" not in studio.predict(session, scan, AUTO_WINDOW)["predict_status"]
 
 
 def test_a_scan_unlike_every_example_is_flagged(studio, tmp_path):
@@ -726,14 +730,15 @@ def test_a_scan_unlike_every_example_is_flagged(studio, tmp_path):
     Image.fromarray(data.retina()).save(photo)
     odd = studio.predict(session, str(photo), AUTO_WINDOW)
     nearest, floor = session.prediction.nearest[0][1], session.prediction.similarity_floor
-    assert nearest < floor and f"({nearest:.2f})" in odd[6] and f"({floor:.2f})" in odd[6]
-    assert "This scan is unlike every example" in odd[6]
+    said = odd["predict_status"]
+    assert nearest < floor and f"({nearest:.2f})" in said and f"({floor:.2f})" in said
+    assert "This scan is unlike every example" in odd["predict_status"]
     assert "unlike every example" in _report_facts(studio.report(session, "", 0.45))["note"]
-    korean = studio.predict(session, str(photo), AUTO_WINDOW, request=Korean())[6]
+    korean = studio.predict(session, str(photo), AUTO_WINDOW, request=Korean())["predict_status"]
     assert "어떤 예시와도 닮지 않았습니다" in korean
     for usual in ("CT_small.dcm", "MR_small.dcm"):
         out = studio.predict(session, real_scan(usual, tmp_path), AUTO_WINDOW)
-        assert session.prediction.nearest[0][1] > floor and "unlike" not in out[6]
+        assert session.prediction.nearest[0][1] > floor and "unlike" not in out["predict_status"]
 
 
 def test_save_with_nothing_tuned_says_why(studio, capsys):
@@ -746,10 +751,12 @@ def test_other_files_in_the_viewer_start_at_their_middle_slice(studio, tmp_path)
     """Issue 20, defect 5: a slice number left from a multi-frame file applied to the next
     uploads, which were refused with "no slice 100"."""
     volume = real_scan("emri_small.dcm", tmp_path)  # 10 frames
-    picture, about, slider, index = studio.preview_new_files([volume], AUTO_WINDOW)
-    assert index == -1 and slider["maximum"] == 9 and slider["value"] == 5
-    assert studio.preview_new_files(None, AUTO_WINDOW) == (None, "", {"__type__": "update",
-                                                                     "visible": False}, -1)
+    shown = studio.preview_new_files([volume], AUTO_WINDOW)
+    assert shown["index"] == -1 and shown["frame"]["maximum"] == 9
+    assert shown["frame"]["value"] == 5
+    assert studio.preview_new_files(None, AUTO_WINDOW) == {
+        "preview": None, "preview_text": "", "frame": {"__type__": "update", "visible": False},
+        "index": -1}
 
 
 def test_files_that_cannot_be_added_are_also_said_in_a_toast(studio, tmp_path):

@@ -68,7 +68,7 @@ def test_prompts_files_classify_and_explain(studio, tools, tmp_path):
     saved = prompts_file(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1,
                                      progress=lambda *a, **k: None))
     scan = copy("MR_small_padded.dcm", tmp_path)
-    expected = studio.predict(session, scan, "auto")[1]
+    expected = studio.predict(session, scan, "auto")["tuned_label"]
     prompts = tmp_path / "p.safetensors"
     shutil.copy(saved, prompts)
     probs = tools.classify_with_prompts(FileData(path=str(prompts)),

@@ -33,9 +33,10 @@ def workflow(studio, folder: Path) -> dict:
     out["saved"] = prompts_file(tuned)
     scan = real_scan("MR_small_padded.dcm", folder)
     predicted = studio.predict(session, scan, AUTO_WINDOW)
-    out["tuned"], out["zero"], out["baseline"] = predicted[1], predicted[2], predicted[7]
-    out["map"] = np.asarray(Image.open(predicted[4]), dtype=np.int16)
-    other = [c for c in session.classes if c != predicted[5]["value"]][0]
+    out["tuned"], out["zero"] = predicted["tuned_label"], predicted["zero_label"]
+    out["baseline"] = predicted["baseline_label"]
+    out["map"] = np.asarray(Image.open(predicted["heat"]), dtype=np.int16)
+    other = [c for c in session.classes if c != predicted["map_class"]["value"]][0]
     _, switched = studio.change_map(session, other, 0.6, "jet")
     out["switched"] = np.asarray(Image.open(switched), dtype=np.int16)
     report = studio.report(session, other, 0.6, "jet")
@@ -51,7 +52,8 @@ def workflow(studio, folder: Path) -> dict:
     upload = folder / "upload.safetensors"
     upload.write_bytes(Path(out["saved"]).read_bytes())
     out["loaded"] = studio.load_prompts(fresh, str(upload))["prompts_status"]
-    out["again"] = studio.predict(fresh, real_scan("MR_small_padded.dcm", folder), AUTO_WINDOW)[1]
+    again = studio.predict(fresh, real_scan("MR_small_padded.dcm", folder), AUTO_WINDOW)
+    out["again"] = again["tuned_label"]
     return out
 
 
@@ -116,7 +118,7 @@ def test_a_spent_quota_runs_the_workflow_on_the_cpu(studio, tmp_path, monkeypatc
     final = last(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1, progress=NOOP))
     assert "Tuning finished" in final["tune_status"]
     out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
-    assert sum(out[1].values()) == pytest.approx(1.0, abs=1e-5)
+    assert sum(out["tuned_label"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_run_past_its_gpu_time_is_answered_and_loses_nothing(studio, tmp_path, monkeypatch):
