@@ -63,7 +63,7 @@ def _bump(n):
 
 
 def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gallery, rev,
-                view, features_status) -> None:
+                view) -> None:
     """One class: its name, descriptions and count, its thumbnails (click one, then remove
     it), and an upload area that adds scans to this class."""
     name = card["name"]
@@ -94,23 +94,16 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
     pictures.select(select, session, [session, status], queue=False, api_visibility="private")
     added = {"session": session, "files": upload, "example_status": status, "gallery": gallery,
              "counts": counts}
-    _then_prepare(upload.upload(by_name(add, added), [session, upload, *view[:3]],
-                                list(added.values()), concurrency_id="infer",
-                                concurrency_limit=INFER_CONCURRENCY,
-                                api_visibility="private").then(
-        _bump, rev, rev, queue=False, api_visibility="private"), studio, session, features_status)
+    # (the chain ends with the bump: it re-renders the cards, and with them this event's
+    # own steps; the features are prepared by the bump's change, outside the cards)
+    upload.upload(by_name(add, added), [session, upload, *view[:3]], list(added.values()),
+                  concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY,
+                  api_visibility="private").then(_bump, rev, rev, queue=False,
+                                                 api_visibility="private")
     removed = {name: added[name] for name in REMOVE_OUTPUTS}
     remove.click(by_name(studio.remove_selected, removed), session, list(removed.values()),
                  api_visibility="private").then(_bump, rev, rev, queue=False,
                                                 api_visibility="private")
-
-
-def _then_prepare(event, studio: Studio, session: gr.State, features_status: gr.Markdown):
-    """After examples arrive (`event`): prepare their features, in the encoding line."""
-    outputs = {"session": session, "features_status": features_status}
-    return event.then(by_name(studio.prepare_features, outputs), session, list(outputs.values()),
-                      concurrency_id="encode", concurrency_limit=ENCODE_CONCURRENCY,
-                      api_visibility="private")
 
 
 def _task_tab(first, first_organ) -> SimpleNamespace:
@@ -177,7 +170,7 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
                 gr.Markdown(t("cards_empty"))
             for i, card in enumerate(cards):
                 _class_card(studio, i, card, session, example_status, counts, gallery,
-                            cards_rev, [window, level, width, index], features_status)
+                            cards_rev, [window, level, width, index])
     return SimpleNamespace(example_class=example_class, window=window, level=level, width=width,
                            index=index, add=add, example_status=example_status,
                            features_status=features_status, counts=counts, gallery=gallery,
@@ -375,12 +368,11 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                                                  api_visibility="private")
 
         samples = _outputs(ui, session, SAMPLE_OUTPUTS)
-        _then_prepare(ui.use_samples.click(
+        ui.use_samples.click(
             by_name(studio.use_samples, samples), [session, ui.samples], list(samples.values()),
             api_name="use_samples", concurrency_id="infer",
             concurrency_limit=INFER_CONCURRENCY).then(
-            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private"),
-            studio, session, ui.features_status)
+            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private")
 
         view_inputs = [ui.files, ui.window, ui.level, ui.width, ui.index]
         view_outputs = [ui.preview, ui.preview_text, ui.frame]
@@ -402,13 +394,18 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             studio.preview, view_inputs, view_outputs, concurrency_id="infer",
             concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
         added = _outputs(ui, session, ADD_OUTPUTS)
-        _then_prepare(ui.add.click(
+        ui.add.click(
             by_name(studio.add_examples, added),
             [session, ui.files, ui.example_class, ui.window, ui.level, ui.width, ui.index],
             list(added.values()), api_name="add_examples", concurrency_id="infer",
             concurrency_limit=INFER_CONCURRENCY).then(
-            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private"),
-            studio, session, ui.features_status)
+            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private")
+        # whenever the examples change (the cards' count is bumped), their features are
+        # prepared in the background, in the encoding line
+        prepared = {"session": session, "features_status": ui.features_status}
+        ui.cards_rev.change(by_name(studio.prepare_features, prepared), session,
+                            list(prepared.values()), concurrency_id="encode",
+                            concurrency_limit=ENCODE_CONCURRENCY, api_visibility="private")
         removed = _outputs(ui, session, REMOVE_OUTPUTS)
         ui.remove.click(by_name(studio.remove_selected, removed), session, list(removed.values()),
                         api_name="remove_selected").then(_bump, ui.cards_rev, ui.cards_rev,

@@ -136,3 +136,10 @@ def predict_example_picture(page, folder, name: str = "ct_head.png") -> None:
     answer_after(page, "#predict-status",
                  page.get_by_role("button", name="Predict", exact=True).click)
     page.locator("#attention-map img").wait_for()
+
+
+def use_sample_scans(page) -> str:
+    """Once the model is loaded, one click on the sample set; the task's status line."""
+    wait_text(page, "#model-status", "tiny-biomedclip")
+    page.locator("#use-samples").click()
+    return wait_text(page, "#task-status", "Sample scans added")

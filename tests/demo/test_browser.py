@@ -11,7 +11,8 @@ from PIL import Image
 from demo.messages import text
 from tests.demo.browser import (CHROMIUM, ENGLISH_WORD, FLAGS, answer_after, choose,
                                 colour_share, fill_cell, options_of, picture_in,
-                                predict_example_picture, shot, text_of, wait_text)
+                                predict_example_picture, shot, text_of, use_sample_scans,
+                                wait_text)
 from tests.demo.conftest import class_zip, real_scan
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
@@ -293,9 +294,7 @@ def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
     with sync_playwright() as p:
         browser, context, page = _browser(p, "en-US")
         page.goto(app_url)
-        wait_text(page, "#model-status", "tiny-biomedclip")
-        page.locator("#use-samples").click()
-        status = wait_text(page, "#task-status", "Sample scans added")
+        status = use_sample_scans(page)
         assert "computed tomography 2" in status and "ultrasound 2" in status
         cell = page.locator("#class-table").get_by_test_id("cell-0-1").inner_text()
         assert cell.count("\n") >= 1  # one sentence per line, not one run-on paragraph
@@ -369,9 +368,7 @@ def test_each_run_owns_its_stop_and_no_prompts_are_lost(app_url, tmp_path):
     with sync_playwright() as p:
         browser, context, page = _browser(p, "en-US")
         page.goto(app_url)
-        wait_text(page, "#model-status", "tiny-biomedclip")
-        page.locator("#use-samples").click()
-        wait_text(page, "#task-status", "Sample scans added")
+        use_sample_scans(page)
         page.get_by_role("tab", name="3 · Tune").click()
         stop = page.get_by_role("button", name="Stop", exact=True)
         stop.click()  # nothing runs: said, and nothing else changes
@@ -437,9 +434,7 @@ def test_typed_numbers_count_and_settings_stay_with_their_file(app_url, app_log,
     with sync_playwright() as p:
         browser, context, page = _browser(p, "en-US")
         page.goto(app_url)
-        wait_text(page, "#model-status", "tiny-biomedclip")
-        page.locator("#use-samples").click()
-        wait_text(page, "#task-status", "Sample scans added")
+        use_sample_scans(page)
         predict_example_picture(page, tmp_path)
         before = picture_in(page, "#attention-map")
         box = page.locator("#opacity input[type=number]")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.demo.browser import CHROMIUM, FLAGS, SCREENSHOTS, predict_example_picture, shot, wait_text
+from tests.demo.browser import (CHROMIUM, FLAGS, SCREENSHOTS, predict_example_picture, shot,
+                                use_sample_scans)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
                                 "(apt-get install chromium); .ci/run installs it")
@@ -109,9 +110,7 @@ def axe_script() -> Path:
 def _show_every_result(page, folder: Path) -> None:
     """Sample scans in step 1, then a prediction, so the probability tables, the map and the
     nearest examples are filled."""
-    wait_text(page, "#model-status", "tiny-biomedclip")
-    page.locator("#use-samples").click()
-    wait_text(page, "#task-status", "Sample scans added")
+    use_sample_scans(page)
     predict_example_picture(page, folder)
     page.locator("#nearest .thumbnail-item").first.wait_for()
 
