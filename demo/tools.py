@@ -209,9 +209,10 @@ class Tools:
                 raise UserError("line_too_long")
             with session.runs.run(TUNE) as run:
                 events = list(tuning_run(session, info, cfg, None, run))
-            finished = events[-1]
-            assert isinstance(finished, Finished) and finished.value is not None
-            session.prompts.finished(finished.value)
+            tuning = events[-1].value if isinstance(events[-1], Finished) else None
+            if tuning is None:  # ended before its first step (the server is stopping)
+                raise UserError("stopped_early_none")
+            session.prompts.finished(tuning)
         finally:
             line.leave(ticket)
 
