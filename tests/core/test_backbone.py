@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import core.backbone as backbone_mod
+import core.backbone.offline as offline
 from core.backbone import (BackboneUnavailable, bf16_supported, load_backbone, resolve_device,
                            resolve_precision)
 
@@ -151,7 +151,7 @@ def _write_open_clip_folder(bb, folder, text_name):
     """An open_clip folder like BiomedCLIP's release, holding `bb`'s weights; the text tower's
     config and tokenizer are named by `text_name` (a hub id or a folder)."""
     folder.mkdir(parents=True)
-    config = backbone_mod._biomedclip_like_config("vit_tiny_patch16_224", 64, folder)
+    config = offline._biomedclip_like_config("vit_tiny_patch16_224", 64, folder)
     config["model_cfg"]["text_cfg"]["hf_model_name"] = text_name
     config["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = text_name
     (folder / "open_clip_config.json").write_text(json.dumps(config))
@@ -161,7 +161,7 @@ def _write_open_clip_folder(bb, folder, text_name):
 
 def _write_text_folder(folder):
     folder.mkdir(parents=True)
-    backbone_mod._write_bert_folder(folder, **backbone_mod._BERT_TINY)
+    offline._write_bert_folder(folder, **offline._BERT_TINY)
 
 
 def _hub_snapshot(cache, repo_id, source):
@@ -201,7 +201,7 @@ def test_local_dir_loads_the_saved_weights_offline(backbones, tmp_path):
     bb = backbones["tiny-biomedclip"]
     folder = tmp_path / "biomedclip"
     _write_open_clip_folder(bb, folder, str(folder))
-    backbone_mod._write_bert_folder(folder, **backbone_mod._BERT_TINY)
+    offline._write_bert_folder(folder, **offline._BERT_TINY)
     loaded = load_backbone(f"local-dir:{folder}", "cpu")
     assert loaded.fingerprint == bb.fingerprint
     assert loaded.name == f"local-dir:{folder}"
