@@ -10,7 +10,8 @@ LUT (CT values become Hounsfield units) and keep the file's own windows and VOI 
 MONOCHROME1 is inverted only when drawn. Every failure, whatever the bytes, is a `ScanError` whose
 message a clinician can act on, and limits are checked from headers before any pixel data is
 decoded. Patient names, IDs, dates, institutions and file names are never kept, logged or shown.
-The readers live in `dicom.py` and `formats.py` of this package; this module is the whole API.
+The readers live in `dicom.py` and `formats.py` of this package, the windowing maths on arrays
+in `window.py`; this module is the whole API.
 """
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ from core.presets import modality_ids
 from core.imaging.dicom import read_dicom, read_dicom_series
 from core.imaging.formats import (MAX_FILE_BYTES, MAX_FRAMES, MAX_PIXELS_PER_FRAME,
                                   MAX_TOTAL_SAMPLES, MAX_UNZIPPED_BYTES, MAX_ZIP_MEMBERS,
-                                  PILLOW_FORMATS, Limits, Meta, VoiLut, Window, read_gzip,
-                                  read_head, read_itk, read_pillow, sniff, unzip_members)
+                                  PILLOW_FORMATS, Limits, Meta, read_gzip, read_head, read_itk,
+                                  read_pillow, sniff, unzip_members)
+from core.imaging.window import (WINDOW_PRESETS, VoiLut, Window, apply_voi_lut, apply_window,
+                                 levels_to_rgb, robust_range)
 
 __all__ = ["APP_MODALITIES", "Limits", "MAX_FILE_BYTES", "MAX_FRAMES", "MAX_PIXELS_PER_FRAME",
            "MAX_TOTAL_SAMPLES", "MAX_UNZIPPED_BYTES", "MAX_ZIP_MEMBERS", "Scan", "ScanError",
@@ -44,21 +47,6 @@ __all__ = ["APP_MODALITIES", "Limits", "MAX_FILE_BYTES", "MAX_FRAMES", "MAX_PIXE
            "load_series", "resolve_window", "robust_range", "suggest_modality", "to_rgb"]
 
 logger = logging.getLogger(__name__)
-
-# CT windows in Hounsfield units, (centre, width), as listed by Radiopaedia's "Windowing (CT)"
-# article (radiopaedia.org/articles/windowing-ct): brain W80 L40; subdural W130-300 L50-100
-# (75/215 sits inside both ranges); stroke W40 L40 (the narrower W8 L32 is also quoted); lungs
-# W1500 L-600; mediastinum W350 L50; soft tissues W350-400 L20-60; liver W150 L30; bone W1800 L400.
-WINDOW_PRESETS: dict[str, Window] = {
-    "brain": Window(40, 80),
-    "subdural": Window(75, 215),
-    "stroke": Window(40, 40),
-    "lung": Window(-600, 1500),
-    "mediastinum": Window(50, 350),
-    "soft tissue": Window(40, 400),
-    "liver": Window(30, 150),
-    "bone": Window(400, 1800),
-}
 
 APP_MODALITIES = modality_ids()  # the one vocabulary: assets/modalities.json
 
@@ -313,7 +301,7 @@ def _origin(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Display
+# Display: which frame and which window a Scan is drawn with (the maths is in window.py)
 
 def to_rgb(scan: Scan, window: WindowSpec = None, index: int | None = None) -> Image.Image:
     """One frame or slice (the middle one by default) as an 8-bit RGB picture.
@@ -326,14 +314,7 @@ def to_rgb(scan: Scan, window: WindowSpec = None, index: int | None = None) -> I
         levels = _default_levels(scan, frame)
     else:
         levels = apply_window(frame, resolve_window(scan, window))
-    if scan.inverted:
-        np.subtract(1.0, levels, out=levels)
-    levels *= 255.0
-    levels += 0.5
-    grey_or_rgb = levels.astype(np.uint8)
-    if scan.is_color:
-        return Image.fromarray(grey_or_rgb, "RGB")
-    return Image.fromarray(grey_or_rgb, "L").convert("RGB")
+    return levels_to_rgb(levels, scan.inverted)
 
 
 def _default_levels(scan: Scan, frame: np.ndarray) -> np.ndarray:
@@ -383,54 +364,6 @@ def resolve_window(scan: Scan, window: WindowSpec) -> Window:
             and resolved.width > 0):
         raise ScanError("A window needs a finite centre and a width greater than zero.")
     return resolved
-
-
-def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
-    """Display levels in [0, 1] (float32) for `values` under a VOI window, following DICOM
-    PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT) and C.11.2.1.3 (SIGMOID)."""
-    x = values.astype(np.float32, copy=True)
-    center, width = float(window.center), float(window.width)
-    if window.function == "SIGMOID":
-        x -= center
-        x *= -4.0 / width
-        with np.errstate(over="ignore"):
-            np.exp(x, out=x)
-        x += 1.0
-        return np.reciprocal(x, out=x)
-    if window.function == "LINEAR":
-        # DICOM's LINEAR shifts centre and width by 0.5 and 1 so integer data splits evenly.
-        if width <= 1:
-            return (x > center - 0.5).astype(np.float32)
-        center, width = center - 0.5, width - 1.0
-    x -= center
-    x /= width
-    x += 0.5
-    return np.clip(x, 0.0, 1.0, out=x)
-
-
-def apply_voi_lut(values: np.ndarray, lut: VoiLut) -> np.ndarray:
-    """Display levels in [0, 1] through a DICOM VOI LUT: values below the first mapped value
-    take the first entry, values past the table take the last (PS3.3 C.11.2.1.1)."""
-    index = values.astype(np.int64) - lut.first_mapped
-    np.clip(index, 0, len(lut.values) - 1, out=index)
-    levels = lut.values[index]
-    levels /= np.float32(2 ** lut.bits - 1)
-    return levels
-
-
-def robust_range(pixels: np.ndarray, low: float = 0.5, high: float = 99.5,
-                 max_samples: int = 1_000_000) -> tuple[float, float]:
-    """The 0.5th-99.5th percentile range: a window for data that brings none (MR without
-    windows, NIfTI, 16-bit PNG) that ignores a few extreme pixels. Large scans are sampled on a
-    regular grid, which moves the percentiles negligibly and keeps this fast."""
-    step = max(1, math.ceil(math.sqrt(pixels.size / max_samples)))
-    sample = pixels[:, ::step, ::step]
-    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
-    if hi <= lo:
-        lo, hi = float(pixels.min()), float(pixels.max())
-    if hi <= lo:
-        return lo - 0.5, lo + 0.5  # a constant image: draw it mid-grey
-    return lo, hi
 
 
 def suggest_modality(scan: Scan) -> str | None:

@@ -28,8 +28,9 @@ from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndia
                          ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless)
 
 from core.errors import ScanError
-from core.imaging.formats import Limits, Meta, VoiLut, Window
+from core.imaging.formats import Limits, Meta
 from core.imaging.gdcm import decode_with_gdcm
+from core.imaging.window import VoiLut, Window
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ def _windows(ds: Dataset) -> list[Window]:
 
 def _voi_luts(ds: Dataset) -> list[VoiLut]:
     """The file's VOI LUTs, each tabulated through pydicom's own `apply_voi` (which knows the
-    LUT Data encodings) and applied later in `core.imaging`."""
+    LUT Data encodings) and applied later by `core.imaging.window`."""
     luts = []
     for index, item in enumerate(ds.get("VOILUTSequence") or []):
         try:

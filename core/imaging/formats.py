@@ -17,7 +17,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence
@@ -38,27 +38,6 @@ MAX_ZIP_MEMBERS = 4000
 MAX_UNZIPPED_BYTES = 2 * MAX_FILE_BYTES
 
 HEAD_BYTES = 4096  # enough for every signature below (NIfTI-1 magic sits at byte 344)
-
-
-class Window(NamedTuple):
-    """A VOI window: the value at `center` maps to mid-grey, `width` spans black to white.
-
-    `function` is the DICOM VOI LUT Function: LINEAR (the DICOM default, PS3.3 C.11.2.1.2),
-    LINEAR_EXACT (plain center +/- width/2) or SIGMOID."""
-
-    center: float
-    width: float
-    function: str = "LINEAR_EXACT"
-    explanation: str = ""
-
-
-class VoiLut(NamedTuple):
-    """A DICOM VOI LUT: stored value `first_mapped + i` displays as `values[i] / (2**bits - 1)`."""
-
-    first_mapped: int
-    values: np.ndarray
-    bits: int
-    explanation: str = ""
 
 
 @dataclass(frozen=True)
