@@ -6,11 +6,11 @@ try:  # on a ZeroGPU Space, `spaces` must be imported before torch
 except ImportError:
     pass
 
-from demo import storage  # noqa: E402
+from demo.runtime import storage  # noqa: E402
 
 storage.start()  # the private folder for uploads and downloads, before gradio reads it
 
-from demo.layout import create_app, launch_options  # noqa: E402
+from demo.ui.layout import create_app, launch_options  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 demo, args = create_app()

@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-start", action="store_true", help="do not time the app start")
     args = parser.parse_args(argv)
 
-    from demo.handlers import Studio
-    from demo.replies import AUTO_WINDOW
-    from demo.session import Session
+    from demo.ui.handlers import Studio
+    from demo.ui.replies import AUTO_WINDOW
+    from demo.work.session import Session
 
     figures: dict = {"backbone": args.backbone}
     if not args.skip_start:

@@ -1,8 +1,35 @@
 """Errors meant for a person: each message says what went wrong and what to do about it."""
 
 
+from typing import Any
+
+
 class StudioError(Exception):
-    """Base of every error whose message is shown to the user as it is."""
+    """Base of every error whose message is shown to the user as it is.
+
+    The message is English. Where the app shows it in another language, `key` names the message
+    and `values` fill it (`demo.text.messages` holds the translations by key), so a translation
+    never depends on the English wording."""
+
+    def __init__(self, message: str = "", *, key: str | None = None, **values: Any) -> None:
+        super().__init__(message)
+        self.key, self.values = key, values
+
+    def __reduce__(self):  # rebuilt with its key and values when it crosses a process
+        return _rebuild, (type(self), str(self), self.key, self.values)
+
+
+def quoted(exc: BaseException) -> dict[str, Any]:
+    """The values that quote another error inside a message: its text, and its key and values
+    where it has them (so the quote is translated too)."""
+    return {"detail": str(exc), "detail_key": getattr(exc, "key", None),
+            "detail_values": dict(getattr(exc, "values", None) or {})}
+
+
+def _rebuild(cls: type, message: str, key: str | None, values: dict) -> StudioError:
+    error = cls.__new__(cls)
+    StudioError.__init__(error, message, key=key, **values)
+    return error
 
 
 class BackboneUnavailable(StudioError):

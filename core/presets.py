@@ -52,6 +52,7 @@ class Modality:
 
     id: str
     name: str
+    name_ko: str  # the name the Korean page shows
     description: str
     organs: tuple[str, ...]
     phrase: str
@@ -77,11 +78,15 @@ class Modality:
 
 @dataclass(frozen=True)
 class TaskPreset:
-    """A ready few-shot task shaped like one of the paper's public data sets."""
+    """A ready few-shot task shaped like one of the paper's public data sets. Its title and
+    description are given in English and Korean; class names and their descriptions are English
+    only (they are what the model reads)."""
 
     id: str
     title: str
+    title_ko: str
     description: str
+    description_ko: str
     modality: str
     organ: str | None
     template: str
@@ -260,10 +265,11 @@ def _modalities(assets_dir: Path) -> tuple[Modality, ...]:
 
 
 def _modality_from(entry: Any, where: str) -> Modality:
-    _require(entry, where, ["id", "name", "description", "organs", "phrase", "template",
-                            "template_without_organ", "lambda_l1", "lambda_kl", "lambdas_from"])
+    _require(entry, where, ["id", "name", "name_ko", "description", "organs", "phrase",
+                            "template", "template_without_organ", "lambda_l1", "lambda_kl",
+                            "lambdas_from"])
     where = f"{where} ({entry['id']!r})"
-    for key in ("id", "name", "description", "template", "template_without_organ"):
+    for key in ("id", "name", "name_ko", "description", "template", "template_without_organ"):
         _text(entry[key], where, key)
     if not isinstance(entry["phrase"], str):
         raise PromptError(f"{where}: 'phrase' must be text (it may be empty).")
@@ -287,7 +293,8 @@ def _modality_from(entry: Any, where: str) -> Modality:
         organ_lambdas[str(organ).casefold()] = (
             _weight(values["lambda_l1"], where, f"organ_lambdas[{organ!r}].lambda_l1"),
             _weight(values["lambda_kl"], where, f"organ_lambdas[{organ!r}].lambda_kl"))
-    return Modality(id=entry["id"], name=entry["name"], description=entry["description"],
+    return Modality(id=entry["id"], name=entry["name"], name_ko=entry["name_ko"],
+                    description=entry["description"],
                     organs=organs, phrase=entry["phrase"], template=template,
                     template_without_organ=bare,
                     lambda_l1=_weight(entry["lambda_l1"], where, "lambda_l1"),
@@ -337,10 +344,11 @@ def _tasks(assets_dir: Path) -> tuple[TaskPreset, ...]:
 
 def _task_from(data: Any, path: Path, modality_ids: set[str]) -> TaskPreset:
     where = _where(path)
-    _require(data, where, ["id", "title", "description", "shaped_like", "modality", "organ",
-                           "template", "ctx_init", "lambda_l1", "lambda_kl", "classes",
-                           "descriptions"])
-    for key in ("id", "title", "description", "shaped_like", "modality", "template"):
+    _require(data, where, ["id", "title", "title_ko", "description", "description_ko",
+                           "shaped_like", "modality", "organ", "template", "ctx_init",
+                           "lambda_l1", "lambda_kl", "classes", "descriptions"])
+    for key in ("id", "title", "title_ko", "description", "description_ko", "shaped_like",
+                "modality", "template"):
         _text(data[key], where, key)
     if data["id"] != path.stem:
         raise PromptError(f"{where}: the id {data['id']!r} must match the file name {path.stem!r}.")
@@ -372,7 +380,8 @@ def _task_from(data: Any, path: Path, modality_ids: set[str]) -> TaskPreset:
                _weight(b2n[1], where, "paper_base_to_novel"))
     aliases = _text_list(data.get("shaped_like_aliases", []), where, "shaped_like_aliases") \
         if data.get("shaped_like_aliases") else ()
-    return TaskPreset(id=data["id"], title=data["title"], description=data["description"],
+    return TaskPreset(id=data["id"], title=data["title"], title_ko=data["title_ko"],
+                      description=data["description"], description_ko=data["description_ko"],
                       modality=data["modality"], organ=data["organ"], template=data["template"],
                       ctx_init=data["ctx_init"], n_ctx=data.get("n_ctx"),
                       paper_n_ctx=data.get("paper_n_ctx"), lambda_l1=lambda_l1,

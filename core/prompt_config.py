@@ -70,7 +70,8 @@ class PromptConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.template, str) or self.template.count("{}") != 1:
             raise PromptError(f"The template {self.template!r} must contain exactly one '{{}}' "
-                              "where the class name goes, e.g. 'a MR photo of a {} in the brain.'")
+                              "where the class name goes, e.g. 'a MR photo of a {} in the brain.'",
+                              key="template_one_slot", template=repr(self.template))
         if re.search(r"\{[^}]|[^{]\}|\{\{|\}\}", self.template.replace("{}", "")):
             raise PromptError(f"The template {self.template!r} has stray braces; keep only one '{{}}'.")
         prefix = self.template_prefix

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from core import losses
 from core.backbone import Backbone, full_precision
-from core.errors import CheckpointError, PromptError
+from core.errors import CheckpointError, PromptError, quoted
 from core.prompt_config import (MAX_VISION_PROMPTS, METHOD_SETTINGS, METHODS,  # noqa: F401
                                 PromptConfig)
 
@@ -343,7 +343,8 @@ class DualPrompt(nn.Module):
         if state.fingerprint != backbone.fingerprint:
             raise CheckpointError(
                 f"These prompts were made on another model ({state.backbone}); the loaded model "
-                f"is {backbone.name}.")
+                f"is {backbone.name}.", key="prompts_other_model", other=state.backbone,
+                model=backbone.name)
         dp = cls(backbone, state.classnames, state.cfg, state.descriptions)
         if state.ctx is not None:
             with torch.no_grad():
@@ -361,18 +362,22 @@ class DualPrompt(nn.Module):
         if meta["backbone_fingerprint"] != backbone.fingerprint:
             raise CheckpointError(
                 f"These prompts were tuned on another model ({meta['backbone']}); the loaded model "
-                f"is {backbone.name}. Start the app with that model to use them.")
+                f"is {backbone.name}. Start the app with that model to use them.",
+                key="prompts_other_model", other=meta["backbone"], model=backbone.name)
         try:
             cfg = PromptConfig.from_json(meta["config"])
             classnames = json.loads(meta["classnames"])
             descriptions = json.loads(meta["descriptions"])
             dp = cls(backbone, classnames, cfg, descriptions)
         except (ValueError, TypeError, KeyError) as exc:
-            raise CheckpointError(f"The prompt file's settings are not valid ({exc}).") from exc
+            raise CheckpointError(f"The prompt file's settings are not valid ({exc}).",
+                                  key="prompt_file_settings", **quoted(exc)) from exc
         ctx = tensors["ctx"]
         if tuple(ctx.shape) != tuple(dp.ctx.shape):
             raise CheckpointError(f"The prompt file's context has shape {tuple(ctx.shape)}; this "
-                                  f"model and template need {tuple(dp.ctx.shape)}.")
+                                  f"model and template need {tuple(dp.ctx.shape)}.",
+                                  key="prompt_file_shape", found=str(tuple(ctx.shape)),
+                                  need=str(tuple(dp.ctx.shape)))
         with torch.no_grad():
             dp.ctx.copy_(ctx.to(dp.ctx.device))
         dp.info = json.loads(meta.get("info") or "{}")
@@ -451,32 +456,40 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise CheckpointError(f"The prompt file {path.name} cannot be read ({exc}).") from exc
+        raise CheckpointError(f"The prompt file {path.name} cannot be read ({exc}).",
+                              key="prompt_file_unreadable", name=path.name) from exc
     if size > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"{path.name} is {size / 2**20:.0f} MB; a prompt file is a few "
-                              "kilobytes. Choose the .safetensors file the app saved.")
+                              "kilobytes. Choose the .safetensors file the app saved.",
+                              key="prompt_file_too_big", name=path.name, mb=f"{size / 2**20:.0f}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path.name} is not a prompt file saved by this app (it must be a "
-                              ".safetensors file).") from exc
+                              ".safetensors file).", key="prompt_file_not_safetensors",
+                              name=path.name) from exc
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path.name} is a safetensors file but not a prompt file saved by "
-                              "this app.")
+                              "this app.", key="prompt_file_foreign", name=path.name)
     if meta.get("format_version") != str(CHECKPOINT_VERSION):
         raise CheckpointError(f"{path.name} has prompt-file version {meta.get('format_version')}; "
-                              f"this app reads version {CHECKPOINT_VERSION}.")
+                              f"this app reads version {CHECKPOINT_VERSION}.",
+                              key="prompt_file_version", name=path.name,
+                              found=str(meta.get("format_version")), version=CHECKPOINT_VERSION)
     missing = {"backbone", "backbone_fingerprint", "classnames", "config", "descriptions"} - set(meta)
     if missing:
-        raise CheckpointError(f"{path.name} lacks {sorted(missing)}; it is incomplete.")
+        raise CheckpointError(f"{path.name} lacks {sorted(missing)}; it is incomplete.",
+                              key="prompt_file_incomplete", name=path.name, keys=str(sorted(missing)))
     if set(tensors) != {"ctx"}:
         raise CheckpointError(f"{path.name} holds tensors {sorted(tensors)}; a prompt file holds "
-                              "exactly one, 'ctx'.")
+                              "exactly one, 'ctx'.", key="prompt_file_tensors", name=path.name,
+                              tensors=str(sorted(tensors)))
     ctx = tensors["ctx"]
     if ctx.dtype != torch.float32 or ctx.dim() != 2 or not torch.isfinite(ctx).all():
-        raise CheckpointError(f"{path.name} has a damaged context tensor.")
+        raise CheckpointError(f"{path.name} has a damaged context tensor.",
+                              key="prompt_file_damaged_ctx", name=path.name)
     return tensors, meta
 
 
@@ -485,7 +498,8 @@ def _checked_classnames(classnames: Sequence[str]) -> list[str]:
         raise PromptError("Give the class names as a list, one name per class.")
     names = [" ".join(str(n).split()) for n in (classnames or [])]
     if len(names) < 2:
-        raise PromptError("A task needs at least two classes; add the classes to tell apart.")
+        raise PromptError("A task needs at least two classes; add the classes to tell apart.",
+                          key="task_two_classes")
     if len(names) > MAX_CLASSES:
         raise PromptError(f"{len(names)} classes is more than the {MAX_CLASSES} this app handles.")
     if any(not n for n in names):
@@ -495,7 +509,7 @@ def _checked_classnames(classnames: Sequence[str]) -> list[str]:
         key = name.casefold()
         if key in seen:
             raise PromptError(f"The class name {name!r} is given twice; each class needs its own "
-                              "name.")
+                              "name.", key="task_class_twice", name=repr(name))
         seen[key] = name
     return names
 

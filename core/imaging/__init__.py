@@ -42,9 +42,9 @@ from core.imaging.window import (WINDOW_PRESETS, VoiLut, Window, apply_voi_lut, 
 
 __all__ = ["APP_MODALITIES", "Limits", "MAX_FILE_BYTES", "MAX_FRAMES", "MAX_PIXELS_PER_FRAME",
            "MAX_TOTAL_SAMPLES", "MAX_UNZIPPED_BYTES", "MAX_ZIP_MEMBERS", "Scan", "ScanError",
-           "VoiLut", "WINDOW_PRESETS", "Window", "apply_voi_lut", "apply_window", "labelled_zip",
-           "load_scan",
-           "load_series", "resolve_window", "robust_range", "suggest_modality", "to_rgb"]
+           "VoiLut", "WINDOW_PRESETS", "Window", "apply_voi_lut", "apply_window", "frame_index",
+           "labelled_zip", "load_scan", "load_series", "resolve_window", "robust_range",
+           "suggest_modality", "to_rgb"]
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ def _load_file(path: Path, limits: Limits) -> Scan:
     limits.check_file_size(path.stat().st_size)
     fmt = sniff(read_head(path))
     if fmt is None:
-        raise ScanError(NOT_AN_IMAGE)
+        raise ScanError(NOT_AN_IMAGE, key="scan_not_an_image")
     if fmt == "zip":  # a zip inside it is left out by _load_many, never opened
         with tempfile.TemporaryDirectory(prefix="scan-zip-") as folder:
             members = unzip_members(path, Path(folder), limits)
@@ -284,11 +284,11 @@ def _as_scan_error() -> Iterator[None]:
     except (ScanError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except MemoryError:
-        raise ScanError(TOO_BIG_FOR_MEMORY) from None
+        raise ScanError(TOO_BIG_FOR_MEMORY, key="scan_too_big") from None
     except BaseException as exc:  # the promise above. BaseException: decoders written in Rust
         # (pylibjpeg-rle) raise pyo3's PanicException, which is not an Exception.
         logger.warning("unreadable upload: %s raised in %s", type(exc).__name__, _origin(exc))
-        raise ScanError(DAMAGED) from None
+        raise ScanError(DAMAGED, key="scan_damaged") from None
 
 
 def _origin(exc: BaseException) -> str:
@@ -309,7 +309,7 @@ def to_rgb(scan: Scan, window: WindowSpec = None, index: int | None = None) -> I
     `window`: None uses the file's own VOI LUT or first window, else the full range of 8-bit and
     colour data, else a robust 0.5-99.5 percentile window; a `WINDOW_PRESETS` name; an int, the
     file's window of that number; a (centre, width) pair; or a `Window`."""
-    frame = scan.pixels[_frame_index(scan, index)]
+    frame = scan.pixels[frame_index(scan, index)]
     if window is None:
         levels = _default_levels(scan, frame)
     else:
@@ -326,13 +326,17 @@ def _default_levels(scan: Scan, frame: np.ndarray) -> np.ndarray:
     return apply_window(frame, Window((low + high) / 2, high - low))
 
 
-def _frame_index(scan: Scan, index: int | None) -> int:
+def frame_index(scan: Scan, index: int | None) -> int:
+    """The frame (slice) to draw: `index`, checked to be one of the scan's (0 to n - 1), or the
+    middle one when None. The one check of a frame number, for the app's pages and the API."""
     n = scan.n_frames
     if index is None:
         return n // 2
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n <= index < n:
-        raise ScanError(f"There is no {scan.frame_label} {index!r}: this scan has {n} "
-                        f"({scan.frame_label}s 0 to {n - 1}).")
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+        label = scan.frame_label
+        raise ScanError(f"There is no {label} {index!r}: this scan has {n} {label}s "
+                        f"(0 to {n - 1}).", key="scan_no_frame", label=label, index=index, n=n,
+                        last=n - 1)
     return int(index)
 
 

@@ -274,3 +274,20 @@ def test_missing_preset_files_are_reported(tmp_path):
     shutil.copy(presets.ASSETS_DIR / "modalities.json", tmp_path)
     with pytest.raises(PromptError, match="task presets folder"):
         presets.load_tasks(tmp_path)
+
+
+def test_every_ready_task_and_modality_carries_its_korean_words():
+    hangul = re.compile(r"[\uac00-\ud7a3]")
+    for task in TASKS:
+        assert hangul.search(task.title_ko) and hangul.search(task.description_ko), task.id
+        assert task.title_ko != task.title
+    for modality in presets.load_modalities():
+        assert modality.name_ko, modality.id
+    assert presets.modality("ultrasound").name_ko == "초음파"
+
+
+def test_a_task_file_without_its_korean_title_is_refused_by_name(assets_copy):
+    path = assets_copy / "tasks" / "kidney-ct.json"
+    _edit(path, lambda data: data.pop("title_ko"))
+    with pytest.raises(PromptError, match="title_ko"):
+        presets.load_tasks(assets_copy)

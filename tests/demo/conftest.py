@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from demo.handlers import Studio
+from demo.ui.handlers import Studio
 
 CT_FILES = ["CT_small.dcm", "693_UNCR.dcm", "explicit_VR-UN.dcm"]
 MR_FILES = ["MR_small.dcm", "MR2_UNCR.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm"]

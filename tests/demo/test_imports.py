@@ -74,5 +74,45 @@ def test_the_circle_finder_finds_a_circle():
 def test_no_module_of_the_app_imports_itself_round_a_circle():
     found = modules()
     graph = {name: imports_of(name, path, set(found)) for name, path in found.items()}
-    assert graph["demo.handlers"], "the graph was read"  # the app's modules import each other
+    assert graph["demo.ui.handlers"], "the graph was read"  # the app's modules import each other
     assert circles(graph) == []
+
+
+LAYERS = ("text", "runtime", "work", "ui")  # each may import only from those before it
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_every_module_of_the_app_sits_in_a_layer():
+    loose = [m for m in modules() if m != "demo" and layer_of(m) is None]
+    assert loose == []
+
+
+def test_each_layer_imports_only_from_the_layers_below_it():
+    found = modules()
+    graph = {name: imports_of(name, path, set(found)) for name, path in found.items()}
+    upward = sorted(f"{name} -> {other}" for name, others in graph.items() for other in others
+                    if layer_of(name) is not None and layer_of(other) is not None
+                    and layer_of(other) > layer_of(name))
+    assert upward == []
+
+
+def test_the_work_and_the_layers_below_it_never_import_gradio():
+    found = modules()
+    with_gradio = sorted(name for name, path in found.items()
+                         if layer_of(name) is not None and layer_of(name) < LAYERS.index("ui")
+                         and "gradio" in {m.split(".")[0] for m in _all_imports(path)})
+    assert with_gradio == []
+
+
+def _all_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names

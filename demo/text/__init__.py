@@ -1,0 +1,1 @@
+"""What the page says: labels (`strings`), messages and errors (`messages`), Korean task words."""

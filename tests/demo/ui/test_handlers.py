@@ -1,0 +1,770 @@
+"""The app's handlers called directly, with the tiny backbone and real DICOM files."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.errors import StudioError
+from core.prompts import PromptState
+from demo.ui.handlers import Studio
+from demo.ui.replies import AUTO_WINDOW
+from demo.work.session import Session
+from tests.demo.conftest import CT_FILES, MR_FILES, ROWS, real_scan
+
+
+def last(generator):
+    out = None
+    for out in generator:
+        pass
+    return out
+
+
+def prompts_file(updates) -> str:
+    """The tuned prompts' file a tuning stream offers (with its summary)."""
+    return next(u["save"] for u in updates if isinstance(u.get("save"), str))
+
+
+def tuned(studio, session, *settings, estimate=True, stop_when=None) -> list[dict]:
+    """A tuning run's replies, then (as the page chains it) its held-out estimate's;
+    `stop_when(reply)` presses Stop after a reply."""
+    updates = []
+    for update in studio.tune(session, *settings, progress=lambda *a, **k: None):
+        updates.append(update)
+        if stop_when is not None and stop_when(update):
+            studio.stop(session)
+    if estimate:
+        updates.extend(studio.estimate(session))
+    return updates
+
+
+def status_lines(updates, name: str = "tune_status") -> list[str]:
+    return [u[name] for u in updates if isinstance(u.get(name), str)]
+
+
+def ready_session(studio, tmp_path, tune=True) -> Session:
+    session = Session()
+    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25)
+    for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
+        paths = [real_scan(n, tmp_path) for n in names]
+        studio.add_examples(session, paths, label, AUTO_WINDOW)
+    if tune:
+        tuned(studio, session, "fast", 12.5, 0.25, 10, 1, 1, estimate=False)
+    return session
+
+
+def test_task_is_checked_and_kept(studio):
+    session = Session()
+    out = studio.set_task(session, "CT", "kidney", "a CT photo of a {} in the kidney.",
+                          [["cyst", "round\nfluid"], ["stone", ""], ["", ""]], 10.0, 0.5)
+    assert out["session"] is session and "2 classes" in out["task_status"]
+    assert session.classes == ["cyst", "stone"]
+    assert session.descriptions == {"cyst": ["round", "fluid"]}
+    assert (session.task.lambda_l1, session.task.lambda_kl) == (10.0, 0.5)
+
+
+@pytest.mark.parametrize("template, rows, message", [
+    ("a CT photo of a {}.", [["cyst", ""]], "at least two classes"),
+    ("a CT photo.", ROWS, "exactly one"),
+    ("a {} photo.", [["cyst", ""], ["Cyst", ""]], "given twice"),
+])
+def test_bad_tasks_are_explained_and_lose_nothing(studio, template, rows, message):
+    session = Session()
+    studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    out = studio.set_task(session, "CT", None, template, rows, 12.5, 0.25)
+    status = out["task_status"]
+    assert message in status and status.startswith("⚠️")  # shown in the step's status line
+    assert set(out) == {"task_status"}  # every other output stays as it was
+    assert session.classes == [r[0] for r in ROWS]  # the previous task is kept
+
+
+def test_examples_are_added_per_file_and_bad_ones_named_as_uploaded(studio, tmp_path):
+    session = Session()
+    studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    good = real_scan("CT_small.dcm", tmp_path)
+    bad = tmp_path / "notes"
+    bad.write_text("not an image at all")
+    out = studio.add_examples(session, [good, str(bad), good], ROWS[0][0], AUTO_WINDOW)
+    status = out["example_status"]
+    assert "Added 1 example" in status and "`notes`: " in status
+    assert "the same picture as computed tomography #1" in status  # the duplicate, skipped
+    assert len(session.examples) == 1 and Image.open(out["gallery"][0][0]).size == (128, 128)
+    assert "**computed tomography**: 1" in out["counts"] and out["files"] is None
+    assert session.owner and good in studio.files.owned(session.owner)
+
+
+def test_remove_selected_example(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    session.selected = 0
+    out = studio.remove_selected(session)
+    assert "Removed computed tomography #1" in out["example_status"]
+    assert len(session.examples) == 5
+    assert "Click an example first" in studio.remove_selected(session)["example_status"]
+
+
+def test_tuning_streams_progress_and_keeps_the_prompts(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 12, 1, 1)
+    lines = status_lines(updates)
+    assert any("Reading the examples" in line for line in lines)
+    assert any(line.startswith("Step ") for line in lines)
+    final = next(u for u in updates if "save" in u)  # the tuned prompts' file
+    assert "Tuning finished" in final["tune_status"] and "12 steps" in final["tune_status"]
+    assert "Training accuracy" in final["tune_status"]
+    assert "not a measure" in final["tune_status"]
+    curve = final["curve"]  # a figure with numeric axes over the whole run, both lines drawn
+    loss_axis = curve.axes[0]
+    assert loss_axis.get_xlim() == (0, 12) and len(loss_axis.lines[0].get_xdata()) == 12
+    assert len(curve.axes[1].lines[0].get_ydata()) == 12
+    # the summary's training accuracy is the curve's marked final point (defect 6)
+    (marker_y,) = curve.axes[1].lines[1].get_ydata()
+    assert marker_y == pytest.approx(100 * session.history.final["accuracy"])
+    assert isinstance(session.tuned, PromptState) and session.tuned.classnames == session.classes
+    saved = final["save"]
+    assert Path(saved).name.startswith("biomed-dpt-prompts_") and Path(saved).exists()
+    # then the held-out estimate, computed from the cached features, in its own line
+    progress = status_lines(updates, "estimate_status")
+    assert any(line.startswith("Estimating accuracy on held-out examples (3-fold") for line in
+               progress)  # the folds it will use, not a constant (defect 6)
+    estimate = progress[-1]
+    assert "Held-out estimate" in estimate
+    assert "3-fold cross-validation on your 6 examples" in estimate
+    for method in ("tuned prompts (Biomed-DPT)", "zero-shot", "Tip-Adapter", "linear probe"):
+        assert f"| {method}" in estimate
+    assert "only 3 examples" in estimate  # fewer than 4 per class: said
+    held = session.held_out["methods"]
+    assert set(held) == {"tuned", "zero-shot", "tip-adapter", "linear-probe"}
+    assert all(0 <= m["accuracy"] <= 1 and len(m["per_fold"]) == 3 for m in held.values())
+    assert not session.runs.going()  # every run ended, with its stop
+
+
+def test_examples_are_encoded_as_they_arrive_and_tuning_reuses_them(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    updates = list(studio.prepare_features(session))
+    lines = status_lines(updates, "features_status")
+    assert any("Preparing the features of the examples" in line for line in lines)
+    assert "features are ready" in lines[-1]
+    assert len(session.features) == 2 * len(session.examples)  # with and without prompts
+    misses = session.features.misses
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 5, 1, 1)
+    assert "Held-out estimate" in status_lines(updates, "estimate_status")[-1]
+    # nothing re-encoded: not for tuning, nor for the estimate and its baselines
+    assert session.features.misses == misses
+
+
+def test_closing_a_tuning_stream_stops_and_joins_its_worker(studio, tmp_path):
+    import threading
+
+    session = ready_session(studio, tmp_path, tune=False)
+    stream = studio.tune(session, "fast", 12.5, 0.25, 5000, 1, 1, progress=lambda *a, **k: None)
+    for update in stream:
+        if update.get("tune_status", "").startswith("Step "):
+            (run,) = session.runs.going()
+            break
+    stream.close()  # the client went away mid-run
+    assert run.stopped and not Path(run.stop_path).exists()  # stopped, and its stop gone
+    assert not [t for t in threading.enumerate() if t.name == "tune"]
+    assert not session.runs.going()
+
+
+def test_stop_ends_a_first_tuning_with_what_was_learned(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 2000, 1, 1, estimate=False,
+                    stop_when=lambda u: u.get("tune_status", "").startswith("Step "))
+    assert "stopped by you" in updates[-1]["tune_status"]  # no prompts before: these are kept
+    assert session.tuned is not None and len(session.history.steps) <= 10
+
+
+def test_a_quick_stop_keeps_the_good_prompts_and_offers_the_stopped_ones(studio, tmp_path):
+    """Defect 3: after a finished run, Tune then Stop at once kept the stopped run's prompts,
+    with no way back."""
+    session = ready_session(studio, tmp_path)
+    good = session.tuned
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 2000, 1, 1,
+                    stop_when=lambda u: u.get("tune_status", "").startswith("Step "))
+    offered = next(u for u in updates if "swap" in u)
+    assert "Stopped by you after" in offered["tune_status"]
+    assert "(10 steps) are kept" in offered["tune_status"]
+    assert offered["swap"]["visible"] and "Use the stopped run's prompts" in offered["swap"]["value"]
+    assert session.tuned is good and "save" not in offered  # the Save button keeps its file
+    # no estimate is claimed for prompts that were not kept; the kept ones are estimated
+    assert "see the held-out" not in offered["tune_status"]
+    assert "Held-out estimate" in status_lines(updates, "estimate_status")[-1]
+    assert session.held_out is not None
+    stopped = session.prompts.other.prompts
+    # taking the stopped run's prompts, then going back: each one click, nothing lost
+    took = studio.swap_prompts(session)
+    assert session.tuned is stopped and "Now using the other prompts" in took["tune_status"]
+    assert "Restore the previous prompts (10 steps)" in took["swap"]["value"]
+    assert Path(took["save"]).exists()  # Save offers the prompts now in use
+    back = studio.swap_prompts(session)
+    assert session.tuned is good and session.held_out is not None  # with its estimate
+    assert "Go back to the prompts you left" in back["swap"]["value"]
+
+
+def test_a_finished_run_keeps_the_previous_prompts_restorable(studio, tmp_path):
+    session = ready_session(studio, tmp_path)
+    first = session.tuned
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 6, 1, 2, estimate=False)
+    final = next(u for u in updates if "save" in u)
+    assert session.tuned is not first
+    assert "Restore the previous prompts (10 steps)" in final["swap"]["value"]
+    restored = studio.swap_prompts(session)
+    assert session.tuned is first and "10 steps" in restored["tune_status"]
+    assert restored["curve"].axes[0].get_xlim() == (0, 10)  # the restored run's own curve
+
+
+def test_stop_before_the_first_step_keeps_the_previous_prompts(studio, tmp_path):
+    session = ready_session(studio, tmp_path)
+    previous = session.tuned
+    updates = []
+    for update in studio.tune(session, "paper", 12.5, 0.25, 10, 5, 1,
+                              progress=lambda *a, **k: None):
+        updates.append(update)
+        studio.stop(session)  # during the encoding of the crops, before any step
+    assert "previous prompts are kept" in updates[-1]["tune_status"]
+    assert session.tuned is previous
+
+
+def test_stop_with_nothing_running_says_so_and_breaks_nothing_later(studio, tmp_path):
+    """Defect 1: a Stop pressed with no run left the stop set; the next Tune never started,
+    every Evaluate answered "stopped", and new examples said their features were
+    interrupted."""
+    session = ready_session(studio, tmp_path)
+    assert studio.stop(session) == {}  # nothing changes on the page (a toast says why)
+    assert not session.runs.going()
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 5, 1, 1)
+    assert "Tuning finished" in next(u for u in updates if "save" in u)["tune_status"]
+    assert "Held-out estimate" in status_lines(updates, "estimate_status")[-1]
+    studio.add_test_scans(session, None, [real_scan("CT_small.dcm", tmp_path)], ROWS[0][0],
+                          AUTO_WINDOW)
+    assert "Accuracy" in studio.evaluate(session)["eval_status"]
+    studio.add_examples(session, [real_scan("emri_small.dcm", tmp_path)], ROWS[1][0],
+                        AUTO_WINDOW)
+    assert "features are ready" in list(studio.prepare_features(session))[-1]["features_status"]
+
+
+def test_stop_reaches_the_estimate_only_and_tune_replaces_it(studio, tmp_path):
+    """Defect 2: during the held-out estimate, Tune acts (ends the estimate, starts) and Stop
+    ends the estimate alone."""
+    import threading
+
+    session = ready_session(studio, tmp_path, tune=False)
+    tuned(studio, session, "fast", 12.5, 0.25, 10, 1, 1, estimate=False)
+    estimate = studio.estimate(session)
+    first = next(estimate)
+    assert first["estimate_status"].startswith("Estimating")
+    (run,) = session.runs.going()
+    assert run.kind == "estimate"
+    assert studio.stop(session) == {"estimate_status": "Stopping after the current step…"}
+    assert status_lines(list(estimate), "estimate_status")[-1] == \
+        "The held-out estimate was stopped."
+    assert session.tuned is not None and session.held_out is None
+
+    # the estimate waits in the tuning line behind another user's run; a Tune replaces it
+    (tmp_path / "other").mkdir()
+    other = ready_session(studio, tmp_path / "other", tune=False)
+    long_run = studio.tune(other, "fast", 12.5, 0.25, 5000, 1, 1, progress=lambda *a, **k: None)
+    for update in long_run:
+        if update.get("tune_status", "").startswith("Step "):
+            break
+    replies = []
+    waiting = threading.Thread(target=lambda: replies.extend(studio.estimate(session)))
+    waiting.start()
+    while not any("in line" in r.get("estimate_status", "") for r in replies):
+        waiting.join(0.05)
+    again = studio.tune(session, "fast", 12.5, 0.25, 5, 1, 3, progress=lambda *a, **k: None)
+    next(again)  # the new run has begun: the estimate of the prompts it replaces ends
+    waiting.join(30)
+    assert not waiting.is_alive()
+    assert replies[-1] == {"estimate_status": "The held-out estimate was stopped: a new tuning "
+                                              "run began."}
+    long_run.close()
+    assert "Tuning finished" in next(u for u in again if "save" in u)["tune_status"]
+
+
+def test_a_second_tune_while_one_runs_changes_nothing(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    running = studio.tune(session, "fast", 12.5, 0.25, 5000, 1, 1, progress=lambda *a, **k: None)
+    for update in running:
+        if update.get("tune_status", "").startswith("Step "):
+            break
+    again = list(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1,
+                             progress=lambda *a, **k: None))
+    assert again == [{"tune_status": again[0]["tune_status"]}]  # a skip: the page keeps its text
+    assert [r.kind for r in session.runs.going()] == ["tune"]
+    running.close()
+
+
+def test_tuning_without_examples_is_explained(studio):
+    session = Session()
+    studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    out = last(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1, progress=lambda *a, **k: None))
+    assert "Add at least one example" in out["tune_status"]
+
+
+def test_predict_shows_both_classifiers_a_map_and_its_report(studio, tmp_path):
+    import json
+
+    session = ready_session(studio, tmp_path)
+    out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
+    tuned, zero, baseline = out["tuned_label"], out["zero_label"], out["baseline_label"]
+    view, picture, dropdown, nearest = out["scan_view"], out["heat"], out["map_class"], out["nearest"]
+    assert set(tuned) == set(zero) == set(baseline) == set(session.classes)
+    assert sum(tuned.values()) == pytest.approx(1.0, abs=1e-5)
+    assert sum(baseline.values()) == pytest.approx(1.0, abs=1e-5)
+    assert len(nearest) == 3 and all(Image.open(path).size[0] <= 160 for path, _ in nearest)
+    similarities = [float(caption.split(" · ")[0]) for _, caption in nearest]
+    assert similarities == sorted(similarities, reverse=True) and similarities[0] <= 1.0
+    assert session.prediction.nearest[0][0] in session.examples
+    picture, view = Image.open(picture), Image.open(view)
+    assert picture.size == view.size == (224, 224)
+    assert dropdown["value"] == max(tuned, key=tuned.get)
+    # the report is made after the prediction is shown, of the class on screen
+    assert studio.report_pending() == {"__type__": "update", "value": None, "interactive": False}
+    assert studio.report_ready() == {"__type__": "update", "interactive": True}
+    report = studio.report(session, dropdown["value"], 0.45, "jet")
+    facts = json.loads(Image.open(report).text["biomed-dpt-report"])
+    assert facts["tuned"] == pytest.approx(tuned, abs=1e-5) and facts["window"] == "auto"
+    assert facts["explained"] == dropdown["value"]
+    other = [c for c in session.classes if c != dropdown["value"]][0]
+    _, switched = studio.change_map(session, other, 0.8, "cividis")
+    switched = Image.open(switched)
+    assert switched.size == (224, 224) and switched.tobytes() != picture.tobytes()
+    report2 = studio.report(session, other, 0.8, "cividis")
+    facts2 = json.loads(Image.open(report2).text["biomed-dpt-report"])
+    assert facts2["explained"] == other and facts2["colour_map"] == "cividis"
+    assert facts2["opacity"] == 0.8
+    # a class the prediction does not know falls back to the one ranked first
+    assert json.loads(Image.open(studio.report(session, "nonsense", 0.5)).text[
+        "biomed-dpt-report"])["explained"] == dropdown["value"]
+
+
+def test_predict_before_tuning_uses_zero_shot(studio, tmp_path):
+    session = Session()
+    studio.set_task(session, "MRI", None, "a {} photo.", ROWS, 12.5, 0.25)
+    out = studio.predict(session, real_scan("CT_small.dcm", tmp_path), "brain")
+    assert out["tuned_label"] is None and set(out["zero_label"]) == set(session.classes)
+    assert "zero-shot" in out["predict_status"] and "looks like CT" in out["predict_status"]
+
+
+def test_prompts_round_trip_through_a_file(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    saved = prompts_file(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1,
+                                     progress=lambda *a, **k: None))
+    scan = real_scan("MR_small_padded.dcm", tmp_path)
+    first = studio.predict(session, scan, AUTO_WINDOW)["tuned_label"]
+    fresh = Session()
+    upload = tmp_path / "upload.safetensors"
+    upload.write_bytes(Path(saved).read_bytes())
+    out = studio.load_prompts(fresh, str(upload))
+    assert "Loaded prompts" in out["prompts_status"] and fresh.classes == session.classes
+    assert out["modality"] == "CT" and fresh.modality == "CT"  # the modality comes back too
+    again = studio.predict(fresh, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
+    assert again["tuned_label"] == pytest.approx(first)
+
+
+def test_a_task_of_other_classes_drops_the_tuned_prompts_and_says_so(studio, tmp_path):
+    session = ready_session(studio, tmp_path)
+    tuned_for = ", ".join(session.tuned.classnames)
+    same = studio.set_task(session, "CT", "abdomen", "a CT photo of a {}.", ROWS, 12.5, 0.25)
+    assert session.tuned is not None and "tune again" not in same["task_status"]  # kept
+    assert "value" not in same["save"]  # the Save button keeps offering them
+    rows = [ROWS[0], ["renal stone", ""]]
+    out = studio.set_task(session, "CT", "abdomen", "a {} photo.", rows, 12.5, 0.25)
+    assert f"were for other classes ({tuned_for}); tune again" in out["task_status"]
+    assert session.tuned is None and session.history is None
+    assert out["save"]["value"] is None  # and the Save button no longer offers them
+    out = studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)
+    assert out["tuned_label"] is None
+
+
+def test_loading_prompts_drops_the_scans_of_other_classes_and_says_so(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    saved = prompts_file(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1,
+                                     progress=lambda *a, **k: None))
+    other = Session()
+    studio.set_task(other, "MRI", None, "a {} photo.", [[ROWS[0][0], ""], ["oedema", ""]],
+                    12.5, 0.25)
+    studio.add_examples(other, [real_scan("MR_small.dcm", tmp_path)], "oedema", AUTO_WINDOW)
+    studio.add_examples(other, [real_scan("CT_small.dcm", tmp_path)], ROWS[0][0], AUTO_WINDOW)
+    other.add_test_files([(real_scan("MR_small_padded.dcm", tmp_path), "t.dcm")], "oedema")
+    out = studio.load_prompts(other, saved)
+    assert "Removed the class oedema and its 1 examples." in out["prompts_status"]
+    assert other.classes == session.classes and other.task.modality == "CT"
+    assert [e.label for e in other.examples] == [ROWS[0][0]] and other.test_set == []
+    assert out["table"] == session.task.rows()  # the class table shows the file's task
+
+
+def test_bad_prompt_files_are_refused(studio, tmp_path):
+    fake = tmp_path / "weights.safetensors"
+    fake.write_bytes(b"\x80\x04 pickled things")
+    assert "not a prompt file" in studio.load_prompts(Session(), str(fake))["prompts_status"]
+
+
+def test_app_without_a_model_says_what_is_wrong():
+    studio = Studio(None, "BiomedCLIP is not in the local cache. Load it once ...")
+    assert "could not be loaded" in studio.status() and "local cache" in studio.status()
+    assert "demo model" in studio.status()  # the page offers it
+    assert "not loaded" in studio.set_task(Session(), "CT", None, "a {} photo.", ROWS,
+                                           12.5, 0.25)["task_status"]
+
+
+def test_closing_the_page_deletes_the_sessions_files(studio, tmp_path):
+    session = ready_session(studio, tmp_path, tune=False)
+    saved = prompts_file(studio.tune(session, "fast", 12.5, 0.25, 5, 1, 1,
+                                     progress=lambda *a, **k: None))
+    uploads = studio.files.owned(session.owner)
+    assert uploads and all(os.path.exists(p) for p in uploads) and os.path.exists(saved)
+    for path in uploads:  # uploaded a while ago
+        os.utime(path, (os.path.getmtime(path) - 60,) * 2)
+
+    class Closed:
+        session_hash = session.owner
+
+    studio.close_session(Closed())
+    assert not os.path.exists(saved) and not any(os.path.exists(p) for p in uploads)
+    assert session.examples == [] and session.tuned is None
+
+
+def test_a_file_just_uploaded_again_by_someone_else_outlives_the_first_page(tmp_path,
+                                                                           monkeypatch):
+    """Gradio keeps one file per content and name: a second student's upload of the same scan
+    may be that file, before any handler of theirs has seen it."""
+    import time
+
+    from demo.runtime import storage
+
+    monkeypatch.setattr(storage, "FRESH_S", 0.5)
+    files = storage.SessionFiles()
+    shared, other = tmp_path / "shared.dcm", tmp_path / "other.dcm"
+    shared.write_bytes(b"scan"), other.write_bytes(b"scan 2")
+    files.remember("first", [shared])
+    files.remember("third", [other])
+    files.close("first")
+    assert shared.exists()  # written a moment ago: perhaps someone's upload in flight
+    files.remember("second", [shared])  # ... it was: the second student's handler takes it up
+    files.close("third")
+    time.sleep(1.0)
+    assert shared.exists() and not other.exists()
+    files.close("second")
+    time.sleep(1.0)
+    assert not shared.exists()
+
+
+def _class_zip(tmp_path) -> str:
+    import zipfile
+
+    from pydicom.data import get_testdata_file
+
+    path = tmp_path / "test-set.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.write(get_testdata_file("CT_small.dcm"), "eval/Computed Tomography/a")
+        z.write(get_testdata_file("693_UNCI.dcm"), "eval/computed tomography/b.dcm")
+        z.write(get_testdata_file("MR_small_padded.dcm"), "eval/magnetic resonance/c")
+        z.write(get_testdata_file("MR_small_bigendian.dcm"), "eval/ultrasound/d")
+        z.writestr("eval/magnetic resonance/notes.txt", "not a scan")
+        z.writestr("loose.dcm", "at the top")
+    return str(path)
+
+
+def test_evaluation_from_a_zip_of_class_folders_and_from_files(studio, tmp_path):
+    session = ready_session(studio, tmp_path)
+    out = studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW)
+    message = out["test_status"]
+    assert "Added 3 test scans" in message
+    assert "'ultrasound' is not one of the classes" in message and "'(none)'" in message
+    assert "eval/magnetic resonance/notes.txt" in message  # named by its path in the zip
+    counts = out["test_counts"]
+    assert "**computed tomography**: 2" in counts and "**magnetic resonance**: 1" in counts
+    more = studio.add_test_scans(session, None, [real_scan("MR2_UNCR.dcm", tmp_path)],
+                                 ROWS[1][0], AUTO_WINDOW)
+    assert "Added 1 test scan." in more["test_status"]
+
+    evaluated = studio.evaluate(session)
+    status, table, cells = evaluated["eval_status"], evaluated["metrics"], evaluated["cell"]
+    zero_fig, tuned_fig = evaluated["confusion_zero"], evaluated["confusion_tuned"]
+    assert table["visible"] is True
+    table = table["value"]
+    assert "4 test scans" in status and "tuned prompts" in status
+    assert "also training examples" in status  # MR2_UNCR is an example too
+    assert list(table.columns) == ["metric", "zero-shot", "Tip-Adapter", "linear probe", "tuned"]
+    assert table.iloc[0, 0] == "accuracy" and all(0 <= v <= 100 for v in table.iloc[0, 1:])
+    assert set(session.evaluated[1]) == {"zero-shot", "tip-adapter", "linear-probe", "tuned"}
+    assert zero_fig is not None and tuned_fig is not None and len(tuned_fig.axes) >= 1
+    cached = len(session.features)
+    studio.evaluate(session)
+    assert len(session.features) == cached  # images are encoded once per session
+
+    # from a cell of the matrix back to its scans, with maps, and one into the examples
+    result = session.evaluated[1]["tuned"]
+    assert sum(n for row in result.confusion for n in row) == 4
+    first = cells["choices"][0]
+    assert cells["value"] == first[1] and "true " in first[0] and "predicted" in first[0]
+    t, p = (int(k) for k in first[1].split(","))
+    assert result.confusion[t][p] == int(first[0].rsplit("(", 1)[1].rstrip(")"))
+    out = studio.show_cell(session, first[1])
+    shown = out["cell_gallery"]
+    assert len(shown) == result.confusion[t][p] and out["promote"]["visible"] is True
+    assert Image.open(shown[0][0]).size == (224, 224)
+
+    class Click:
+        index = 0
+
+    n_examples, n_tests = len(session.examples), len(session.test_set)
+    assert "Selected" in studio.select_cell_scan(session, Click())[1]
+    out = studio.promote_cell_scan(session)
+    status = out["cell_status"]
+    if "already there" not in status:  # a scan that is an example already is refused
+        left = len(shown) - 1
+        assert "Added it to the examples" in status and f"this cell now holds {left}" in status
+        assert len(session.examples) == n_examples + 1
+        assert len(session.test_set) == n_tests - 1
+        # the cell's other scans keep their maps (issue 20, defect 6)
+        assert len(out["cell_gallery"]) == left
+        assert all(Image.open(path).size == (224, 224) for path, _ in out["cell_gallery"])
+
+
+def test_evaluation_needs_a_test_set_and_works_before_tuning(studio, tmp_path):
+    session = Session()
+    studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    assert "Add labelled test scans" in studio.evaluate(session)["eval_status"]
+    assert "Choose a zip" in studio.add_test_scans(session, None, None, ROWS[0][0],
+                                                   AUTO_WINDOW)["test_status"]
+    bad = tmp_path / "notazip.zip"
+    bad.write_text("plain text")
+    assert "zip file holding one folder per class" in studio.add_test_scans(
+        session, str(bad), None, ROWS[0][0], AUTO_WINDOW)["test_status"]
+    studio.add_test_scans(session, _class_zip(tmp_path), None, ROWS[0][0], AUTO_WINDOW)
+    evaluated = studio.evaluate(session)
+    status, table = evaluated["eval_status"], evaluated["metrics"]["value"]
+    tuned_fig = evaluated["confusion_tuned"]
+    assert "zero-shot: no tuned prompts yet" in status
+    assert list(table.columns) == ["metric", "zero-shot"] and tuned_fig is None
+
+
+def test_sample_scans_set_a_whole_task_in_one_click(studio):
+    session = Session()
+    out = studio.use_samples(session, "imaging-modality")
+    assert "Sample scans added" in out["task_status"] and len(session.examples) == 8
+    assert session.counts() == {c: 2 for c in session.classes}
+    assert all(e.name.endswith("(sample)") for e in session.examples)
+    assert out["modality"] == "other" and out["template"] == "a medical photo of a {}."
+    assert len(out["gallery"]) == 8  # the gallery shows them
+    assert "Every class has examples: tune in step 3" in out["task_status"]  # not "add some"
+
+
+def test_the_viewer_offers_a_slider_for_volumes(studio, tmp_path):
+    volume = real_scan("emri_small.dcm", tmp_path)
+    picture, about, slider = studio.preview([volume], AUTO_WINDOW, None, None, 3)
+    assert Image.open(picture).size == (224, 224)
+    assert "slice 3 of 0–9" in about or "frame 3 of 0–9" in about
+    assert slider["visible"] is True and slider["maximum"] == 9 and slider["value"] == 3
+    single = studio.preview([real_scan("CT_small.dcm", tmp_path)], AUTO_WINDOW, None, None, -1)
+    assert single[2]["visible"] is False
+
+
+def test_model_loads_in_the_background_and_the_page_says_so():
+    studio = Studio.start("no-such-backbone", background=True)
+    studio.host._ready.wait(60)
+    assert "could not be loaded" in studio.status() and "Unknown backbone" in studio.status()
+    view = studio.status_until_ready()
+    assert view["poll"]["active"] is False and view["model_actions"]["visible"] is True
+    studio.use_demo_model()
+    studio.host._ready.wait(60)
+    assert studio.demo_model and "Demo model" in studio.status()
+    loading = Studio(None)
+    assert loading.status().startswith("⏳") and loading.status_until_ready()["poll"]["active"]
+    with pytest.raises(StudioError, match="still loading"):
+        loading.model_info(wait_s=0.01)
+
+
+def test_a_session_is_made_by_its_first_event(studio):
+    out = studio.set_task(None, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    assert isinstance(out["session"], Session)
+    assert out["session"].classes == [r[0] for r in ROWS]
+
+
+def test_a_ready_task_is_described_in_the_users_language(studio):
+    from core import presets
+
+    class Korean:
+        headers = {"accept-language": "ko-KR,ko;q=0.9,en;q=0.8"}
+
+    out = studio.preset_chosen("kidney-ct", Korean())
+    assert out["modality"] == "CT" and presets.task("kidney-ct").description_ko in out["task_status"]
+    assert out["task_status"].startswith("CT의 신장")
+    assert "Classify kidney CT slices" in studio.preset_chosen("kidney-ct")["task_status"]
+
+
+def test_an_example_keeps_the_models_view_not_the_full_resolution(studio, tmp_path):
+    import numpy as np
+
+    session = Session()
+    studio.set_task(session, "X-ray", None, "a {} photo.", ROWS, 12.5, 0.25)
+    big = tmp_path / "radiograph.png"
+    ramp = np.linspace(0, 65535, 2000 * 2000).reshape(2000, 2000).astype(np.uint16)
+    Image.fromarray(ramp).save(big)  # a 2000 x 2000 16-bit radiograph: 12 MB as RGB
+    studio.add_examples(session, [str(big)], ROWS[0][0], AUTO_WINDOW)
+    kept = session.examples[0].image
+    assert max(kept.size) == 448 and len(kept.tobytes()) <= 1_000_000
+    assert len(session.examples[0].thumbnail.tobytes()) < 100_000
+
+
+def test_idle_sessions_are_cleared_and_their_page_is_told(studio, tmp_path):
+    import time
+
+    from demo.text.strings import EN
+
+    session = ready_session(studio, tmp_path, tune=False)
+    busy = Session()
+    studio.set_task(busy, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    saved = list(studio.files.owned(session.owner))
+    assert saved and session.examples
+    for path in saved:  # uploaded a while ago
+        os.utime(path, (os.path.getmtime(path) - 60,) * 2)
+    session.last_used -= studio.idle_s + 1  # half an hour ago
+    assert studio.expire_idle() == 1 and session.owner not in studio.sessions
+    assert busy.owner in studio.sessions and busy.classes  # a session in use is kept
+    assert session.examples == [] and not any(os.path.exists(p) for p in saved)
+    out = studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)
+    assert "cleared after 30 minutes without use" in out["predict_status"]
+    again = studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    assert "2 classes" in again["task_status"] and session.classes  # the page works again
+    assert f"{round(studio.idle_s / 60)} minutes" in EN["privacy"]
+    assert time.monotonic() - session.last_used < 60
+
+
+class Korean:
+    headers = {"accept-language": "ko-KR,ko;q=0.9,en;q=0.8"}
+
+
+def _report_facts(path: str) -> dict:
+    import json
+
+    return json.loads(Image.open(path).text["biomed-dpt-report"])
+
+
+def test_the_report_is_named_after_the_top_class_whichever_map_is_shown(studio, tmp_path):
+    """Issue 20, item 6: the report of a map of another class was named after that class."""
+    session = ready_session(studio, tmp_path)
+    out = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW)
+    top = max(out["tuned_label"], key=out["tuned_label"].get)  # the tuned prompts' first class
+    other = next(c for c in session.classes if c != top)
+    report = Path(studio.report(session, other, 0.45, "jet"))
+    assert report.name.startswith(f"biomed-dpt-report_ct-abdomen_{top.replace(' ', '-')}_")
+    facts = _report_facts(str(report))
+    assert facts["top"] == top and facts["explained"] == other
+
+
+def test_the_report_carries_the_modality_note_in_the_users_language(studio, tmp_path):
+    """Issue 20, item 6: the page said a colour photo is not what CT looks like; the report
+    did not."""
+    from skimage import data
+
+    session = ready_session(studio, tmp_path, tune=False)
+    photo = tmp_path / "retina.png"
+    Image.fromarray(data.retina()).save(photo)
+    for request, words in ((None, "in colour, but CT images are greyscale"),
+                           (Korean(), "이 영상은 컬러이지만 CT 영상은 흑백입니다")):
+        status = studio.predict(session, str(photo), AUTO_WINDOW,
+                                request=request)["predict_status"]
+        note = _report_facts(studio.report(session, "", 0.45, "jet", request=request))["note"]
+        assert words in status and words in note
+    studio.predict(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)
+    assert _report_facts(studio.report(session, "", 0.45, "jet"))["note"] is None
+
+
+def test_the_report_numbers_frames_as_the_page_does(studio, tmp_path):
+    """Issue 20, item 6: the report said "slice 3 of 10" where the page numbers 0 to 9."""
+    from datetime import datetime
+
+    from demo.work.report import ReportContext, report_facts
+
+    volume = real_scan("emri_small.dcm", tmp_path)
+    about = studio.preview([volume], AUTO_WINDOW, None, None, 3)[1]
+    session = Session()
+    studio.set_task(session, "MRI", None, "a {} photo.", ROWS, 12.5, 0.25)
+    studio.predict(session, volume, AUTO_WINDOW, None, None, 3)
+    ctx = ReportContext("tiny-biomedclip", True, "MRI", None, session.classes, "a {} photo.",
+                        session.prediction.top, 0.45)
+    facts = report_facts(session.prediction, ctx, datetime.now())
+    assert "3 of 0–9" in about and facts["view_line"].endswith("3 of 0–9")
+    assert facts["frame"] == 3 and facts["frames"] == 10
+
+
+def test_empty_probe_and_nearest_panels_are_explained(studio, tmp_path):
+    """Issue 20, item 6: after loading a prompts file, Predict showed empty linear-probe and
+    nearest-example panels with no word why."""
+    session = ready_session(studio, tmp_path, tune=False)
+    saved = prompts_file(studio.tune(session, "fast", 12.5, 0.25, 10, 1, 1,
+                                     progress=lambda *a, **k: None))
+    fresh = Session()
+    studio.load_prompts(fresh, saved)
+    scan = real_scan("MR_small_padded.dcm", tmp_path)
+    out = studio.predict(fresh, scan, AUTO_WINDOW)
+    assert out["tuned_label"] and out["baseline_label"] is None and out["nearest"] == []
+    assert ("The linear probe and the nearest examples need examples of every class"
+            in out["predict_status"])
+    korean = studio.predict(fresh, scan, AUTO_WINDOW, request=Korean())["predict_status"]
+    assert "선형 프로브와 가장 가까운 예시를 보려면 모든 클래스에 예시가" in korean
+    studio.add_examples(fresh, [real_scan("CT_small.dcm", tmp_path)], ROWS[0][0], AUTO_WINDOW)
+    out = studio.predict(fresh, scan, AUTO_WINDOW)
+    assert out["baseline_label"] is None and len(out["nearest"]) == 1
+    assert (f"The linear probe needs examples of every class: add some for {ROWS[1][0]}"
+            in out["predict_status"])
+    assert "linear probe" not in studio.predict(session, scan, AUTO_WINDOW)["predict_status"]
+
+
+def test_a_scan_unlike_every_example_is_flagged(studio, tmp_path):
+    """Issue 20, item 6: in the sample task a histology photo was given a confident class with
+    no word that it resembles none of the examples. The examples are the sample scans; a
+    fundus photo is unlike all of them, a CT slice of another patient is not."""
+    from skimage import data
+
+    session = Session()
+    studio.use_samples(session, "imaging-modality")
+    photo = tmp_path / "retina.png"
+    Image.fromarray(data.retina()).save(photo)
+    odd = studio.predict(session, str(photo), AUTO_WINDOW)
+    nearest, floor = session.prediction.nearest[0][1], session.prediction.similarity_floor
+    said = odd["predict_status"]
+    assert nearest < floor and f"({nearest:.2f})" in said and f"({floor:.2f})" in said
+    assert "This scan is unlike every example" in odd["predict_status"]
+    assert "unlike every example" in _report_facts(studio.report(session, "", 0.45))["note"]
+    korean = studio.predict(session, str(photo), AUTO_WINDOW, request=Korean())["predict_status"]
+    assert "어떤 예시와도 닮지 않았습니다" in korean
+    for usual in ("CT_small.dcm", "MR_small.dcm"):
+        out = studio.predict(session, real_scan(usual, tmp_path), AUTO_WINDOW)
+        assert session.prediction.nearest[0][1] > floor and "unlike" not in out["predict_status"]
+
+
+def test_save_with_nothing_tuned_says_why(studio, capsys):
+    """Issue 20, defect 6: Download with nothing tuned did nothing, silently."""
+    studio.save_clicked(Session())
+    assert "no tuned prompts to save yet" in capsys.readouterr().out  # the toast, outside a page
+
+
+def test_other_files_in_the_viewer_start_at_their_middle_slice(studio, tmp_path):
+    """Issue 20, defect 5: a slice number left from a multi-frame file applied to the next
+    uploads, which were refused with "no slice 100"."""
+    volume = real_scan("emri_small.dcm", tmp_path)  # 10 frames
+    shown = studio.preview_new_files([volume], AUTO_WINDOW)
+    assert shown["index"] == -1 and shown["frame"]["maximum"] == 9
+    assert shown["frame"]["value"] == 5
+    assert studio.preview_new_files(None, AUTO_WINDOW) == {
+        "preview": None, "preview_text": "", "frame": {"__type__": "update", "visible": False},
+        "index": -1}
+
+
+def test_files_that_cannot_be_added_are_also_said_in_a_toast(studio, tmp_path):
+    """Issue 20, defect 7: a file dropped on a lower card was reported only at the top."""
+    session = Session()
+    studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    bad = tmp_path / "notes"
+    bad.write_text("not an image at all")
+    with pytest.warns(UserWarning, match="`notes`: ") as toasts:
+        out = studio.add_examples(session, [str(bad)], ROWS[0][0], AUTO_WINDOW, toast=True)
+    assert "`notes`: " in out["example_status"] and len(toasts) == 1

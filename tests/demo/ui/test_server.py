@@ -1,0 +1,155 @@
+"""The server's life as users meet it, each test on a fresh `python app.py`: requests that arrive
+while the model loads, a model that cannot be loaded, and what becomes of the files when the
+page closes and when the server stops."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+
+from tests.demo.browser import CHROMIUM, FLAGS, shot, wait_text
+from tests.demo.conftest import CT_FILES, ROWS, _free_port, real_scan
+from tests.demo.ui.test_client import set_task
+
+ROOT = Path(__file__).resolve().parents[3]
+needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+
+
+def start(backbone: str, temp: Path):
+    """The app as a user starts it, its temporary files under `temp`; returns when the page
+    answers (the model may still be loading)."""
+    port = _free_port()
+    temp.mkdir(parents=True, exist_ok=True)
+    log = temp / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+           "TMPDIR": str(temp)}
+    env.pop("GRADIO_TEMP_DIR", None)
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "app.py", "--backbone", backbone, "--port",
+                                    str(port)], cwd=ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return process, url, log
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("the app did not start:\n" + log.read_text()[-3000:])
+            time.sleep(0.2)
+
+
+def stop(process) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def private_folder(temp: Path) -> Path:
+    folders = list(temp.glob("biomed-dpt-studio-*"))
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def session_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and p.name != ".pid"]
+
+
+@needs_browser
+def test_early_requests_wait_for_the_model_and_files_go_with_the_page(tmp_path):
+    """Defect 1: /set_task sent the moment the page answers, while the model loads, is
+    answered once it has loaded, and breaks nothing. Defect 6: what the page promises about
+    files is what happens: gone within a minute of closing the page, all gone at stop."""
+    from playwright.sync_api import sync_playwright
+
+    process, url, log = start("tiny-biomedclip", tmp_path / "tmp")
+    try:
+        early = Client(url, verbose=False)
+        answer = set_task(early, ROWS)[0]
+        assert "Task set: 2 classes" in answer, log.read_text()[-2000:]
+        folder = private_folder(tmp_path / "tmp")
+        before = set(session_files(folder))  # the page's own pictures (the map legend)
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            page.goto(url)
+            promise = page.locator("#privacy").inner_text()
+            assert "deleted within a minute of closing this page" in promise
+            wait_text(page, "#model-status", "tiny-biomedclip")
+            page.get_by_role("tab", name="2 · Examples").click()
+            scans = [real_scan(n, tmp_path) for n in CT_FILES]
+            page.locator("#example-files input[type=file]").set_input_files(scans)
+            page.locator("#example-preview img").wait_for()
+            deadline = time.monotonic() + 30
+            while len(session_files(folder)) < len(scans) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            uploaded = session_files(folder)
+            assert len(uploaded) >= len(scans)  # the uploads are on the server
+            shot(page, "privacy-uploaded")
+            page.close()
+            closed = time.monotonic()
+            def left():
+                return [str(p.relative_to(folder)) for p in session_files(folder)
+                        if p not in before]
+
+            while left() and time.monotonic() - closed < 60:
+                time.sleep(0.5)
+            left = left()
+            assert left == [], f"files left a minute after the page closed: {left}"
+            browser.close()
+
+        # an API client's files stay (it closes no page) until the server stops
+        late = Client(url, verbose=False)
+        set_task(late, ROWS)
+        late.predict([handle_file(real_scan("CT_small.dcm", tmp_path))], ROWS[0][0], "auto", 40,
+                     400, -1, api_name="/add_examples")
+        assert session_files(folder)
+    finally:
+        stop(process)
+    assert not folder.exists(), "files were left after the server stopped"
+    assert "Traceback" not in log.read_text()
+
+
+@needs_browser
+def test_a_missing_model_offers_a_retry_and_the_demo_model(tmp_path):
+    """Defect 21: without BiomedCLIP the page says how to fix it and offers, on the page, to
+    continue with the demo model, clearly labelled."""
+    from playwright.sync_api import sync_playwright
+
+    env_home = tmp_path / "home"
+    env_home.mkdir()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    process, url, log = start("hf-hub:nobody/not-a-cached-model", tmp_path / "tmp")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            wait_text(page, "#model-status", "could not be loaded", timeout=90_000)
+            # the buttons come with the status's update: wait for them as a person would
+            page.get_by_role("button", name="Try loading the model again").wait_for(
+                state="visible", timeout=10_000)
+            shot(page, "model-missing")
+            page.get_by_role("button", name="Continue with the demo model "
+                                            "(meaningless predictions)").click()
+            status = wait_text(page, "#model-status", "Demo model", timeout=90_000)
+            assert "random weights" in status and "meaningless" in status
+            shot(page, "model-demo")
+            browser.close()
+        assert "Task set" in set_task(Client(url, verbose=False), ROWS)[0]
+    finally:
+        stop(process)
