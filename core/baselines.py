@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import TrainingError
+from core.methods import FITTED, ZERO_SHOT, names
 
-BASELINES = ("zero-shot", "tip-adapter", "linear-probe")
+BASELINES = names(ZERO_SHOT, FITTED)  # core.methods
 TIP_ALPHA, TIP_BETA = 1.0, 5.5
 PROBE_REG = 1.0
 PROBE_ITERATIONS = 60

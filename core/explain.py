@@ -24,26 +24,26 @@ import torch.nn.functional as F
 from core.overlay import colorbar, colorize, model_view, overlay  # noqa: F401 - part of this API
 from core.prompts import DualPrompt
 
-METHODS = ("relevance", "rollout")
+MAP_KINDS = ("relevance", "rollout")  # kinds of map (not methods: see core.methods)
 
 
 def relevance_map(dp: DualPrompt, pixels: torch.Tensor, class_index: int,
-                  method: str = "relevance") -> np.ndarray:
+                  kind: str = "relevance") -> np.ndarray:
     """(H, W) float32 map in [0, 1] at the input's resolution for one preprocessed image
     ((3, H, W) or (1, 3, H, W)), explaining class `class_index`."""
-    return relevance_maps(dp, pixels, [class_index], method)[0]
+    return relevance_maps(dp, pixels, [class_index], kind)[0]
 
 
 def relevance_maps(dp: DualPrompt, pixels: torch.Tensor, class_indices: Sequence[int],
-                   method: str = "relevance") -> np.ndarray:
+                   kind: str = "relevance") -> np.ndarray:
     """(K, H, W) maps for several classes of one image, sharing one forward pass."""
-    if method not in METHODS:
-        raise ValueError(f"Unknown map method {method!r}; use one of {', '.join(METHODS)}.")
+    if kind not in MAP_KINDS:
+        raise ValueError(f"Unknown kind of map {kind!r}; use one of {', '.join(MAP_KINDS)}.")
     pixels = _one_image(pixels, dp.backbone.device)
     classes = [int(c) for c in class_indices]
     if not classes or any(not 0 <= c < len(dp.classnames) for c in classes):
         raise ValueError(f"Class numbers must be from 0 to {len(dp.classnames) - 1}.")
-    if method == "rollout":
+    if kind == "rollout":
         rows = _rollout_rows(dp, pixels)
         rows = rows.expand(len(classes), -1)
     else:

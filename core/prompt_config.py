@@ -11,13 +11,15 @@ import re
 from dataclasses import asdict, dataclass, fields
 
 from core.errors import CheckpointError, PromptError
+from core.methods import TUNED, ZERO_SHOT, names
 
 MAX_VISION_PROMPTS = 64
 KL_TEACHERS = ("mean", "pruned", "batch")
 CLASS_POSITIONS = ("end", "middle")
 VISION_MODES = ("insert", "overwrite")
 _NO_TERMS = dict(lambda_l1=0.0, lambda_kl=0.0, lambda_kg=0.0, lambda_mse=0.0, kl_teacher="mean")
-# The methods, as settings of one module (the loss terms are in core.losses)
+# The prompt methods (core.methods: zero-shot and the tuned ones), as settings of one module
+# (the loss terms are in core.losses)
 METHOD_SETTINGS = {
     "zero-shot": dict(_NO_TERMS, n_vision_prompts=0),
     "coop": dict(_NO_TERMS, n_vision_prompts=0),
@@ -26,7 +28,7 @@ METHOD_SETTINGS = {
                        kl_teacher="pruned"),
     "biomed-dpt": dict(_NO_TERMS, n_vision_prompts=4, lambda_l1=12.5, lambda_kl=0.25),
 }
-METHODS = tuple(METHOD_SETTINGS)
+METHODS = names(ZERO_SHOT, TUNED)
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ class PromptConfig:
         """The prompt module's settings that make it `method` (one of METHODS). Zero-shot is
         the plain template classifier: nothing is learned, no vision prompts."""
         if method not in METHOD_SETTINGS:
-            raise PromptError(f"Unknown method {method!r}; choose from {', '.join(METHODS)}.")
+            raise PromptError(f"{method!r} is not a method of the prompt module; choose from "
+                              f"{', '.join(METHODS)}.")
         return cls(template=template, **{**METHOD_SETTINGS[method], **changes})
 
     def to_json(self) -> str:

@@ -10,19 +10,17 @@ from typing import Mapping, Sequence
 from core import presets
 from core.backbone import Backbone
 from core.errors import DatasetError, StudioError
+from core.methods import (FITTED, METHODS, REGISTRY,  # noqa: F401 - METHODS is part of this API
+                          TUNED, ZERO_SHOT, names)
 from core.prompts import DualPrompt, PromptConfig
 from core.reproduce.teachers import RELEASED_SENTENCES
 
 PROTOCOLS = ("few-shot", "base-to-novel")
-METHODS = ("zero-shot", "tip-adapter", "linear-probe", "coop", "kgcoop", "biomedcoop",
-           "biomed-dpt")
-PROMPT_METHODS = ("zero-shot", "coop", "kgcoop", "biomedcoop", "biomed-dpt")
-TUNED_METHODS = ("coop", "kgcoop", "biomedcoop", "biomed-dpt")  # prompt tuning
-FITTED_BASELINES = ("tip-adapter", "linear-probe")  # on the zero-shot features, no tuning
-METHOD_TITLES = {"zero-shot": "BiomedCLIP zero-shot", "tip-adapter": "Tip-Adapter",
-                 "linear-probe": "Linear probe (zero-shot init)", "coop": "CoOp",
-                 "kgcoop": "KgCoOp-like", "biomedcoop": "BiomedCoOp-like",
-                 "biomed-dpt": "Biomed-DPT"}
+# the methods (core.methods), grouped as the protocols use them
+PROMPT_METHODS = names(ZERO_SHOT, TUNED)
+TUNED_METHODS = names(TUNED)  # prompt tuning
+FITTED_BASELINES = names(FITTED)  # on the zero-shot features, no tuning
+METHOD_TITLES = {m.name: m.title for m in REGISTRY}
 DEFAULT_SHOTS = {"few-shot": (1, 2, 4, 8, 16), "base-to-novel": (16,)}
 RUN_FORMAT = "biomed-dpt-run/1"
 

@@ -9,9 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
-from core.reproduce.settings import (DEFAULT_SHOTS, METHODS, METHOD_TITLES, PAPER_TASKS,
-                                     PUBLISHED_BASE_TO_NOVEL, PUBLISHED_FEW_SHOT, paper_settings)
+from core.methods import REGISTRY
 from core.reproduce.runs import _harmonic, _read_run
+from core.reproduce.settings import (DEFAULT_SHOTS, METHOD_TITLES, METHODS, PAPER_TASKS,
+                                     PUBLISHED_BASE_TO_NOVEL, PUBLISHED_FEW_SHOT, paper_settings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,8 +137,7 @@ def _b2n_cell(tables: Tables, names: list[str], method: str) -> dict | None:
 
 
 # the methods of METHOD.md's published averages
-PUBLISHED_NAMES = {"zero-shot": "BiomedCLIP zero-shot", "coop": "CoOp", "kgcoop": "KgCoOp",
-                   "biomedcoop": "BiomedCoOp", "biomed-dpt": "Biomed-DPT"}
+PUBLISHED_NAMES = {m.name: m.published for m in REGISTRY if m.published}
 BUSI_NOTE = ("With BUSI the novel half is one class (normal), 100 % by construction. The paper "
              "does not say whether its average includes BUSI: the authors' RUN.md lists ten "
              "data sets without it, their show.py averages all eleven; both averages are given.")

@@ -18,11 +18,12 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from core.errors import StudioError
+from core.methods import FITTED, ZERO_SHOT, names
 from demo.runtime import storage
 from demo.text.messages import UserError, core_text
 
 DEFAULT_TEMPLATE = "a photo of a {}."
-FEW_SHOT_METHODS = ("biomed-dpt", "zero-shot", "tip-adapter", "linear-probe")
+FEW_SHOT_METHODS = ("biomed-dpt",) + names(ZERO_SHOT, FITTED)  # the app's methods
 MAX_WAIT_S = 600.0
 
 

@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 from PIL import Image
 
 from core.evaluate import EvaluationResult, cross_validate, result_from_probabilities
+from core.methods import FITTED, ZERO_SHOT, names
 from core.overlay import model_view, overlay
 from core.prompts import PromptState
 from core.train import TrainConfig
@@ -18,7 +19,7 @@ from demo.runtime.host import ModelInfo
 from demo.text.messages import UserError
 from demo.work.scans import Example
 
-COMPARED = ("zero-shot", "tip-adapter", "linear-probe")  # baselines in Evaluate and the estimate
+COMPARED = names(ZERO_SHOT, FITTED)  # baselines in Evaluate and the estimate
 FOLDS = 4
 
 

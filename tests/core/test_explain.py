@@ -103,7 +103,7 @@ def test_several_classes_in_one_call_match_single_calls(bb):
 
 
 def test_rollout_is_class_agnostic(bb):
-    maps = relevance_maps(make(bb), image(3), [0, 3], method="rollout")
+    maps = relevance_maps(make(bb), image(3), [0, 3], kind="rollout")
     assert np.array_equal(maps[0], maps[1]) and maps.max() == pytest.approx(1.0)
 
 
@@ -120,7 +120,7 @@ def test_explaining_leaves_the_model_as_it_was(bb):
         before = dp.logits(dp.image_features(x))
     hooks = _hooks(bb.model)
     relevance_maps(dp, x, [0, 1, 2])
-    relevance_map(dp, x, 1, method="rollout")
+    relevance_map(dp, x, 1, kind="rollout")
     with torch.no_grad():
         after = dp.logits(dp.image_features(x))
     assert torch.equal(before, after)
@@ -156,7 +156,7 @@ def test_maps_work_inside_no_grad_and_under_concurrent_calls(bb):
 @pytest.mark.parametrize("call, message", [
     (lambda dp: relevance_map(dp, image(), 9), "Class numbers"),
     (lambda dp: relevance_maps(dp, image(), []), "Class numbers"),
-    (lambda dp: relevance_map(dp, image(), 0, method="gradcam"), "Unknown map method"),
+    (lambda dp: relevance_map(dp, image(), 0, kind="gradcam"), "Unknown kind of map"),
     (lambda dp: relevance_map(dp, torch.zeros(2, 3, 224, 224), 0), "one preprocessed image"),
 ])
 def test_bad_requests_are_explained(backbones, call, message):

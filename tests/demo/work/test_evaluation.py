@@ -22,3 +22,15 @@ def test_a_spread_wider_than_the_gap_to_the_best_baseline_is_warned_about():
     assert abs(values["gap"] - 0.05) < 1e-12  # against the best baseline, not the first
     apart = {**close, "linear-probe": _method(0.60, 0.05)}
     assert estimate_warnings([8, 8], apart) == []
+
+
+def test_the_app_compares_and_names_the_registrys_baselines():
+    from core import methods
+    from demo.text.messages import EN, KO
+    from demo.ui.tools import FEW_SHOT_METHODS
+    from demo.work.evaluation import COMPARED
+
+    assert COMPARED == methods.names(methods.ZERO_SHOT, methods.FITTED)
+    assert set(FEW_SHOT_METHODS) == set(methods.names(in_app=True))
+    for name in COMPARED:
+        assert f"method_{name}" in EN and f"method_{name}" in KO, name
