@@ -274,7 +274,7 @@ def teacher_check(teacher_file: Path | None = None, root: Path | None = None) ->
                 fallback.append(f"ready task {task.id}: {name}")
     if teacher_file is not None and root is not None:
         from core.reproduce.data import load_dataset
-        from core.reproduce.sweep import find_datasets
+        from core.reproduce.data import find_datasets
         from core.reproduce.teachers import RELEASED_SENTENCES, choose_sentences, \
             read_teacher_file
 

@@ -21,6 +21,7 @@ from PIL import Image
 from core.backbone import autocast, resolve_precision
 from core.errors import DatasetError
 from core.features import FeatureCache, ProgressCallback, encode
+from core.prompt_config import class_key
 from core.prompts import DualPrompt
 
 log = logging.getLogger(__name__)
@@ -321,11 +322,11 @@ def _pct(value: float) -> float:
 
 def class_numbers(labels: Sequence[int | str], classnames: Sequence[str]) -> list[int]:
     """Class numbers from numbers or names; names match ignoring case and repeated spaces."""
-    by_name = {" ".join(n.split()).casefold(): i for i, n in enumerate(classnames)}
+    by_name = {class_key(n): i for i, n in enumerate(classnames)}
     out = []
     for label in labels:
         if isinstance(label, str):
-            key = " ".join(label.split()).casefold()
+            key = class_key(label)
             if key not in by_name:
                 raise DatasetError(f"The label {label!r} is not one of the classes "
                                    f"({', '.join(classnames)}); rename it or tune prompts for "

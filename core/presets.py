@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from core.errors import PromptError
-from core.prompt_config import PromptConfig
+from core.prompt_config import PromptConfig, class_key
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ def _task_from(data: Any, path: Path, modality_ids: set[str]) -> TaskPreset:
     classes = _text_list(data["classes"], where, "classes")
     if len(classes) < 2:
         raise PromptError(f"{where}: a task needs at least two classes.")
-    if len({c.casefold() for c in classes}) != len(classes):
+    if len({class_key(c) for c in classes}) != len(classes):
         raise PromptError(f"{where}: a class name is given twice in 'classes'.")
     descriptions = _descriptions(data["descriptions"], classes, where)
     lambda_l1 = _weight(data["lambda_l1"], where, "lambda_l1")

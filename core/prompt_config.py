@@ -17,6 +17,12 @@ MAX_VISION_PROMPTS = 64
 KL_TEACHERS = ("mean", "pruned", "batch")
 CLASS_POSITIONS = ("end", "middle")
 VISION_MODES = ("insert", "overwrite")
+def class_key(name: str) -> str:
+    """What makes two class names the same class: case and repeated spaces do not count
+    ("Normal  brain" is "normal brain"). The one comparison of class names in the project."""
+    return " ".join(str(name).split()).casefold()
+
+
 _NO_TERMS = dict(lambda_l1=0.0, lambda_kl=0.0, lambda_kg=0.0, lambda_mse=0.0, kl_teacher="mean")
 # The prompt methods (core.methods: zero-shot and the tuned ones), as settings of one module
 # (the loss terms are in core.losses)

@@ -29,7 +29,7 @@ from core import losses
 from core.backbone import Backbone, full_precision
 from core.errors import CheckpointError, PromptError, quoted
 from core.prompt_config import (MAX_VISION_PROMPTS, METHOD_SETTINGS, METHODS,  # noqa: F401
-                                PromptConfig)
+                                PromptConfig, class_key)
 
 CHECKPOINT_FORMAT = "biomed-dpt-prompts"
 CHECKPOINT_VERSION = 1
@@ -506,7 +506,7 @@ def _checked_classnames(classnames: Sequence[str]) -> list[str]:
         raise PromptError("A class has an empty name; give every class a name.")
     seen: dict[str, str] = {}
     for name in names:
-        key = name.casefold()
+        key = class_key(name)
         if key in seen:
             raise PromptError(f"The class name {name!r} is given twice; each class needs its own "
                               "name.", key="task_class_twice", name=repr(name))
@@ -518,10 +518,10 @@ def _checked_descriptions(descriptions: Mapping[str, Sequence[str]] | None,
                           classnames: list[str]) -> dict[str, list[str]]:
     if not descriptions:
         return {}
-    by_key = {" ".join(n.split()).casefold(): n for n in classnames}
+    by_key = {class_key(n): n for n in classnames}
     out: dict[str, list[str]] = {}
     for name, texts in descriptions.items():
-        key = " ".join(str(name).split()).casefold()
+        key = class_key(name)
         if key not in by_key:
             raise PromptError(f"Descriptions are given for {name!r}, which is not one of the "
                               f"classes ({', '.join(classnames)}).")

@@ -25,14 +25,14 @@ literal), `runs` (one run and its result file), `tables` (results.md / results.c
 """
 from core.reproduce.cli import main, options_from_args, parser
 from core.reproduce.data import (Dataset, Item, base_novel_split, capped, few_shot_indices,
-                                 load_dataset)
+                                 find_datasets, load_dataset)
 from core.reproduce.runs import Encoder, Options, RunSpec, Summary, Sweep
 from core.reproduce.settings import (DEFAULT_SHOTS, FITTED_BASELINES, METHOD_TITLES, METHODS,
                                      PAPER_TASKS, PROMPT_METHODS, PROTOCOLS, TUNED_METHODS,
                                      MethodOptions, ReproduceError, SettingsOverride,
                                      TaskSettings, build_prompts, paper_settings, prompt_config,
                                      task_settings)
-from core.reproduce.sweep import find_datasets, run_sweep
+from core.reproduce.sweep import run_sweep
 from core.reproduce.tables import build_tables, collect_runs, render_markdown, write_tables
 
 __all__ = ["DEFAULT_SHOTS", "FITTED_BASELINES", "METHOD_TITLES", "METHODS", "PAPER_TASKS",

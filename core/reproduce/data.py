@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import DatasetError
+from core.prompt_config import class_key
 
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,28 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 # Data sets in the public layout
 # --------------------------------------------------------------------------------------------
+
+def find_datasets(root: Path, names: Sequence[str]) -> list[Path]:
+    """Folders of the named data sets (case-insensitive), or of every data set under root."""
+    if not root.is_dir():
+        raise DatasetError(f"--root {root} is not a folder; point it at the folder that holds "
+                           "one folder per data set.")
+    folders = {p.name: p for p in root.iterdir() if p.is_dir()}
+    if not names:
+        found = [p for n, p in sorted(folders.items()) if any(p.glob("split*.json"))]
+        if not found:
+            raise DatasetError(f"No data set folders (with a split*.json file) under {root}.")
+        return found
+    out = []
+    for name in names:
+        match = folders.get(name) or next(
+            (p for n, p in folders.items() if n.casefold() == name.casefold()), None)
+        if match is None:
+            raise DatasetError(f"There is no folder {name!r} under {root} (found: "
+                               f"{', '.join(sorted(folders)) or 'nothing'}).")
+        out.append(match)
+    return out
+
 @dataclass(frozen=True)
 class Item:
     """One image of a split: its path relative to the image folder, its class number, and its
@@ -129,7 +152,7 @@ def _class_table(rows: Mapping[str, list[tuple[str, int, str]]], split_file: Pat
             raise DatasetError(f"The 'test' split of {split_file.name} has an unknown class: "
                                f"{path} is labelled {label} {name!r}, but the training classes "
                                f"are {dict(enumerate(classnames))}. Fix the split file.")
-    if len({n.casefold() for n in classnames}) != len(classnames):
+    if len({class_key(n) for n in classnames}) != len(classnames):
         raise DatasetError(f"{split_file.name} gives the same class name to two labels.")
     return classnames
 
@@ -170,10 +193,10 @@ def _read_descriptions(path: Path, classnames: list[str]) -> dict[str, list[str]
     data = _read_json(path)
     if not isinstance(data, dict):
         raise DatasetError(f"{path.name} must map class names to lists of sentences.")
-    by_key = {" ".join(n.split()).casefold(): n for n in classnames}
+    by_key = {class_key(n): n for n in classnames}
     out = {}
     for name, texts in data.items():
-        key = " ".join(str(name).split()).casefold()
+        key = class_key(name)
         if key not in by_key:
             raise DatasetError(f"{path.name} describes an unknown class {name!r}; the classes are "
                                f"{', '.join(classnames)}.")

@@ -23,9 +23,8 @@ class RunWorker:
 
     def __init__(self, options: Options) -> None:
         from core.backbone import load_backbone
-        from core.reproduce.data import load_dataset
+        from core.reproduce.data import find_datasets, load_dataset
         from core.reproduce.runs import Sweep
-        from core.reproduce.sweep import find_datasets
 
         datasets = {}
         for folder in find_datasets(options.root, options.datasets):

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Sequence
 
 from core.backbone import Backbone, load_backbone
 from core.errors import DatasetError
 
-from core.reproduce.data import load_dataset
+from core.reproduce.data import find_datasets, load_dataset
 from core.reproduce.settings import ReproduceError, task_settings
 from core.reproduce.runs import (Options, RunSpec, Summary, Sweep, _bar, _read_run,
                                  _write_json_atomic)
@@ -19,28 +18,6 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 # The sweep
 # --------------------------------------------------------------------------------------------
-def find_datasets(root: Path, names: Sequence[str]) -> list[Path]:
-    """Folders of the named data sets (case-insensitive), or of every data set under root."""
-    if not root.is_dir():
-        raise DatasetError(f"--root {root} is not a folder; point it at the folder that holds "
-                           "one folder per data set.")
-    folders = {p.name: p for p in root.iterdir() if p.is_dir()}
-    if not names:
-        found = [p for n, p in sorted(folders.items()) if any(p.glob("split*.json"))]
-        if not found:
-            raise DatasetError(f"No data set folders (with a split*.json file) under {root}.")
-        return found
-    out = []
-    for name in names:
-        match = folders.get(name) or next(
-            (p for n, p in folders.items() if n.casefold() == name.casefold()), None)
-        if match is None:
-            raise DatasetError(f"There is no folder {name!r} under {root} (found: "
-                               f"{', '.join(sorted(folders)) or 'nothing'}).")
-        out.append(match)
-    return out
-
-
 def check_conflicts(sweep: Sweep, specs: Sequence[RunSpec]) -> tuple[list[RunSpec], int]:
     """(runs to do, runs to skip). A finished run made with other settings is an error unless
     --force: mixing settings in one table would be silently wrong."""

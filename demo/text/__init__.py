@@ -1,1 +1,2 @@
-"""What the page says: labels (`strings`), messages and errors (`messages`), Korean task words."""
+"""What the page says: labels (`strings`), messages, errors and toasts (`messages`), in English and
+Korean. The ready tasks' own Korean words live with the tasks in assets/."""

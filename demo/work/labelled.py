@@ -7,6 +7,7 @@ import tempfile
 from typing import Sequence
 
 from core.imaging import labelled_zip
+from core.prompt_config import class_key
 from demo.text.messages import UserError
 from demo.work.scans import Example, Problem, new_uid, read_scans
 
@@ -61,12 +62,12 @@ class LabelledScans:
         """Labelled scans for evaluation from a zip holding one folder per class; each is
         reported by its path inside the zip."""
         self.require_task()
-        by_key = {" ".join(c.split()).casefold(): c for c in self.classes}
+        by_key = {class_key(c): c for c in self.classes}
         with tempfile.TemporaryDirectory(prefix="biomed-dpt-eval-") as folder:
             items, problems = [], []
             for folder_name, member, inside in labelled_zip(path, folder, with_names=True):
                 where = "`" + inside.replace("`", "'") + "`"
-                label = by_key.get(" ".join(folder_name.split()).casefold())
+                label = by_key.get(class_key(folder_name))
                 if label is None:
                     problems.append(Problem(where, UserError(
                         "zip_folder", folder=repr(folder_name or "(none)"))))

@@ -444,3 +444,13 @@ def test_scores_and_losses_are_fp32_whatever_the_compute_precision(bb, precision
     if precision == "fp32":
         assert parts["ce"] == pytest.approx(expected.item(), rel=1e-5)
     assert math.isfinite(loss.item())
+
+
+def test_class_names_compare_by_one_key_everywhere():
+    from core.evaluate import class_numbers
+    from core.prompt_config import class_key
+
+    assert class_key("  Normal\t brain ") == class_key("normal brain") == "normal brain"
+    assert class_numbers(["NORMAL  BRAIN", "glioma"], ["glioma", "normal brain"]) == [1, 0]
+    with pytest.raises(PromptError, match="given twice"):
+        DualPrompt(None, ["Glioma", "glioma "], PromptConfig(template="a {}."))
