@@ -141,7 +141,7 @@ class PromptConfig:
         """The prompt module's settings that make it `method` (one of METHODS). Zero-shot is
         the plain template classifier: nothing is learned, no vision prompts."""
         if method not in METHOD_SETTINGS:
-            raise PromptError(f"{method!r} is not a method of the prompt module; choose from "
+            raise PromptError(f"Unknown method {method!r} for the prompt module; choose from "
                               f"{', '.join(METHODS)}.")
         return cls(template=template, **{**METHOD_SETTINGS[method], **changes})
 

@@ -70,6 +70,8 @@ EN: dict[str, str] = {
     "selected": "Selected {name}. Press “Remove selected example” to drop it.",
     "removed": "Removed {name}.",
     "select_first": "Click an example first to select it.",
+    "select_in_card": "The selected example is in another card: click one of {label}'s "
+                      "examples first, then press this card's Remove.",
     "counts_none": "No task yet.",
     "manual_needs_width": "For a manual window give a level and a width greater than zero.",
     "preview": "{kind}, {rows} × {columns}{frames}. This is the picture the model will see.",
@@ -289,6 +291,8 @@ KO: dict[str, str] = {
     "selected": "{name}을(를) 선택했습니다. “선택한 예시 삭제”를 누르면 지워집니다.",
     "removed": "{name}을(를) 삭제했습니다.",
     "select_first": "먼저 예시를 클릭하여 선택하세요.",
+    "select_in_card": "선택한 예시는 다른 카드에 있습니다. 먼저 {label}의 예시를 클릭한 뒤 이 카드의 "
+                      "삭제를 누르세요.",
     "counts_none": "아직 과제가 없습니다.",
     "manual_needs_width": "수동 창에는 중심값(level)과 0보다 큰 폭(width)을 입력하세요.",
     "preview": "{kind}, {rows} × {columns}{frames}. 모델이 보게 될 영상입니다.",

@@ -63,9 +63,10 @@ def _bump(n):
 
 
 def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gallery, rev,
-                view) -> None:
+                view) -> gr.Gallery:
     """One class: its name, descriptions and count, its thumbnails (click one, then remove
-    it), and an upload area that adds scans to this class."""
+    it), and an upload area that adds scans to this class. Returns its thumbnails, whose
+    clicks `_selecting` wires."""
     name = card["name"]
     with gr.Group(elem_classes="class-card", elem_id=f"card-{i}"):
         lines = card["descriptions"][:3]
@@ -75,14 +76,15 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
                     elem_id=f"card-{i}-title")
         pictures = gr.Gallery(card["thumbnails"], columns=8, height=190, fit_columns=False,
                               object_fit="contain", allow_preview=False, show_label=False,
-                              elem_id=f"card-{i}-gallery", elem_classes="card-gallery")
+                              selected_index=card["selected"], elem_id=f"card-{i}-gallery",
+                              elem_classes="card-gallery",
+                              # a new gallery when its pictures change (no highlight left
+                              # on a neighbour of a removed picture)
+                              key=f"card-{i}-" + "-".join(map(str, card["uids"])))
         with gr.Row():
             upload = gr.File(file_count="multiple", type="filepath", label=t("card_upload"),
                              elem_id=f"card-{i}-files", height=110, scale=3)
             remove = gr.Button(t("remove_selected"), elem_id=f"card-{i}-remove", scale=1)
-
-    def select(current, event: gr.SelectData, request: gr.Request = None):
-        return studio.select_in_class(current, name, event.index, request)
 
     def add(current, files, window, level, width, request: gr.Request = None):
         # a card takes the window; each file's frame or slice is its middle one (the slice
@@ -91,7 +93,9 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
         return studio.add_examples(current, files, name, window, level, width, -1, request,
                                    toast=True)
 
-    pictures.select(select, session, [session, status], queue=False, api_visibility="private")
+    def remove_mine(current, request: gr.Request = None):
+        return studio.remove_selected(current, request, label=name)
+
     added = {"session": session, "files": upload, "example_status": status, "gallery": gallery,
              "counts": counts}
     # (the chain ends with the bump: it re-renders the cards, and with them this event's
@@ -101,9 +105,26 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
                   api_visibility="private").then(_bump, rev, rev, queue=False,
                                                  api_visibility="private")
     removed = {name: added[name] for name in REMOVE_OUTPUTS}
-    remove.click(by_name(studio.remove_selected, removed), session, list(removed.values()),
+    remove.click(by_name(remove_mine, removed), session, list(removed.values()),
                  api_visibility="private").then(_bump, rev, rev, queue=False,
                                                 api_visibility="private")
+    return pictures
+
+
+def _selecting(studio: Studio, names: list[str], galleries: list, session, status) -> None:
+    """A click on a thumbnail selects that example; the one highlight on the page is the
+    selection (the other cards' highlights go, without redrawing the cards)."""
+    for mine, (name, pictures) in enumerate(zip(names, galleries)):
+        def select(current, event: gr.SelectData, request: gr.Request = None, name=name,
+                   mine=mine):
+            current, message = studio.select_in_class(current, name, event.index, request)
+            # (-1: no thumbnail; the page does not apply an update to None here)
+            others = [gr.skip() if k == mine else gr.update(selected_index=-1)
+                      for k in range(len(galleries))]
+            return current, message, *others
+
+        pictures.select(select, session, [session, status, *galleries], queue=False,
+                        api_visibility="private")
 
 
 def _task_tab(first, first_organ) -> SimpleNamespace:
@@ -168,9 +189,11 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
             cards = studio.class_cards(current)
             if not cards:
                 gr.Markdown(t("cards_empty"))
-            for i, card in enumerate(cards):
-                _class_card(studio, i, card, session, example_status, counts, gallery,
-                            cards_rev, [window, level, width, index])
+            galleries = [_class_card(studio, i, card, session, example_status, counts,
+                                     gallery, cards_rev, [window, level, width, index])
+                         for i, card in enumerate(cards)]
+            _selecting(studio, [card["name"] for card in cards], galleries, session,
+                       example_status)
     return SimpleNamespace(example_class=example_class, window=window, level=level, width=width,
                            index=index, add=add, example_status=example_status,
                            features_status=features_status, counts=counts, gallery=gallery,

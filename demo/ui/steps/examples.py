@@ -127,10 +127,18 @@ class ExamplesStep:
         """What each class's card shows: name, descriptions, count, its thumbnails."""
         if session is None or not getattr(session, "classes", None):
             return []
-        return [{"name": c, "descriptions": list(session.descriptions.get(c, [])),
-                 "thumbnails": [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"),
-                                 e.name) for e in session.examples if e.label == c]}
-                for c in session.classes]
+        cards = []
+        for c in session.classes:
+            mine = [i for i, e in enumerate(session.examples) if e.label == c]
+            cards.append({
+                "name": c, "descriptions": list(session.descriptions.get(c, [])),
+                "thumbnails": [(self._picture(session.owner, session.examples[i].thumbnail,
+                                              f"thumb-{session.examples[i].uid}"),
+                                session.examples[i].name) for i in mine],
+                # the highlight is the session's selection, or none (never a neighbour's)
+                "selected": mine.index(session.selected) if session.selected in mine else None,
+                "uids": [session.examples[i].uid for i in mine]})
+        return cards
 
     def select_in_class(self, session: Any, label: str, index: int, request=None):
         """A click on the `index`-th thumbnail of a class's card selects that example."""
@@ -142,9 +150,17 @@ class ExamplesStep:
         return session, text(lang, "selected", name=session.examples[mine[index]].name)
 
     @answers(REMOVE_OUTPUTS, status="example_status")
-    def remove_selected(self, session: Any, request: gr.Request = None) -> dict:
+    def remove_selected(self, session: Any, request: gr.Request = None,
+                        label: str | None = None) -> dict:
+        """Remove the selected example; from a class's card (`label`), only one of its own."""
         lang = language(request)
         session = self._session(session, request)
+        chosen = session.selected
+        if (label is not None and chosen is not None and 0 <= chosen < len(session.examples)
+                and session.examples[chosen].label != label):
+            return {"session": session, "example_status": text(lang, "select_in_card",
+                                                                 label=label),
+                    **self._examples_view(session, lang)}
         removed = session.remove_selected()
         message = (text(lang, "removed", name=removed.name) if removed
                    else text(lang, "select_first"))

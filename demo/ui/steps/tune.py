@@ -105,8 +105,9 @@ class TuneStep:
                     continue
                 total = step.total
                 points.append({"step": step.done, "loss": step.loss, "accuracy": step.accuracy})
-                if step.done % 5 and step.done != step.total:
-                    continue  # redraw every few steps: the plot, not the model, is the cost
+                if step.done % 5 and step.done != step.total:  # the status line and the bar
+                    yield {"tune_status": message}  # say the same step; the plot, the cost,
+                    continue  # is redrawn every few steps
                 yield {"tune_status": message, "curve": training_curve(points, total, lang)}
         except GeneratorExit:  # the page went away: the run stops, wherever it runs
             run.stop()

@@ -75,6 +75,19 @@ def _test_zip(folder) -> str:
     return class_zip(folder / "held-out.zip", TESTS, top="test")
 
 
+def _highlighted(page) -> dict[int, list[int]]:
+    """Card number -> the positions of its highlighted thumbnails (cards with none left out)."""
+    return {int(k): v for k, v in page.evaluate("""() => {
+        const out = {};
+        document.querySelectorAll('.card-gallery').forEach(g => {
+            const on = [...g.querySelectorAll('.thumbnail-item')].flatMap(
+                (e, i) => e.classList.contains('selected') ? [i] : []);
+            if (on.length) out[g.id.split('-')[1]] = on;
+        });
+        return out;
+    }""").items()}
+
+
 def _download(page, selector: str, folder, name: str):
     with page.expect_download() as info:
         page.locator(selector).click()
@@ -162,6 +175,18 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         page.wait_for_function(
             "() => document.querySelectorAll('.card-gallery .thumbnail-item').length === 15")
         assert text_of(page, "#card-1-title").startswith(f"{CLASSES[1]} · 3")
+        assert _highlighted(page) == {}  # no neighbour takes the removed one's highlight
+        # the one highlight is the selection; a card's Remove removes only its own examples
+        page.locator("#card-0-gallery .thumbnail-item").nth(1).click()
+        wait_text(page, "#example-status", CLASSES[0] + " #2")
+        page.locator("#card-1-gallery .thumbnail-item").first.click()
+        wait_text(page, "#example-status", CLASSES[1] + " #2")
+        page.wait_for_function("() => document.querySelectorAll("
+                               "'#card-0-gallery .thumbnail-item.selected').length === 0")
+        assert _highlighted(page) == {1: [0]}
+        page.locator("#card-0-remove").click()
+        wait_text(page, "#example-status", text(lang, "select_in_card", label=CLASSES[0]))
+        assert f"{CLASSES[0]}: 4" in text_of(page, "#example-counts")
         shot(page, f"{lang}-4-examples")
         page.locator("#card-1-files input[type=file]").set_input_files(
             real_scan("emri_small.dcm", tmp_path))

@@ -768,3 +768,18 @@ def test_files_that_cannot_be_added_are_also_said_in_a_toast(studio, tmp_path):
     with pytest.warns(UserWarning, match="`notes`: ") as toasts:
         out = studio.add_examples(session, [str(bad)], ROWS[0][0], AUTO_WINDOW, toast=True)
     assert "`notes`: " in out["example_status"] and len(toasts) == 1
+
+
+def test_the_status_line_and_the_progress_bar_say_the_same_step(studio, tmp_path):
+    """While tuning, each status the page shows names the step the progress bar shows."""
+    session = ready_session(studio, tmp_path, tune=False)
+    bar = []
+    statuses = []
+    for update in studio.tune(session, "fast", 12.5, 0.25, 12, 1, 1,
+                              progress=lambda value, desc=None, **k: bar.append(desc)):
+        status = update.get("tune_status") if isinstance(update, dict) else None
+        if isinstance(status, str) and status.startswith("Step "):
+            statuses.append((status, bar[-1]))
+    assert len(statuses) >= 8
+    for status, shown in statuses:
+        assert status.split(" · ")[0] == shown, (status, shown)
