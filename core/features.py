@@ -145,6 +145,11 @@ class FeatureCache:
             self.hits += 1
             return found
 
+    def items(self) -> list[tuple[str, torch.Tensor]]:
+        """A snapshot of (key, feature) pairs, least recently used first."""
+        with self._lock:
+            return list(self._items.items())
+
     def put(self, key: str, feature: torch.Tensor) -> None:
         feature = feature.detach().to("cpu", torch.float32)
         with self._lock:

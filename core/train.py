@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -138,6 +138,22 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The recipe `to_dict` wrote (read back from JSON: lists become tuples); unknown or
+        wrong settings are a `TrainingError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise TrainingError(f"Unknown training settings {sorted(unknown)}.")
+        values = dict(data)
+        if isinstance(values.get("crop_scale"), list):
+            values["crop_scale"] = tuple(values["crop_scale"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise TrainingError(f"The training settings are not valid ({exc}).") from exc
+
 
 @dataclass
 class Progress:
@@ -171,6 +187,16 @@ class History:
         out = asdict(self)
         out["config"] = self.config.to_dict()
         return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> History:
+        """The history `to_dict` wrote (e.g. read back from a JSON file)."""
+        values = dict(data)
+        known = {f.name for f in fields(cls)}
+        if set(values) - known or "config" not in values:
+            raise TrainingError("This training history is not one the app wrote.")
+        values["config"] = TrainConfig.from_dict(values["config"])
+        return cls(**values)
 
 
 def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor, labels: Sequence[int],

@@ -40,8 +40,8 @@ EN: dict[str, str] = {
                              "scans (the folder's name is the class name).",
     "line_too_long": "Too many tuning runs are waiting; try again in a few minutes.",
     "session_expired": "This session was cleared after {minutes} minutes without use, with its "
-                       "examples and files. Set the task again (a saved prompts file brings "
-                       "the prompts back).",
+                       "examples and files. Set the task again, or open a saved workspace "
+                       "(step 6) to bring the work back.",
     # step 1
     "task_set": "Task set: {n} classes ({classes}). Now add a few examples of each (step 2).",
     "renamed": "Renamed {old} to {new}; its {n} examples were kept.",
@@ -183,6 +183,20 @@ EN: dict[str, str] = {
     "true_class": "true class",
     # step 6
     "choose_prompts": "Choose a .safetensors prompt file saved by this app.",
+    "choose_workspace": "Choose a workspace file (.biomed-dpt.zip) saved by this app.",
+    "workspace_saved": "Saved the workspace as {name} ({held}). Open it here later, in "
+                       "another browser or on another machine.",
+    "ws_task": "the task",
+    "ws_examples": "{n} examples",
+    "ws_tests": "{n} test scans",
+    "ws_prompts": "the tuned prompts",
+    "ws_evaluation": "the evaluation",
+    "workspace_opened": "Opened the workspace: {examples} examples, {tests} test scans, "
+                        "{prompts}.",
+    "workspace_with_prompts": "with its tuned prompts",
+    "workspace_without_prompts": "no tuned prompts",
+    "workspace_before_kept": "The work you had before was saved as {name} (above): open it "
+                             "to go back to it.",
     "loaded": "Loaded prompts for {classes} ({modality}). Predict in step 4.",
     "tune_first": "There are no tuned prompts to save yet: tune them in step 3, or load a "
                   "prompts file below.",
@@ -235,6 +249,20 @@ EN: dict[str, str] = {
                       "step 3.",
     "nothing_to_swap": "There are no other prompts to go back to.",
     "estimate_replaced": "The held-out estimate was stopped: a new tuning run began.",
+    "workspace_empty": "There is nothing to save yet: set up a task first (step 1).",
+    "workspace_not_zip": "{name} is not a workspace file. Choose a .biomed-dpt.zip file saved "
+                         "with “Save the workspace”.",
+    "workspace_damaged": "{name} is damaged or was not written by this app, so it was not "
+                         "opened; nothing was changed. Save the workspace again in the app "
+                         "that made it.",
+    "workspace_too_big": "{name} is {mb} MB; a workspace file is at most {limit} MB.",
+    "workspace_version": "{name} was saved by a newer version of the app (workspace version "
+                         "{found}); this app opens version {version}.",
+    "workspace_features_again": "The image features were made by another model ({other}); "
+                                "they are computed again for {model} as they are needed.",
+    "workspace_evaluate_again": "The evaluation was made with another model: press Evaluate "
+                                "(step 5) to run it with this one.",
+    "workspace_prompts_left_out": "The tuned prompts were left out:",
 }
 
 KO: dict[str, str] = {
@@ -264,7 +292,7 @@ KO: dict[str, str] = {
                              "(폴더 이름이 클래스 이름입니다).",
     "line_too_long": "기다리는 튜닝이 너무 많습니다. 몇 분 뒤에 다시 시도하세요.",
     "session_expired": "{minutes}분 동안 쓰지 않아 이 세션이 예시와 파일과 함께 지워졌습니다. 작업을 "
-                       "다시 설정하세요(저장한 프롬프트 파일로 프롬프트를 되살릴 수 있습니다).",
+                       "다시 설정하거나, 저장한 작업 공간을 열어(6단계) 작업을 되살리세요.",
     "task_set": "과제 설정 완료: 클래스 {n}개 ({classes}). 이제 클래스마다 예시를 몇 개씩 추가하세요 "
                 "(2단계).",
     "renamed": "{old}의 이름을 {new}(으)로 바꾸었습니다. 예시 {n}개는 그대로 유지됩니다.",
@@ -391,6 +419,20 @@ KO: dict[str, str] = {
     "predicted_class": "예측 클래스",
     "true_class": "실제 클래스",
     "choose_prompts": "이 앱에서 저장한 .safetensors 프롬프트 파일을 고르세요.",
+    "choose_workspace": "이 앱에서 저장한 작업 공간 파일(.biomed-dpt.zip)을 고르세요.",
+    "workspace_saved": "작업 공간을 {name}(으)로 저장했습니다 ({held}). 나중에 여기서, 다른 "
+                       "브라우저나 다른 컴퓨터에서 여세요.",
+    "ws_task": "과제",
+    "ws_examples": "예시 {n}개",
+    "ws_tests": "테스트 영상 {n}개",
+    "ws_prompts": "튜닝된 프롬프트",
+    "ws_evaluation": "평가",
+    "workspace_opened": "작업 공간을 열었습니다: 예시 {examples}개, 테스트 영상 {tests}개, "
+                        "{prompts}.",
+    "workspace_with_prompts": "튜닝된 프롬프트 포함",
+    "workspace_without_prompts": "튜닝된 프롬프트 없음",
+    "workspace_before_kept": "열기 전의 작업은 {name}(으)로 저장했습니다(위). 그 파일을 열면 "
+                             "그 작업으로 돌아갑니다.",
     "loaded": "{classes}의 프롬프트를 불러왔습니다 ({modality}). 4단계에서 예측하세요.",
     "tune_first": "저장할 튜닝된 프롬프트가 아직 없습니다. 3단계에서 튜닝하거나 아래에서 프롬프트 "
                   "파일을 불러오세요.",
@@ -439,6 +481,20 @@ KO: dict[str, str] = {
                       "3단계에서 튜닝하세요.",
     "nothing_to_swap": "되돌아갈 다른 프롬프트가 없습니다.",
     "estimate_replaced": "새 튜닝이 시작되어 교차 검증 추정을 중지했습니다.",
+    "workspace_empty": "아직 저장할 것이 없습니다. 먼저 과제를 설정하세요 (1단계).",
+    "workspace_not_zip": "{name}은(는) 작업 공간 파일이 아닙니다. “작업 공간 저장”으로 저장한 "
+                         ".biomed-dpt.zip 파일을 고르세요.",
+    "workspace_damaged": "{name}이(가) 손상되었거나 이 앱에서 만든 파일이 아니어서 열지 "
+                         "않았습니다. 바뀐 것은 없습니다. 파일을 만든 앱에서 작업 공간을 다시 "
+                         "저장하세요.",
+    "workspace_too_big": "{name}은(는) {mb} MB입니다. 작업 공간 파일은 {limit} MB까지입니다.",
+    "workspace_version": "{name}은(는) 더 새로운 버전의 앱에서 저장되었습니다 (작업 공간 버전 "
+                         "{found}). 이 앱은 버전 {version}을(를) 엽니다.",
+    "workspace_features_again": "영상 특징은 다른 모델({other})에서 만들어졌습니다. 필요할 때 "
+                                "{model}로 다시 계산합니다.",
+    "workspace_evaluate_again": "평가는 다른 모델로 한 것입니다. 이 모델로 하려면 평가(5단계)를 "
+                                "누르세요.",
+    "workspace_prompts_left_out": "튜닝된 프롬프트는 열지 않았습니다:",
 }
 
 CATALOGS = {"en": EN, "ko": KO}

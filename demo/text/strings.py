@@ -13,7 +13,7 @@ EN = {
                "in memory, while you work. Uploaded files and downloads are deleted within a "
                "minute of closing this page, and all of them when the server stops; files sent "
                "through the API are deleted within an hour. A session left unused for 30 "
-               "minutes is cleared with its files (save your prompts file to keep them). Names "
+               "minutes is cleared with its files (save the workspace, step 6, to keep them). Names "
                "and other identifying DICOM fields are never kept, shown or logged.",
     "retry_model": "Try loading the model again",
     "use_demo_model": "Continue with the demo model (meaningless predictions)",
@@ -89,6 +89,10 @@ EN = {
     "report": "Download report (PNG)",
     "save_prompts": "Download tuned prompts (.safetensors)",
     "load_prompts": "Load prompts (.safetensors saved by this app)",
+    "workspace": "The whole work (task, examples, test scans, prompts, evaluation) as one file",
+    "save_workspace": "Save the workspace",
+    "workspace_file": "Workspace file",
+    "open_workspace": "Open a workspace (.biomed-dpt.zip saved by this app)",
     "backbone_status": "Model",
 }
 
@@ -102,7 +106,7 @@ KO = {
     "privacy": "**내 파일:** 작업하는 동안 해독된 영상과 그 영상 특징만 메모리에 보관됩니다. 올린 파일과 내려받을 "
                "파일은 이 페이지를 닫은 뒤 1분 안에 삭제되고, 서버가 멈추면 모두 삭제됩니다. API로 "
                "보낸 파일은 1시간 안에 삭제됩니다. 30분 동안 쓰지 않은 세션은 그 파일과 함께 "
-               "지워집니다(프롬프트를 남기려면 프롬프트 파일을 저장하세요). 이름 등 개인을 식별할 수 "
+               "지워집니다(남기려면 6단계에서 작업 공간을 저장하세요). 이름 등 개인을 식별할 수 "
                "있는 DICOM 항목은 보관하거나 표시하거나 기록하지 않습니다.",
     "retry_model": "모델 다시 불러오기",
     "use_demo_model": "데모 모델로 계속하기 (예측에 의미 없음)",
@@ -177,5 +181,9 @@ KO = {
     "report": "보고서 내려받기 (PNG)",
     "save_prompts": "튜닝된 프롬프트 내려받기 (.safetensors)",
     "load_prompts": "프롬프트 불러오기 (이 앱에서 저장한 .safetensors)",
+    "workspace": "작업 전체(과제, 예시, 테스트 영상, 프롬프트, 평가)를 파일 하나로",
+    "save_workspace": "작업 공간 저장",
+    "workspace_file": "작업 공간 파일",
+    "open_workspace": "작업 공간 열기 (이 앱에서 저장한 .biomed-dpt.zip)",
     "backbone_status": "모델",
 }

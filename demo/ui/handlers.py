@@ -32,6 +32,7 @@ from demo.ui.steps.predict import PredictStep
 from demo.ui.steps.prompts import PromptsStep
 from demo.ui.steps.task import WINDOWS, TaskStep
 from demo.ui.steps.tune import TuneStep
+from demo.ui.steps.workspace import WorkspaceStep
 
 log = logging.getLogger(__name__)
 MODEL_OUTPUTS = ("status", "poll", "model_actions")
@@ -63,7 +64,7 @@ IDLE_SWEEP_S = 60.0
 
 
 class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
-             PromptsStep):
+             PromptsStep, WorkspaceStep):
     """The app's handlers around one shared model (`ModelHost`). The handlers never touch the
     model: they hand plain data to `demo.runtime.compute` through the sessions."""
 

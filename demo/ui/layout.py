@@ -27,6 +27,7 @@ from demo.ui.steps.predict import PREDICT_OUTPUTS
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 from demo.ui.steps.task import PRESET_OUTPUTS, SAMPLE_OUTPUTS, TASK_OUTPUTS
 from demo.ui.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
+from demo.ui.steps.workspace import OPEN_WORKSPACE_OUTPUTS, SAVE_WORKSPACE_OUTPUTS
 from demo.ui.theme import CSS, HEAD, theme
 
 I18N = gr.I18n(en=EN, ko=KO)
@@ -60,6 +61,11 @@ def _window_controls(prefix: str):
 
 def _bump(n):
     return (n or 0) + 1
+
+
+def _shown_if_any(value):
+    """A box shown while the component it holds has a value."""
+    return gr.Column(visible=value is not None)
 
 
 def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gallery, rev,
@@ -325,7 +331,18 @@ def _prompts_tab() -> SimpleNamespace:
         load = gr.File(type="filepath", file_types=[".safetensors"], label=t("load_prompts"),
                        elem_id="load-prompts")
         prompts_status = gr.Markdown(elem_id="prompts-status")
-    return SimpleNamespace(save=save, load=load, prompts_status=prompts_status)
+        gr.Markdown(f"### {t('workspace')}", elem_id="workspace-heading")
+        save_workspace = gr.Button(t("save_workspace"), elem_id="save-workspace")
+        with gr.Column(visible=False) as workspace_box:  # shown while it holds a file
+            workspace_file = gr.File(label=t("workspace_file"), interactive=False,
+                                     elem_id="workspace-file")
+        open_workspace = gr.File(type="filepath", file_types=[".zip"],
+                                 label=t("open_workspace"), elem_id="open-workspace")
+        workspace_status = gr.Markdown(elem_id="workspace-status")
+    return SimpleNamespace(save=save, load=load, prompts_status=prompts_status,
+                           save_workspace=save_workspace, workspace_file=workspace_file,
+                           workspace_box=workspace_box,
+                           open_workspace=open_workspace, workspace_status=workspace_status)
 
 
 def _outputs(ui: SimpleNamespace, session: gr.State, names: tuple[str, ...]) -> dict:
@@ -373,7 +390,8 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                     queue=False, api_visibility="private")
         use_demo.click(by_name(studio.use_demo_model, model_view), None,
                        list(model_view.values()), queue=False, api_visibility="private")
-        for upload in (ui.files, ui.scan, ui.test_zip, ui.test_files, ui.load):
+        for upload in (ui.files, ui.scan, ui.test_zip, ui.test_files, ui.load,
+                       ui.open_workspace):
             upload.upload(studio.remember_upload, upload, None, queue=False,
                           api_visibility="private")
 
@@ -510,8 +528,20 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private")
         loaded = _outputs(ui, session, PROMPTS_OUTPUTS)
         ui.load.upload(by_name(studio.load_prompts, loaded), [session, ui.load],
-                       list(loaded.values()), api_name="load_prompts").then(_bump, ui.cards_rev, ui.cards_rev, queue=False,
-                                                     api_visibility="private")
+                       list(loaded.values()), api_name="load_prompts").then(
+            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private")
+        saved = _outputs(ui, session, SAVE_WORKSPACE_OUTPUTS)
+        ui.save_workspace.click(by_name(studio.save_workspace, saved), session,
+                                list(saved.values()), api_name="save_workspace").then(
+            _shown_if_any, ui.workspace_file, ui.workspace_box, queue=False,
+            api_visibility="private")
+        opened = _outputs(ui, session, OPEN_WORKSPACE_OUTPUTS)
+        ui.open_workspace.upload(by_name(studio.open_workspace, opened),
+                                 [session, ui.open_workspace], list(opened.values()),
+                                 api_name="open_workspace").then(
+            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private").then(
+            _shown_if_any, ui.workspace_file, ui.workspace_box, queue=False,
+            api_visibility="private")
         offered = tools.register(studio, {"infer": ("infer", INFER_CONCURRENCY),
                                           "tune": ("tune", TUNING_SESSIONS)})
     if mcp:  # the tools only: every other endpoint stays callable, undocumented

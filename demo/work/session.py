@@ -175,6 +175,13 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
         self.gone = True
         self.runs.stop(why=BY_CLOSE)
 
+    def become(self, other: Session) -> None:
+        """This session takes `other`'s work (an opened workspace), keeping its owner; the
+        work it had is gone (stop its runs first)."""
+        owner = self.owner
+        self.__dict__.update(other.__dict__)
+        self.owner = owner
+
     def revive(self) -> None:
         """An expired session, empty, made usable again (its page is still open)."""
         self.__dict__.update(Session(owner=self.owner).__dict__)

@@ -98,6 +98,14 @@ class TunedPrompts:
     def clear(self) -> None:
         self.current = self.other = self.other_is = None
 
+    def restore(self, current: Tuning | None, other: Tuning | None, other_is: str | None
+                ) -> None:
+        """Prompts as they were saved (a workspace file): a stopped run's offer without
+        prompts beside it becomes the prompts."""
+        if current is None and other_is == STOPPED:
+            current, other = other, None
+        self._set(current, other, other_is or (PREVIOUS if other is not None else None))
+
     def _set(self, current: Tuning | None, other: Tuning | None, other_is: str | None) -> None:
         self.current, self.other = current, other
         self.other_is = other_is if other is not None else None

@@ -282,3 +282,19 @@ def test_training_on_cuda_matches_the_cpu_recipe():
     history = fit(dp, *tinted_pixels(4, 4), TrainConfig.fast(precision="fp32"))
     assert dp.ctx.device.type == "cuda"
     assert history.steps[-1]["loss"] < history.steps[0]["loss"]
+
+
+def test_a_history_reads_back_from_json_as_it_was():
+    import json
+
+    from core.train import History
+
+    history = History(TrainConfig.fast(steps=7), steps=[{"step": 1, "loss": 0.5}],
+                      final={"accuracy": 0.75, "loss": 0.4}, stopped="converged",
+                      precision="bf16", encode_s=0.25, train_s=1.5, total_s=1.75)
+    back = History.from_dict(json.loads(json.dumps(history.to_dict())))
+    assert back == history and back.config.crop_scale == (0.5, 1.0)
+    with pytest.raises(TrainingError, match="Unknown training settings"):
+        TrainConfig.from_dict({**TrainConfig.fast().to_dict(), "magic": 1})
+    with pytest.raises(TrainingError):
+        History.from_dict({"steps": []})

@@ -52,11 +52,17 @@ class EvaluateStep:
     def evaluate(self, session: Any, request: gr.Request = None):
         lang = language(request)
         session = self._session(session, request)
-        from core.evaluate import confusion_figure, summary_rows
         from demo.runtime.runs import EVALUATE
 
         with session.runs.run(EVALUATE) as run:
             results = session.evaluate(self.model_info(), self.precision, run.stop_path)
+        return {"session": session, **self.evaluation_view(session, results, lang)}
+
+    def evaluation_view(self, session, results, lang: str) -> dict:
+        """What the step shows of an evaluation: the message, the table, the confusion
+        matrices, and the cells to look into."""
+        from core.evaluate import confusion_figure, summary_rows
+
         names = {"zero-shot": text(lang, "col_zero"), "tuned": text(lang, "col_tuned"),
                  "tip-adapter": text(lang, "col_tip-adapter"),
                  "linear-probe": text(lang, "col_linear-probe")}
@@ -80,7 +86,7 @@ class EvaluateStep:
         if overlap:
             message += "\n\n" + text(lang, "overlap", n=overlap)
         table = gr.update(value=pd.DataFrame(rows, columns=headers), visible=True)
-        return {"session": session, "eval_status": message, "metrics": table,
+        return {"eval_status": message, "metrics": table,
                 "confusion_zero": figures["zero-shot"], "confusion_tuned": figures.get("tuned"),
                 "cell": self._cells(best, lang)}
 

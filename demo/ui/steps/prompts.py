@@ -31,10 +31,7 @@ class PromptsStep:
         stay one click away in step 3."""
         lang = language(request)
         session = self._session(session, request)
-        path = upload_path(file)
-        if path is None:
-            raise UserError("choose_prompts")
-        self._keep(session, [path])
+        path = self._uploaded(session, file, "choose_prompts")
         from demo.runtime import compute
 
         self.model_info()
@@ -43,12 +40,26 @@ class PromptsStep:
         lines = [text(lang, "loaded", classes=", ".join(dp.classnames),
                       modality=modality_name(lang, session.modality))]
         lines += [text(lang, "class_removed", name=c, n=n) for c, n in change.removed if n]
+        return {**self.prompts_view(session, lang), "session": session,
+                "prompts_status": "\n\n".join(lines), **self.task_widgets(session, lang),
+                "save": self._prompts_file(session, dp)}
+
+    def _uploaded(self, session, file, missing: str) -> str:
+        """The path of an uploaded file, kept with the session's files (deleted with them);
+        `missing`: the message key when none was given."""
+        path = upload_path(file)
+        if path is None:
+            raise UserError(missing)
+        self._keep(session, [path])
+        return path
+
+    def task_widgets(self, session, lang: str) -> dict:
+        """Step 1's widgets showing the session's task, and the class and window choices
+        that follow from it."""
         organs = list(presets.modality(session.modality).organs) if session.modality else []
         if session.organ and session.organ not in organs:
             organs.append(session.organ)
-        return {**self.prompts_view(session, lang), "session": session,
-                "prompts_status": "\n\n".join(lines), "modality": session.modality,
+        return {"modality": session.modality,
                 "organ": gr.update(choices=organs, value=session.organ),
-                "template": dp.cfg.template, "table": session.task.rows(),
-                **class_choices(dp.classnames), "save": self._prompts_file(session, dp),
-                **self._windows(lang, session.modality)}
+                "template": session.template, "table": session.task.rows(),
+                **class_choices(session.classes), **self._windows(lang, session.modality)}

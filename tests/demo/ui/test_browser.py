@@ -311,6 +311,16 @@ def test_whole_workflow_in_a_real_browser(app_url, tmp_path, lang, locale):
         browser.close()
 
 
+def _predict_the_sample_scan(page) -> None:
+    """The sample set's own scan to predict (one click puts it in the box), predicted."""
+    page.locator("#sample-to-predict").click()
+    wait_text(page, "#predict-scan", "mri_head")
+    answer_after(page, "#predict-status",
+                 page.get_by_role("button", name="Predict", exact=True).click)
+    page.wait_for_function("() => document.querySelector('#scan-view img') &&"
+                           " document.querySelector('#tuned-probs').innerText.includes('%')")
+
+
 def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
     """No files brought: one click sets a task and adds its licensed sample scans."""
     from playwright.sync_api import sync_playwright
@@ -336,12 +346,7 @@ def test_a_teacher_shows_the_whole_flow_with_sample_scans(app_url, tmp_path):
         shot(page, "sample-3-predict")
         # the set's own scan to predict, one click away (not one of its examples)
         page.locator("#predict-scan").get_by_role("button", name="Clear").click()
-        page.locator("#sample-to-predict").click()
-        wait_text(page, "#predict-scan", "mri_head")
-        answer_after(page, "#predict-status",
-                     page.get_by_role("button", name="Predict", exact=True).click)
-        page.wait_for_function("() => document.querySelector('#scan-view img') &&"
-                               " document.querySelector('#tuned-probs').innerText.includes('%')")
+        _predict_the_sample_scan(page)
         assert picture_in(page, "#scan-view").size == (224, 224)
         shot(page, "sample-3b-sample-scan")
         page.get_by_role("tab", name="6 · Save / load").click()
@@ -498,3 +503,51 @@ def test_typed_numbers_count_and_settings_stay_with_their_file(app_url, app_log,
         shot(page, "typed-3-card-upload")
         browser.close()
     assert "Traceback" not in app_log.read_text()
+
+
+def test_a_workspace_saved_in_one_browser_opens_in_another(app_url, tmp_path):
+    """Save the workspace, open it in a new browser: the cards, the curve's run and the same
+    prediction come back."""
+    from playwright.sync_api import sync_playwright
+
+    def predict_sample(page) -> str:
+        page.get_by_role("tab", name="4 · Predict").click()
+        _predict_the_sample_scan(page)
+        return text_of(page, "#tuned-probs")
+
+    with sync_playwright() as p:
+        browser, context, page = _browser(p, "en-US")
+        page.goto(app_url)
+        use_sample_scans(page)
+        page.get_by_role("tab", name="3 · Tune").click()
+        page.get_by_role("button", name="Tune prompts").click()
+        tuned = wait_text(page, "#tune-status", "Tuning finished", timeout=120_000)
+        before = predict_sample(page)
+        page.get_by_role("tab", name="6 · Save / load").click()
+        status = answer_after(page, "#workspace-status",
+                              page.locator("#save-workspace").click)
+        assert "Saved the workspace as" in status and "8 examples" in status
+        shot(page, "workspace-1-saved")
+        with page.expect_download() as download:
+            page.locator("#workspace-file a").first.click()
+        saved = tmp_path / download.value.suggested_filename
+        download.value.save_as(saved)
+        assert saved.name.endswith(".biomed-dpt.zip")
+        browser.close()
+
+        browser, context, page = _browser(p, "en-US")  # another browser, a new session
+        page.goto(app_url)
+        wait_text(page, "#model-status", "tiny-biomedclip")
+        page.get_by_role("tab", name="6 · Save / load").click()
+        page.locator("#open-workspace input[type=file]").set_input_files(str(saved))
+        opened = wait_text(page, "#workspace-status", "Opened the workspace")
+        assert "8 examples, 0 test scans, with its tuned prompts" in opened
+        shot(page, "workspace-2-opened")
+        page.get_by_role("tab", name="2 · Examples").click()
+        page.wait_for_function(
+            "() => document.querySelectorAll('.card-gallery .thumbnail-item').length === 8")
+        page.get_by_role("tab", name="3 · Tune").click()
+        assert text_of(page, "#tune-status") == tuned  # the same run's summary
+        assert predict_sample(page) == before
+        shot(page, "workspace-3-same-prediction")
+        browser.close()

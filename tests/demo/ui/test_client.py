@@ -223,3 +223,39 @@ def test_a_quick_stop_keeps_the_tuned_prompts_and_offers_the_others(app_url, tmp
     status = client.predict(api_name="/swap_prompts")[0]
     assert "Now using the other prompts" in status
     assert confidences(predict(client, scan)[0]) != pytest.approx(before, abs=1e-6)
+
+
+def test_a_saved_workspace_opens_in_another_session_with_the_same_predictions(app_url,
+                                                                             tmp_path):
+    """Save -> open in a new client session (another browser): the task, examples, test set,
+    tuned prompts and evaluation come back, and a scan is predicted as before."""
+    client = Client(app_url, verbose=False)
+    run_task(client, ROWS, tmp_path)
+    client.predict(None, [handle_file(real_scan(CT_FILES[0], tmp_path))], ROWS[0][0], AUTO, 40,
+                   400, -1, api_name="/add_test_scans")
+    client.predict(None, [handle_file(real_scan(MR_FILES[0], tmp_path))], ROWS[1][0], AUTO, 40,
+                   400, -1, api_name="/add_test_scans")
+    evaluated = client.predict(api_name="/evaluate")
+    scan = real_scan("MR_small_padded.dcm", tmp_path)
+    before = confidences(predict(client, scan)[0])
+    saved, status = client.predict(api_name="/save_workspace")
+    assert saved.endswith(".biomed-dpt.zip") and "Saved the workspace" in status
+
+    other = Client(app_url, verbose=False)
+    opened = other.predict(handle_file(saved), api_name="/open_workspace")
+    message = opened[0]
+    assert "Opened the workspace: 6 examples, 2 test scans, with its tuned prompts" in message
+    assert opened[1] is None  # nothing was there before: no earlier work to keep
+    assert confidences(predict(other, scan)[0]) == pytest.approx(before, abs=1e-6)
+    again = other.predict(api_name="/evaluate")
+    assert again[0] == evaluated[0]  # the same metrics on the same test set
+
+    # opening over work keeps that work as a file; a bad file changes nothing
+    notes = tmp_path / "notes.biomed-dpt.zip"
+    notes.write_text("not a workspace")
+    refused = other.predict(handle_file(str(notes)), api_name="/open_workspace")
+    assert "is not a workspace file" in refused[0]
+    assert confidences(predict(other, scan)[0]) == pytest.approx(before, abs=1e-6)
+    reopened = other.predict(handle_file(saved), api_name="/open_workspace")
+    assert "The work you had before was saved as" in reopened[0]
+    assert reopened[1].endswith(".biomed-dpt.zip")

@@ -1,0 +1,95 @@
+"""Step 6, the workspace file: the whole work saved as one file, and opened again (in a new
+session, another browser, after a restart or on another machine)."""
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from demo.text.messages import UserError, core_text, language, text
+from demo.ui.replies import answers
+from demo.ui.steps.evaluate import EVALUATE_OUTPUTS, _test_counts
+from demo.ui.steps.prompts import PROMPTS_OUTPUTS
+
+APP_VERSION = "biomed-dpt-studio/1"
+SAVE_WORKSPACE_OUTPUTS = ("workspace_file", "workspace_status")
+OPEN_WORKSPACE_OUTPUTS = tuple(dict.fromkeys(
+    ("session", "workspace_status", "workspace_file", "open_workspace", "gallery", "counts",
+     "test_counts", "map_class", *PROMPTS_OUTPUTS, *EVALUATE_OUTPUTS)))
+
+
+class WorkspaceStep:
+    """`Studio`'s handlers of this step (a mixin: `Studio` holds the model host, the
+    sessions and their files)."""
+
+    @answers(SAVE_WORKSPACE_OUTPUTS, status="workspace_status")
+    def save_workspace(self, session: Any, request: gr.Request = None) -> dict:
+        """The session's work as one file to download."""
+        from demo.work.workspace import write_workspace
+
+        lang = language(request)
+        session = self._session(session, request)
+        path = write_workspace(session, self.model_info(), self.files.downloads(session.owner),
+                               APP_VERSION)
+        held = [text(lang, "ws_task"), text(lang, "ws_examples", n=len(session.examples))]
+        if session.test_set:
+            held.append(text(lang, "ws_tests", n=len(session.test_set)))
+        if session.tuned is not None:
+            held.append(text(lang, "ws_prompts"))
+        if session.evaluated is not None:
+            held.append(text(lang, "ws_evaluation"))
+        return {"workspace_file": str(path),
+                "workspace_status": text(lang, "workspace_saved", name=path.name,
+                                         held=", ".join(held))}
+
+    @answers(OPEN_WORKSPACE_OUTPUTS, status="workspace_status")
+    def open_workspace(self, session: Any, file, request: gr.Request = None) -> dict:
+        """A saved workspace becomes this session's work. Work there was is first saved as a
+        file offered beside the message (opening it brings that work back); a file that cannot
+        be opened changes nothing."""
+        from demo.runtime.runs import BY_NEW_RUN
+        from demo.work.workspace import read_workspace, write_workspace
+
+        lang = language(request)
+        session = self._session(session, request)
+        path = self._uploaded(session, file, "choose_workspace")
+        info = self.model_info()
+        opened = read_workspace(path, info, session.owner, _shown_name(file, path))
+        before = None
+        if session.classes or session.examples or session.test_set:
+            before = write_workspace(session, info, self.files.downloads(session.owner),
+                                     APP_VERSION)
+        session.runs.stop(why=BY_NEW_RUN)
+        session.become(opened.session)
+        lines = [text(lang, "workspace_opened", examples=len(session.examples),
+                      tests=len(session.test_set),
+                      prompts=text(lang, "workspace_with_prompts" if session.tuned is not None
+                                   else "workspace_without_prompts"))]
+        lines += [n.text(lang) if isinstance(n, UserError) else core_text(lang, n)
+                  for n in opened.notes]
+        if before is not None:
+            lines.append(text(lang, "workspace_before_kept", name=before.name))
+        reply = {**self.prompts_view(session, lang), "session": session,
+                 "workspace_status": "\n\n".join(lines),
+                 "workspace_file": str(before) if before is not None else None,
+                 "open_workspace": None, **self.task_widgets(session, lang),
+                 **self._examples_view(session, lang), "test_counts": _test_counts(session),
+                 "prompts_status": ""}
+        if session.tuned is None:  # no prompts file of the work there was is offered
+            reply["save"] = None
+        if session.evaluated is not None:
+            reply.update(self.evaluation_view(session, session.evaluated[1], lang))
+        else:
+            reply.update({"eval_status": "", "metrics": gr.update(value=None, visible=False),
+                          "confusion_zero": None, "confusion_tuned": None,
+                          "cell": gr.update(choices=[], value=None, visible=False)})
+        return reply
+
+
+def _shown_name(file, path: str) -> str:
+    """The file's name as the user uploaded it."""
+    name = getattr(file, "orig_name", None) or (file.get("orig_name") if isinstance(file, dict)
+                                                 else None)
+    from pathlib import Path
+
+    return str(name or Path(path).name)
