@@ -184,6 +184,9 @@ EN: dict[str, str] = {
     # step 6
     "choose_prompts": "Choose a .safetensors prompt file saved by this app.",
     "choose_workspace": "Choose a workspace file (.biomed-dpt.zip) saved by this app.",
+    "choose_lesson": "Choose one of the lessons: {lessons}.",
+    "lesson_opened": "Lesson {lesson}: this copy is yours; what you change here changes "
+                     "nobody else's.",
     "workspace_saved": "Saved the workspace as {name} ({held}). Open it here later, in "
                        "another browser or on another machine.",
     "ws_task": "the task",
@@ -420,6 +423,9 @@ KO: dict[str, str] = {
     "true_class": "실제 클래스",
     "choose_prompts": "이 앱에서 저장한 .safetensors 프롬프트 파일을 고르세요.",
     "choose_workspace": "이 앱에서 저장한 작업 공간 파일(.biomed-dpt.zip)을 고르세요.",
+    "choose_lesson": "수업 가운데 하나를 고르세요: {lessons}.",
+    "lesson_opened": "수업 {lesson}: 이 사본은 내 것입니다. 여기서 바꾸는 것은 다른 사람의 작업을 "
+                     "바꾸지 않습니다.",
     "workspace_saved": "작업 공간을 {name}(으)로 저장했습니다 ({held}). 나중에 여기서, 다른 "
                        "브라우저나 다른 컴퓨터에서 여세요.",
     "ws_task": "과제",

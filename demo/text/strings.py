@@ -93,6 +93,9 @@ EN = {
     "save_workspace": "Save the workspace",
     "workspace_file": "Workspace file",
     "open_workspace": "Open a workspace (.biomed-dpt.zip saved by this app)",
+    "lessons": "Lessons",
+    "lessons_info": "prepared by your teacher: each of you works on your own copy",
+    "open_lesson": "Open this lesson",
     "backbone_status": "Model",
 }
 
@@ -185,5 +188,8 @@ KO = {
     "save_workspace": "작업 공간 저장",
     "workspace_file": "작업 공간 파일",
     "open_workspace": "작업 공간 열기 (이 앱에서 저장한 .biomed-dpt.zip)",
+    "lessons": "수업",
+    "lessons_info": "선생님이 준비했습니다. 각자 자기 사본으로 작업합니다",
+    "open_lesson": "이 수업 열기",
     "backbone_status": "모델",
 }

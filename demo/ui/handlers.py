@@ -77,6 +77,7 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
         self.sessions: dict[str, Any] = {}
         self.line = TuningLine()
         self.idle_s = IDLE_S
+        self.lessons: dict[str, str] = {}  # title -> workspace file offered as a lesson
 
     def start_sweeping(self) -> None:
         """Clear idle sessions in the background (the server does; tests call `expire_idle`)."""

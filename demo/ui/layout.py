@@ -10,6 +10,7 @@ button and light events bypass the queue.
 from __future__ import annotations
 
 import argparse
+import os
 from types import SimpleNamespace
 
 import gradio as gr
@@ -27,7 +28,8 @@ from demo.ui.steps.predict import PREDICT_OUTPUTS
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 from demo.ui.steps.task import PRESET_OUTPUTS, SAMPLE_OUTPUTS, TASK_OUTPUTS
 from demo.ui.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
-from demo.ui.steps.workspace import OPEN_WORKSPACE_OUTPUTS, SAVE_WORKSPACE_OUTPUTS
+from demo.ui.steps.workspace import (LESSON_OUTPUTS, LESSONS_ENV, OPEN_WORKSPACE_OUTPUTS,
+                                     SAVE_WORKSPACE_OUTPUTS)
 from demo.ui.theme import CSS, HEAD, theme
 
 I18N = gr.I18n(en=EN, ko=KO)
@@ -133,9 +135,9 @@ def _selecting(studio: Studio, names: list[str], galleries: list, session, statu
                         api_visibility="private")
 
 
-def _task_tab(first, first_organ) -> SimpleNamespace:
-    """Step 1: a ready-made sample set or a preset; the modality, organ, template and the
-    classes' table."""
+def _task_tab(first, first_organ, lessons) -> SimpleNamespace:
+    """Step 1: a ready-made sample set, a lesson (when the app offers some) or a preset; the
+    modality, organ, template and the classes' table."""
     modalities = presets.load_modalities()
     tasks = presets.load_tasks()
     with gr.Tab(t("tab_task")):
@@ -145,6 +147,11 @@ def _task_tab(first, first_organ) -> SimpleNamespace:
                                   elem_id="sample-set")
             use_samples = gr.Button(t("use_samples"), variant="secondary", scale=1,
                                     elem_id="use-samples")
+        with gr.Row(equal_height=True, visible=bool(lessons)):
+            lesson = gr.Dropdown(list(lessons), value=None, label=t("lessons"),
+                                 info=t("lessons_info"), scale=3, elem_id="lesson")
+            open_lesson = gr.Button(t("open_lesson"), variant="secondary", scale=1,
+                                    elem_id="open-lesson")
         preset = gr.Dropdown([(task.title, task.id) for task in tasks], value=None,
                              label=t("preset"), info=t("preset_info"))
         with gr.Row():
@@ -164,7 +171,8 @@ def _task_tab(first, first_organ) -> SimpleNamespace:
         task_status = gr.Markdown(elem_id="task-status")
     return SimpleNamespace(preset=preset, template=template, table=table, apply=apply,
                            task_status=task_status, samples=samples, use_samples=use_samples,
-                           modality=modality, organ=organ)
+                           modality=modality, organ=organ, lesson=lesson,
+                           open_lesson=open_lesson)
 
 
 def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleNamespace:
@@ -373,7 +381,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             use_demo = gr.Button(t("use_demo_model"), size="sm", variant="secondary")
         poll = gr.Timer(1.0, active=not studio.ready)
         with gr.Tabs(overflow_behavior="wrap", elem_id="steps"):  # no "..." menu on a phone
-            ui = SimpleNamespace(**vars(_task_tab(first, first_organ)),
+            ui = SimpleNamespace(**vars(_task_tab(first, first_organ, studio.lessons)),
                                  **vars(_examples_tab(studio, demo, session)),
                                  **vars(_tune_tab(first)), **vars(_predict_tab()),
                                  **vars(_evaluate_tab()), **vars(_prompts_tab()))
@@ -410,6 +418,12 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                                                  api_visibility="private")
 
         samples = _outputs(ui, session, SAMPLE_OUTPUTS)
+        lesson_view = _outputs(ui, session, LESSON_OUTPUTS)
+        ui.open_lesson.click(by_name(studio.open_lesson, lesson_view), [session, ui.lesson],
+                             list(lesson_view.values()), api_name="open_lesson").then(
+            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private").then(
+            _shown_if_any, ui.workspace_file, ui.workspace_box, queue=False,
+            api_visibility="private")
         ui.use_samples.click(
             by_name(studio.use_samples, samples), [session, ui.samples], list(samples.values()),
             api_name="use_samples", concurrency_id="infer",
@@ -571,6 +585,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mcp", action="store_true",
                         help="also serve the stateless tools to agents as an MCP server "
                              "(streamable HTTP at /gradio_api/mcp/)")
+    parser.add_argument("--lesson", action="append", default=[], metavar="PATH",
+                        help="a workspace file (.biomed-dpt.zip) offered as a lesson beside the "
+                             "sample scans; each student works on their own copy (repeatable; "
+                             f"also ${LESSONS_ENV}, paths separated by '{os.pathsep}')")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="longest a tuning run may take, in seconds (default 300; 90 on "
                              "ZeroGPU, where a run is one GPU call)")
@@ -587,4 +605,6 @@ def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, argparse.Names
         ZEROGPU_TIME_BUDGET_S if zerogpu else TIME_BUDGET_S)
     studio = Studio.start(args.backbone, args.device, background=not zerogpu,
                           time_budget_s=budget)
+    from_env = [p for p in os.environ.get(LESSONS_ENV, "").split(os.pathsep) if p]
+    studio.offer_lessons([*args.lesson, *from_env])
     return build_demo(studio, args.mcp), args

@@ -174,6 +174,26 @@ def _jsonable(value):
                                  else list(v)))
 
 
+def lesson_title(path: str | Path) -> str:
+    """A workspace file offered as a lesson, by name: its file name without the suffix."""
+    name = Path(path).name
+    return name[: -len(SUFFIX)] if name.endswith(SUFFIX) else Path(name).stem
+
+
+def check_lesson(path: str | Path) -> None:
+    """A lesson file is a workspace this app can open (its manifest read; its pictures are
+    checked when a student opens it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("workspace_damaged", name=path.name, detail="there is no such file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        raise UserError("workspace_not_zip", name=path.name) from None
+    with zf:
+        _Reader(zf, path.name).manifest()
+
+
 # ---- opening ----------------------------------------------------------------------------------
 def read_workspace(path: str | Path, info: ModelInfo, owner: str = "", shown_name: str = ""
                    ) -> Opened:

@@ -2,6 +2,7 @@
 session, another browser, after a restart or on another machine)."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import gradio as gr
@@ -11,11 +12,15 @@ from demo.ui.replies import answers
 from demo.ui.steps.evaluate import EVALUATE_OUTPUTS, _test_counts
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 
+log = logging.getLogger(__name__)
+
 APP_VERSION = "biomed-dpt-studio/1"
+LESSONS_ENV = "BIOMED_DPT_LESSONS"  # lesson files, separated by os.pathsep (e.g. on a Space)
 SAVE_WORKSPACE_OUTPUTS = ("workspace_file", "workspace_status")
 OPEN_WORKSPACE_OUTPUTS = tuple(dict.fromkeys(
     ("session", "workspace_status", "workspace_file", "open_workspace", "gallery", "counts",
      "test_counts", "map_class", *PROMPTS_OUTPUTS, *EVALUATE_OUTPUTS)))
+LESSON_OUTPUTS = (*OPEN_WORKSPACE_OUTPUTS, "task_status")
 
 
 class WorkspaceStep:
@@ -47,14 +52,46 @@ class WorkspaceStep:
         """A saved workspace becomes this session's work. Work there was is first saved as a
         file offered beside the message (opening it brings that work back); a file that cannot
         be opened changes nothing."""
-        from demo.runtime.runs import BY_NEW_RUN
-        from demo.work.workspace import read_workspace, write_workspace
-
         lang = language(request)
         session = self._session(session, request)
         path = self._uploaded(session, file, "choose_workspace")
+        return self._open(session, path, _shown_name(file, path), lang)
+
+    def offer_lessons(self, paths) -> list[str]:
+        """Workspace files the page offers as lessons (beside the sample scans); each student
+        who picks one works on their own copy. A file that is not a workspace is left out and
+        said in the log. Returns the problems."""
+        from demo.work.workspace import check_lesson, lesson_title
+
+        problems = []
+        for path in paths:
+            try:
+                check_lesson(path)
+            except UserError as exc:
+                problems.append(exc.text("en"))
+                log.warning("the lesson %s is not offered: %s", path, exc.text("en"))
+                continue
+            self.lessons[lesson_title(path)] = str(path)
+        return problems
+
+    @answers(LESSON_OUTPUTS, status="task_status")
+    def open_lesson(self, session: Any, lesson: str | None, request: gr.Request = None) -> dict:
+        """A lesson (a workspace the teacher prepared) becomes this student's own work."""
+        lang = language(request)
+        session = self._session(session, request)
+        if lesson not in self.lessons:
+            raise UserError("choose_lesson", lessons=", ".join(self.lessons) or "-")
+        reply = self._open(session, self.lessons[lesson], lesson, lang)
+        reply["task_status"] = text(lang, "lesson_opened", lesson=lesson) + "\n\n" + \
+            reply["workspace_status"]
+        return reply
+
+    def _open(self, session, path: str, shown_name: str, lang: str) -> dict:
+        from demo.runtime.runs import BY_NEW_RUN
+        from demo.work.workspace import read_workspace, write_workspace
+
         info = self.model_info()
-        opened = read_workspace(path, info, session.owner, _shown_name(file, path))
+        opened = read_workspace(path, info, session.owner, shown_name)
         before = None
         if session.classes or session.examples or session.test_set:
             before = write_workspace(session, info, self.files.downloads(session.owner),

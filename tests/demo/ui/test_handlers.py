@@ -783,3 +783,33 @@ def test_the_status_line_and_the_progress_bar_say_the_same_step(studio, tmp_path
     assert len(statuses) >= 8
     for status, shown in statuses:
         assert status.split(" · ")[0] == shown, (status, shown)
+
+
+def test_a_lesson_opens_as_each_students_own_copy(backbones, tmp_path):
+    """A teacher's workspace offered as a lesson: each student who opens it works on a copy
+    of their own; a file that is not a workspace is not offered, and said."""
+    from demo.work.workspace import SUFFIX, write_workspace
+
+    studio = Studio(backbones["tiny-biomedclip"], time_budget_s=60)
+    teacher = ready_session(studio, tmp_path)
+    lesson = write_workspace(teacher, studio.model_info(), tmp_path / "lessons")
+    lesson = lesson.rename(lesson.with_name(f"kidney-week-3{SUFFIX}"))
+    notes = tmp_path / f"notes{SUFFIX}"
+    notes.write_text("not a workspace")
+    problems = studio.offer_lessons([lesson, notes, tmp_path / "gone.biomed-dpt.zip"])
+    assert list(studio.lessons) == ["kidney-week-3"] and len(problems) == 2
+    assert "is not a workspace file" in problems[0]
+
+    first, second = Session(), Session()
+    out = studio.open_lesson(first, "kidney-week-3")
+    assert out["task_status"].startswith("Lesson kidney-week-3: this copy is yours")
+    assert "6 examples" in out["task_status"] and out["modality"] == "CT"
+    studio.open_lesson(second, "kidney-week-3")
+    first.selected = 0
+    first.remove_selected()
+    assert len(first.examples) == len(teacher.examples) - 1
+    assert len(second.examples) == len(teacher.examples)  # nobody else's work changed
+    assert second.tuned is not None and second.tuned is not first.tuned
+    refused = studio.open_lesson(second, "week-4")
+    assert "Choose one of the lessons: kidney-week-3" in refused["task_status"]
+    assert len(second.examples) == len(teacher.examples)

@@ -16,20 +16,21 @@ from gradio_client import Client, handle_file
 
 from tests.demo.browser import CHROMIUM, FLAGS, shot, wait_text
 from tests.demo.conftest import CT_FILES, ROWS, _free_port, real_scan
-from tests.demo.ui.test_client import set_task
+from tests.demo.ui.test_client import confidences, predict, run_task, set_task
 
 ROOT = Path(__file__).resolve().parents[3]
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 
 
-def start(backbone: str, temp: Path):
-    """The app as a user starts it, its temporary files under `temp`; returns when the page
-    answers (the model may still be loading)."""
+def start(backbone: str, temp: Path, **more_env: str):
+    """The app as a user starts it, its temporary files under `temp` (`more_env`: its
+    environment's extra variables); returns when the page answers (the model may still be
+    loading)."""
     port = _free_port()
     temp.mkdir(parents=True, exist_ok=True)
     log = temp / "app.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
-           "TMPDIR": str(temp)}
+           "TMPDIR": str(temp), **more_env}
     env.pop("GRADIO_TEMP_DIR", None)
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "app.py", "--backbone", backbone, "--port",
@@ -151,5 +152,32 @@ def test_a_missing_model_offers_a_retry_and_the_demo_model(tmp_path):
             shot(page, "model-demo")
             browser.close()
         assert "Task set" in set_task(Client(url, verbose=False), ROWS)[0]
+    finally:
+        stop(process)
+
+
+def test_lessons_named_in_the_environment_are_offered_to_each_student(tmp_path):
+    """A Space names its lessons in an environment variable; two students open the same
+    lesson through the API and each works on their own copy."""
+    process, url, log = start("tiny-biomedclip", tmp_path / "teacher")
+    try:
+        teacher = Client(url, verbose=False)
+        run_task(teacher, ROWS, tmp_path)
+        saved, _ = teacher.predict(api_name="/save_workspace")
+        scan = real_scan("MR_small_padded.dcm", tmp_path)
+        expected = confidences(predict(teacher, scan)[0])
+    finally:
+        stop(process)
+    lesson = tmp_path / "week-1.biomed-dpt.zip"
+    lesson.write_bytes(Path(saved).read_bytes())
+    process, url, log = start("tiny-biomedclip", tmp_path / "class",
+                              BIOMED_DPT_LESSONS=f"{lesson}{os.pathsep}{tmp_path / 'gone.zip'}")
+    try:
+        first, second = Client(url, verbose=False), Client(url, verbose=False)
+        opened = first.predict("week-1", api_name="/open_lesson")
+        assert "Lesson week-1: this copy is yours" in opened[-1]
+        second.predict("week-1", api_name="/open_lesson")
+        assert confidences(predict(second, scan)[0]) == pytest.approx(expected, abs=1e-6)
+        assert "the lesson" in log.read_text() and "is not offered" in log.read_text()
     finally:
         stop(process)
