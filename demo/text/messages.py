@@ -185,6 +185,8 @@ EN: dict[str, str] = {
     "choose_prompts": "Choose a .safetensors prompt file saved by this app.",
     "choose_workspace": "Choose a workspace file (.biomed-dpt.zip) saved by this app.",
     "choose_lesson": "Choose one of the lessons: {lessons}.",
+    "workspace_wait_for_run": "A tuning run or an evaluation is going: press Stop (step 3) or "
+                              "wait for it to end, then open the workspace again.",
     "lesson_opened": "Lesson {lesson}: this copy is yours; what you change here changes "
                      "nobody else's.",
     "workspace_saved": "Saved the workspace as {name} ({held}). Open it here later, in "
@@ -424,6 +426,8 @@ KO: dict[str, str] = {
     "choose_prompts": "이 앱에서 저장한 .safetensors 프롬프트 파일을 고르세요.",
     "choose_workspace": "이 앱에서 저장한 작업 공간 파일(.biomed-dpt.zip)을 고르세요.",
     "choose_lesson": "수업 가운데 하나를 고르세요: {lessons}.",
+    "workspace_wait_for_run": "튜닝이나 평가가 진행 중입니다. 중지(3단계)를 누르거나 끝날 때까지 "
+                              "기다린 뒤 작업 공간을 다시 여세요.",
     "lesson_opened": "수업 {lesson}: 이 사본은 내 것입니다. 여기서 바꾸는 것은 다른 사람의 작업을 "
                      "바꾸지 않습니다.",
     "workspace_saved": "작업 공간을 {name}(으)로 저장했습니다 ({held}). 나중에 여기서, 다른 "

@@ -87,9 +87,11 @@ class WorkspaceStep:
         return reply
 
     def _open(self, session, path: str, shown_name: str, lang: str) -> dict:
-        from demo.runtime.runs import BY_NEW_RUN
+        from demo.runtime.runs import BY_NEW_RUN, EVALUATE, TUNE
         from demo.work.workspace import read_workspace, write_workspace
 
+        if session.runs.going(TUNE, EVALUATE):  # its result would land in the opened work
+            raise UserError("workspace_wait_for_run")
         info = self.model_info()
         opened = read_workspace(path, info, session.owner, shown_name)
         before = None

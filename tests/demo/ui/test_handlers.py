@@ -813,3 +813,29 @@ def test_a_lesson_opens_as_each_students_own_copy(backbones, tmp_path):
     refused = studio.open_lesson(second, "week-4")
     assert "Choose one of the lessons: kidney-week-3" in refused["task_status"]
     assert len(second.examples) == len(teacher.examples)
+
+
+def test_a_workspace_waits_for_the_run_going_and_a_bad_one_changes_nothing(studio, tmp_path):
+    """Opening a workspace while a tuning run goes would let the run's result land in the
+    opened work: it is refused with the reason; a file that is not a workspace changes
+    nothing; afterwards the workspace opens."""
+    from demo.runtime.runs import TUNE
+    from demo.work.workspace import write_workspace
+
+    session = ready_session(studio, tmp_path)
+    saved = write_workspace(session, studio.model_info(), tmp_path / "saved")
+    other = ready_session(studio, tmp_path, tune=False)
+    examples = [e.digest for e in other.examples]
+    with other.runs.run(TUNE):
+        out = studio.open_workspace(other, str(saved))
+    assert "A tuning run or an evaluation is going" in out["workspace_status"]
+    assert [e.digest for e in other.examples] == examples and other.tuned is None
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a workspace")
+    out = studio.open_workspace(other, str(notes))
+    assert "is not a workspace file" in out["workspace_status"]
+    assert [e.digest for e in other.examples] == examples
+    out = studio.open_workspace(other, str(saved))
+    assert out["workspace_status"].startswith("Opened the workspace: 6 examples")
+    assert "The work you had before was saved as" in out["workspace_status"]
+    assert other.tuned is not None and out["workspace_file"].endswith(".biomed-dpt.zip")
