@@ -185,6 +185,9 @@ EN: dict[str, str] = {
     "choose_prompts": "Choose a .safetensors prompt file saved by this app.",
     "choose_workspace": "Choose a workspace file (.biomed-dpt.zip) saved by this app.",
     "choose_lesson": "Choose one of the lessons: {lessons}.",
+    "work_deleted": "Your work on this server was deleted: its pictures, features, prompts and "
+                    "evaluation, and your uploads and downloads (a file uploaded in the last "
+                    "{seconds} seconds goes within {seconds} seconds). Start again in step 1.",
     "workspace_wait_for_run": "A tuning run or an evaluation is going: press Stop (step 3) or "
                               "wait for it to end, then open the workspace again.",
     "lesson_opened": "Lesson {lesson}: this copy is yours; what you change here changes "
@@ -426,6 +429,9 @@ KO: dict[str, str] = {
     "choose_prompts": "이 앱에서 저장한 .safetensors 프롬프트 파일을 고르세요.",
     "choose_workspace": "이 앱에서 저장한 작업 공간 파일(.biomed-dpt.zip)을 고르세요.",
     "choose_lesson": "수업 가운데 하나를 고르세요: {lessons}.",
+    "work_deleted": "이 서버에 있던 내 작업을 삭제했습니다: 영상, 특징, 프롬프트, 평가, 그리고 "
+                    "올린 파일과 내려받을 파일 (최근 {seconds}초 안에 올린 파일은 {seconds}초 "
+                    "안에 삭제됩니다). 1단계부터 다시 시작하세요.",
     "workspace_wait_for_run": "튜닝이나 평가가 진행 중입니다. 중지(3단계)를 누르거나 끝날 때까지 "
                               "기다린 뒤 작업 공간을 다시 여세요.",
     "lesson_opened": "수업 {lesson}: 이 사본은 내 것입니다. 여기서 바꾸는 것은 다른 사람의 작업을 "

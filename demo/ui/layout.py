@@ -28,7 +28,8 @@ from demo.ui.steps.predict import PREDICT_OUTPUTS
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 from demo.ui.steps.task import PRESET_OUTPUTS, SAMPLE_OUTPUTS, TASK_OUTPUTS
 from demo.ui.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
-from demo.ui.steps.workspace import (LESSON_OUTPUTS, LESSONS_ENV, OPEN_WORKSPACE_OUTPUTS,
+from demo.ui.steps.workspace import (DELETE_OUTPUTS, LESSON_OUTPUTS, LESSONS_ENV,
+                                     OPEN_WORKSPACE_OUTPUTS,
                                      SAVE_WORKSPACE_OUTPUTS)
 from demo.ui.theme import CSS, HEAD, theme
 
@@ -375,6 +376,8 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             gr.Markdown(t("intro"), elem_classes="intro")
             gr.Markdown(t("disclaimer"), elem_classes="disclaimer")
             gr.Markdown(t("privacy"), elem_classes="privacy", elem_id="privacy")
+            delete_work = gr.Button(t("delete_my_work"), size="sm", variant="secondary",
+                                    elem_id="delete-my-work")
             status = gr.Markdown(studio.status(), elem_id="model-status")
         with gr.Row(visible=False) as model_actions:
             retry = gr.Button(t("retry_model"), size="sm")
@@ -418,6 +421,12 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                                                  api_visibility="private")
 
         samples = _outputs(ui, session, SAMPLE_OUTPUTS)
+        deleted = _outputs(ui, session, DELETE_OUTPUTS)
+        delete_work.click(by_name(studio.delete_my_work, deleted), session,
+                          list(deleted.values()), api_name="delete_my_work").then(
+            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private").then(
+            _shown_if_any, ui.workspace_file, ui.workspace_box, queue=False,
+            api_visibility="private")
         lesson_view = _outputs(ui, session, LESSON_OUTPUTS)
         ui.open_lesson.click(by_name(studio.open_lesson, lesson_view), [session, ui.lesson],
                              list(lesson_view.values()), api_name="open_lesson").then(

@@ -169,8 +169,9 @@ def shown_name(file, path: str) -> str:
 
 
 def class_choices(classes) -> dict:
-    """The example-class and test-class selectors, the first class chosen."""
-    return {name: gr.update(choices=list(classes), value=classes[0])
+    """The example-class and test-class selectors, the first class chosen (none without
+    classes)."""
+    return {name: gr.update(choices=list(classes), value=classes[0] if classes else None)
             for name in ("example_class", "test_class")}
 
 

@@ -64,10 +64,14 @@ _MASTHEAD = """
 #masthead .prose.disclaimer p, #masthead .prose.intro p, #model-status p {font-size: 14px;}
 .block.disclaimer {border-left: 4px solid #c33; padding-left: 10px;}
 .block.privacy {border-left: 4px solid #37a; padding-left: 10px;}
+#delete-my-work {width: fit-content; min-width: 0; align-self: start; justify-self: start;
+                 margin-left: 14px;}
 @media (min-width: 900px) {
   #masthead {display: grid; grid-template-columns: max-content 1fr; column-gap: 28px;
              align-items: center;}
   #masthead > .block:not(:first-child):not(.intro) {grid-column: 1 / -1;}
+  #masthead > #delete-my-work {grid-column: 1; margin-left: 0;}  /* beside the model's status */
+  #masthead > #model-status {grid-column: 2;}
 }
 """
 # A probability table's or a gallery's heading sits above its content instead of floating over

@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from demo.runtime.storage import FRESH_S
 from demo.text.messages import UserError, core_text, language, text
 from demo.ui.replies import answers
 from demo.ui.steps.evaluate import EVALUATE_OUTPUTS, _test_counts
@@ -21,6 +22,7 @@ OPEN_WORKSPACE_OUTPUTS = tuple(dict.fromkeys(
     ("session", "workspace_status", "workspace_file", "open_workspace", "gallery", "counts",
      "test_counts", "map_class", *PROMPTS_OUTPUTS, *EVALUATE_OUTPUTS)))
 LESSON_OUTPUTS = (*OPEN_WORKSPACE_OUTPUTS, "task_status")
+DELETE_OUTPUTS = LESSON_OUTPUTS
 
 
 class WorkspaceStep:
@@ -108,9 +110,13 @@ class WorkspaceStep:
                   for n in opened.notes]
         if before is not None:
             lines.append(text(lang, "workspace_before_kept", name=before.name))
+        return {**self.work_view(session, lang), "workspace_status": "\n\n".join(lines),
+                "workspace_file": str(before) if before is not None else None}
+
+    def work_view(self, session, lang: str) -> dict:
+        """The page showing the session's work as it is now, in every step (after the work
+        was replaced or deleted)."""
         reply = {**self.prompts_view(session, lang), "session": session,
-                 "workspace_status": "\n\n".join(lines),
-                 "workspace_file": str(before) if before is not None else None,
                  "open_workspace": None, **self.task_widgets(session, lang),
                  **self._examples_view(session, lang), "test_counts": _test_counts(session),
                  "prompts_status": ""}
@@ -123,6 +129,25 @@ class WorkspaceStep:
                           "confusion_zero": None, "confusion_tuned": None,
                           "cell": gr.update(choices=[], value=None, visible=False)})
         return reply
+
+    @answers(DELETE_OUTPUTS, status="task_status")
+    def delete_my_work(self, session: Any, request: gr.Request = None) -> dict:
+        """Delete this session's work and its files now (runs stopped, pictures, features,
+        prompts, uploads and downloads); the page starts again from step 1."""
+        from demo.runtime.runs import BY_CLOSE
+        from demo.work.session import Session
+
+        lang = language(request)
+        session = self._session(session, request)
+        session.runs.stop(why=BY_CLOSE)
+        session.close()
+        session.become(Session())
+        session.gone = False
+        self.files.close(session.owner)
+        message = text(lang, "work_deleted", seconds=round(FRESH_S))
+        gr.Info(message, title=text(lang, "toast_done"), duration=8)
+        return {**self.work_view(session, lang), "workspace_file": None,
+                "workspace_status": "", "task_status": message}
 
 
 def _shown_name(file, path: str) -> str:

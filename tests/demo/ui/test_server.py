@@ -181,3 +181,31 @@ def test_lessons_named_in_the_environment_are_offered_to_each_student(tmp_path):
         assert "the lesson" in log.read_text() and "is not offered" in log.read_text()
     finally:
         stop(process)
+
+
+def test_delete_my_work_leaves_nothing_of_the_session(tmp_path):
+    """'Delete my work now': the session's work is gone (the next step says to set a task)
+    and no file of it is left in the private folder once the uploads' safety window passed;
+    another visitor's work stays."""
+    process, url, log = start("tiny-biomedclip", tmp_path / "tmp")
+    try:
+        mine, theirs = Client(url, verbose=False), Client(url, verbose=False)
+        run_task(mine, ROWS, tmp_path)
+        saved, _ = mine.predict(api_name="/save_workspace")
+        (tmp_path / "theirs").mkdir()
+        run_task(theirs, ROWS, tmp_path / "theirs")
+        folder = private_folder(tmp_path / "tmp")
+        assert Path(saved).name in {p.name for p in session_files(folder)}
+        answer = mine.predict(api_name="/delete_my_work")
+        assert "Your work on this server was deleted" in answer[-1]
+        assert "Set up the task first" in mine.predict(api_name="/evaluate")[0]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+                p.name == Path(saved).name for p in session_files(folder)):
+            time.sleep(0.5)
+        assert Path(saved).name not in {p.name for p in session_files(folder)}
+        assert "Tuning finished" in theirs.predict("fast", 12.5, 0.25, 5, 1, 1,
+                                                   api_name="/tune")[0]
+    finally:
+        stop(process)
+    assert "Traceback" not in log.read_text()
