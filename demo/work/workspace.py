@@ -184,13 +184,7 @@ def check_lesson(path: str | Path) -> None:
     """A lesson file is a workspace this app can open (its manifest read; its pictures are
     checked when a student opens it)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError("workspace_damaged", name=path.name, detail="there is no such file")
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
-        raise UserError("workspace_not_zip", name=path.name) from None
-    with zf:
+    with _zip_of(path, path.name) as zf:
         _Reader(zf, path.name).manifest()
 
 
@@ -202,6 +196,15 @@ def read_workspace(path: str | Path, info: ModelInfo, owner: str = "", shown_nam
     or of a newer version is refused with a message, and nothing is made."""
     path = Path(path)
     name = shown_name or path.name
+    with _zip_of(path, name) as zf, tempfile.TemporaryDirectory(prefix="workspace-") as scratch:
+        reader = _Reader(zf, name)
+        manifest = reader.manifest()
+        return _session_of(manifest, reader, info, owner, Path(scratch))
+
+
+def _zip_of(path: Path, name: str) -> zipfile.ZipFile:
+    """The workspace file opened as a zip, once it is known to be one of a size the app
+    opens; else the message that says what it is (`name`: the file as the user calls it)."""
     try:
         size = path.stat().st_size
     except OSError:
@@ -210,16 +213,12 @@ def read_workspace(path: str | Path, info: ModelInfo, owner: str = "", shown_nam
         raise UserError("workspace_too_big", name=name, mb=math.ceil(size / 2**20),
                         limit=MAX_FILE_BYTES // 2**20)
     try:
-        zf = zipfile.ZipFile(path)
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
         with open(path, "rb") as f:  # a zip cut short still starts as one
             cut = f.read(4) == b"PK\x03\x04"
         raise UserError("workspace_damaged" if cut else "workspace_not_zip", name=name,
                         detail="it is cut short") from None
-    with zf, tempfile.TemporaryDirectory(prefix="workspace-") as scratch:
-        reader = _Reader(zf, name)
-        manifest = reader.manifest()
-        return _session_of(manifest, reader, info, owner, Path(scratch))
 
 
 class _Reader:
