@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         timed(steps, "load_prompts", studio.load_prompts, Session(), saved)
         session.selected = 0
         timed(steps, "remove_example", studio.remove_selected, session)
-        studio.forget(session)
+        studio.end_work(session)
     figures["handler_s"] = steps
     figures["slowest_non_training_s"] = max(v for k, v in steps.items() if not k.startswith("tune"))
     print(json.dumps(figures))

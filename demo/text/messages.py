@@ -205,6 +205,21 @@ EN: dict[str, str] = {
     "workspace_without_prompts": "no tuned prompts",
     "workspace_before_kept": "The work you had before was saved as {name} (above): open it "
                              "to go back to it.",
+    "work_open_elsewhere": "Your work is open in another tab of this browser. This tab has "
+                           "a new, empty workspace of its own; to go on with that work here "
+                           "instead, take it over (the other tab then no longer changes it).",
+    "work_taken_over": "Your work is now open in another tab of this browser, so this step "
+                       "was not done here (it would change the work shown there). Go on in "
+                       "that tab, or reload this page and take the work back.",
+    "work_taken": "Your work from the other tab is here now; that tab's steps are refused "
+                  "from now on.",
+    "work_taken_before": "The work this tab had was saved as {name}: it is offered in step 6 "
+                         "(open it to go back to it).",
+    "work_gone": "That work is no longer on this server (it was deleted, or cleared for being "
+                 "idle). Open a saved workspace (step 6) to go on with it.",
+    "work_cleared_idle": "Your earlier work was cleared after {minutes} minutes without use, "
+                         "with its files, as the note above says. Open a saved workspace "
+                         "(step 6) to go on with it.",
     "loaded": "Loaded prompts for {classes} ({modality}). Predict in step 4.",
     "tune_first": "There are no tuned prompts to save yet: tune them in step 3, or load a "
                   "prompts file below.",
@@ -449,6 +464,19 @@ KO: dict[str, str] = {
     "workspace_without_prompts": "튜닝된 프롬프트 없음",
     "workspace_before_kept": "열기 전의 작업은 {name}(으)로 저장했습니다(위). 그 파일을 열면 "
                              "그 작업으로 돌아갑니다.",
+    "work_open_elsewhere": "내 작업이 이 브라우저의 다른 탭에 열려 있습니다. 이 탭에는 새 빈 작업 "
+                           "공간이 따로 있습니다. 그 작업을 여기서 이어 하려면 이어받으세요(그러면 "
+                           "다른 탭은 그 작업을 더 이상 바꾸지 않습니다).",
+    "work_taken_over": "내 작업이 이제 이 브라우저의 다른 탭에 열려 있어서 이 단계는 여기서 하지 "
+                       "않았습니다(그 탭에 보이는 작업을 바꾸게 되므로). 그 탭에서 계속하거나, "
+                       "이 페이지를 새로 고친 뒤 작업을 다시 이어받으세요.",
+    "work_taken": "다른 탭의 작업을 이제 여기서 합니다. 그 탭의 단계는 이제부터 거절됩니다.",
+    "work_taken_before": "이 탭에 있던 작업은 {name}(으)로 저장했습니다. 6단계에서 내려받을 수 "
+                         "있습니다(그 파일을 열면 그 작업으로 돌아갑니다).",
+    "work_gone": "그 작업은 이 서버에 더 이상 없습니다(삭제되었거나, 쓰지 않아 지워졌습니다). "
+                 "저장한 작업 공간을 열어(6단계) 이어 하세요.",
+    "work_cleared_idle": "이전 작업은 {minutes}분 동안 쓰지 않아, 위 안내대로 그 파일과 함께 "
+                         "지워졌습니다. 저장한 작업 공간을 열어(6단계) 이어 하세요.",
     "loaded": "{classes}의 프롬프트를 불러왔습니다 ({modality}). 4단계에서 예측하세요.",
     "tune_first": "저장할 튜닝된 프롬프트가 아직 없습니다. 3단계에서 튜닝하거나 아래에서 프롬프트 "
                   "파일을 불러오세요.",

@@ -10,11 +10,12 @@ EN = {
                   "not be used for diagnosis or treatment. Do not upload scans you are not "
                   "allowed to share.",
     "privacy": "**Your files:** only the decoded pictures and their image features are kept, "
-               "in memory, while you work. Uploaded files and downloads are deleted within a "
-               "minute of closing this page, and all of them when the server stops; files sent "
-               "through the API are deleted within an hour. A session left unused for 30 "
-               "minutes is cleared with its files (save the workspace, step 6, to keep them). Names "
-               "and other identifying DICOM fields are never kept, shown or logged.",
+               "in memory on this server, while you work and for 30 minutes after your last "
+               "step (a reload or a closed tab loses nothing); then they go, with your uploads "
+               "and downloads. **Delete my work now** deletes them at once; save the workspace "
+               "(step 6) to keep them. All files go when the server stops; files sent through "
+               "the API within an hour. Your browser keeps only a random key to your work. "
+               "Identifying DICOM fields are never kept, shown or logged.",
     "retry_model": "Try loading the model again",
     "use_demo_model": "Continue with the demo model (meaningless predictions)",
     "level": "Window level (centre)",
@@ -95,6 +96,7 @@ EN = {
     "open_workspace": "Open a workspace (.biomed-dpt.zip saved by this app)",
     "lessons": "Lessons",
     "delete_my_work": "Delete my work now",
+    "take_over": "Take over my work here",
     "lessons_info": "prepared by your teacher: each of you works on your own copy",
     "open_lesson": "Open this lesson",
     "backbone_status": "Model",
@@ -107,11 +109,12 @@ KO = {
              "확인하세요.",
     "disclaimer": "**연구 및 교육용입니다.** 의료기기가 아니며, 예측 결과를 진단이나 치료에 사용해서는 "
                   "안 됩니다. 공유가 허락되지 않은 영상은 올리지 마세요.",
-    "privacy": "**내 파일:** 작업하는 동안 해독된 영상과 그 영상 특징만 메모리에 보관됩니다. 올린 파일과 내려받을 "
-               "파일은 이 페이지를 닫은 뒤 1분 안에 삭제되고, 서버가 멈추면 모두 삭제됩니다. API로 "
-               "보낸 파일은 1시간 안에 삭제됩니다. 30분 동안 쓰지 않은 세션은 그 파일과 함께 "
-               "지워집니다(남기려면 6단계에서 작업 공간을 저장하세요). 이름 등 개인을 식별할 수 "
-               "있는 DICOM 항목은 보관하거나 표시하거나 기록하지 않습니다.",
+    "privacy": "**내 파일:** 해독된 영상과 그 영상 특징만 이 서버의 메모리에, 작업하는 동안과 마지막 "
+               "단계 뒤 30분 동안 보관됩니다(새로 고치거나 탭을 닫아도 잃지 않습니다). 그 뒤에는 올린 "
+               "파일, 내려받을 파일과 함께 삭제됩니다. **내 작업 지금 삭제**를 누르면 바로 삭제되며, "
+               "남기려면 작업 공간을 저장하세요(6단계). 서버가 멈추면 모든 파일이, API로 보낸 파일은 "
+               "1시간 안에 삭제됩니다. 브라우저에는 작업을 찾는 무작위 키만 남습니다. 개인을 식별할 "
+               "수 있는 DICOM 항목은 보관하거나 표시하거나 기록하지 않습니다.",
     "retry_model": "모델 다시 불러오기",
     "use_demo_model": "데모 모델로 계속하기 (예측에 의미 없음)",
     "level": "창 중심값 (level)",
@@ -191,6 +194,7 @@ KO = {
     "open_workspace": "작업 공간 열기 (이 앱에서 저장한 .biomed-dpt.zip)",
     "lessons": "수업",
     "delete_my_work": "내 작업 지금 삭제",
+    "take_over": "내 작업을 여기서 이어받기",
     "lessons_info": "선생님이 준비했습니다. 각자 자기 사본으로 작업합니다",
     "open_lesson": "이 수업 열기",
     "backbone_status": "모델",

@@ -22,10 +22,10 @@ import gradio as gr
 from core import presets
 from demo.runtime import storage
 from demo.runtime.host import DEMO_SPEC, WAIT_FOR_MODEL_S, ModelHost, ModelInfo
+from demo.runtime.pages import TAKEN, Pages
 from demo.runtime.tuning_line import TuningLine
 from demo.text.messages import UserError, language, modality_name, task_title
-from demo.text.strings import EN, KO
-from demo.ui.replies import upload_path
+from demo.ui.replies import class_table, upload_path
 from demo.ui.steps.evaluate import EvaluateStep
 from demo.ui.steps.examples import ExamplesStep
 from demo.ui.steps.predict import PredictStep
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 MODEL_OUTPUTS = ("status", "poll", "model_actions")
 LOAD_OUTPUTS = (*MODEL_OUTPUTS, "preset", "modality", *WINDOWS, "curve", "samples", "legend",
                 "table")
-TABLE_ROWS = 4  # the class table's empty rows when the page opens
 
 
 def warm_up() -> None:
@@ -51,13 +50,6 @@ def warm_up() -> None:
     import demo.work.report  # noqa: F401
     import demo.work.session  # noqa: F401
 
-
-def class_table(lang: str):
-    """The class table with its headers in the user's language (`gr.I18n` does not reach a
-    table's headers); sent with its empty rows, so the headers show at once."""
-    labels = KO if lang == "ko" else EN
-    heads = [labels["class_name"], labels["class_descriptions"]]
-    return gr.update(headers=heads, value={"headers": heads, "data": [["", ""]] * TABLE_ROWS})
 
 IDLE_S = 30 * 60.0  # a session unused this long is cleared (the page says 30 minutes)
 IDLE_SWEEP_S = 60.0
@@ -74,7 +66,8 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
         self.time_budget_s = time_budget_s
         self.precision = precision
         self.files = storage.SessionFiles()
-        self.sessions: dict[str, Any] = {}
+        self.pages = Pages()  # which page holds which work
+        self.sessions: dict[str, Any] = self.pages.works  # the works, by owner
         self.line = TuningLine()
         self.idle_s = IDLE_S
         self.lessons: dict[str, str] = {}  # title -> workspace file offered as a lesson
@@ -156,17 +149,28 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
                 "legend": self.legend("jet", request), "table": class_table(lang)}
 
     # ---- sessions and their files ------------------------------------------------------------
+    def _owner(self, request) -> str | None:
+        """Whose work a request is for: the key of the work its page holds, or (for an API
+        client, which opens no page) its own session id."""
+        page = getattr(request, "session_hash", None)
+        return self.pages.key_of(page) or page
+
     def _session(self, session, request=None):
-        """The browser session's Session, made at its first event (after the model load, so
-        the stack it imports is never imported by two threads at once)."""
+        """The Session the request works on, made at its first event (after the model load, so
+        the stack it imports is never imported by two threads at once). A page whose work
+        another tab took over is refused, with the reason."""
         self.model_info()
         from demo.work.session import Session
 
-        if session is None:
-            session = Session()
-        owner = getattr(request, "session_hash", None) or getattr(session, "owner", None)
-        if not owner:
-            owner = f"local-{id(session):x}"
+        page = getattr(request, "session_hash", None)
+        key = self.pages.key_of(page)
+        if key == TAKEN:
+            raise UserError("work_taken_over")
+        owner = key or page
+        if session is None or (key and session.owner and session.owner != key):
+            session = self.sessions.get(owner) if owner else None
+            session = Session() if session is None else session
+        owner = owner or session.owner or f"local-{id(session):x}"
         session.owner = owner
         if session.gone and session.expired:
             session.revive()
@@ -185,7 +189,7 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
         for owner, session in idle:
             session.close()
             session.expired = True
-            self.sessions.pop(owner, None)
+            self.pages.clear(owner)
             self.files.close(owner)
         if idle:
             log.info("cleared %d idle sessions", len(idle))
@@ -224,7 +228,7 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
         scans = [p for s in presets.load_samples() for p in s.to_predict]
         if not scans:
             return None
-        owner = getattr(request, "session_hash", None) or "anonymous"
+        owner = self._owner(request) or "anonymous"
         copy = self.files.downloads(owner) / scans[0].name
         shutil.copyfile(scans[0], copy)
         return str(copy)
@@ -232,27 +236,49 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
     def remember_upload(self, files, request: gr.Request = None) -> None:
         """An upload arrived (before any button is pressed): it is this session's, and is
         deleted with it."""
-        owner = getattr(request, "session_hash", None)
+        owner = self._owner(request)
         if owner:
             items = files if isinstance(files, list) else [files]
             self.files.remember(owner, [p for p in map(upload_path, items) if p])
 
     def close_session(self, request: gr.Request = None) -> None:
-        """The page was closed: delete the session's files and forget its work."""
-        owner = getattr(request, "session_hash", None)
-        if not owner:
+        """The page was closed (or reloads): its work stays on the server for the idle period,
+        from now, so the page finds it again. A page that made no work (its files were only
+        uploaded or previewed) or held no key (its browser keeps none) has nothing to come back
+        to: its files, and work, are deleted now."""
+        page = getattr(request, "session_hash", None)
+        if not page:
             return
-        session = self.sessions.pop(owner, None)
+        key = self.pages.leave(page)
+        if key:
+            session = self.sessions.get(key)
+            if session is not None:
+                session.last_used = time.monotonic()
+            else:  # no step was taken: nothing to come back to, its uploads go now
+                self.files.close(key)
+            return
+        session = self.sessions.get(page)
         if session is not None:
-            session.close()
-        self.files.close(owner)
+            self.end_work(session)
+        else:
+            self.files.close(page)
 
-    def forget(self, session) -> None:
-        """gr.State's delete callback (an hour after the page closed, or at expiry)."""
-        if session is None:
-            return
+    def end_work(self, session) -> None:
+        """Delete a session's work and its files now."""
         owner = getattr(session, "owner", None)
         session.close()
         if owner:
-            self.sessions.pop(owner, None)
+            if self.sessions.get(owner) is session:
+                self.pages.clear(owner, idle=False)
             self.files.close(owner)
+
+    def forget(self, session) -> None:
+        """gr.State's delete callback (an hour after its page closed). Work kept for its
+        browser is the idle sweep's to clear; other work goes now."""
+        if session is None:
+            return
+        owner = getattr(session, "owner", None)
+        if owner and self.sessions.get(owner) is session and \
+                time.monotonic() - session.last_used < self.idle_s:
+            return
+        self.end_work(session)

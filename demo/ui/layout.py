@@ -29,7 +29,7 @@ from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 from demo.ui.steps.task import PRESET_OUTPUTS, SAMPLE_OUTPUTS, TASK_OUTPUTS
 from demo.ui.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
 from demo.ui.steps.workspace import (DELETE_OUTPUTS, LESSON_OUTPUTS, LESSONS_ENV,
-                                     OPEN_WORKSPACE_OUTPUTS,
+                                     OPEN_WORKSPACE_OUTPUTS, PAGE_WORK_OUTPUTS,
                                      SAVE_WORKSPACE_OUTPUTS)
 from demo.ui.theme import CSS, HEAD, theme
 
@@ -40,6 +40,7 @@ INFER_CONCURRENCY = 2
 ENCODE_CONCURRENCY = 1  # encoding examples as they arrive: its own line, never before predictions
 REPORT_CONCURRENCY = 1  # reports, made after their prediction is shown: never before predictions
 MAX_UPLOAD = "200mb"
+WORK_KEYS_STORAGE = "biomed-dpt-studio-work"  # where the browser keeps its work's keys
 TIME_BUDGET_S = 300.0
 ZEROGPU_TIME_BUDGET_S = 90.0  # plus the worker's start: within what ZeroGPU lends per call
 
@@ -69,6 +70,24 @@ def _bump(n):
 def _shown_if_any(value):
     """A box shown while the component it holds has a value."""
     return gr.Column(visible=value is not None)
+
+
+def _show_work(event, studio: Studio, ui: SimpleNamespace, session: gr.State,
+               estimate: bool = False):
+    """After `event` put other work on the page (opened, deleted, come back, taken over): its
+    cards, the workspace file box, and the report of its prediction; with `estimate`, the
+    held-out estimate of its tuned prompts when it has none yet (a reload ended it)."""
+    private = dict(queue=False, api_visibility="private")
+    shown = event.then(_bump, ui.cards_rev, ui.cards_rev, **private).then(
+        _shown_if_any, ui.workspace_file, ui.workspace_box, **private)
+    if estimate:
+        estimated = {"estimate_status": ui.estimate_status}
+        shown.then(by_name(studio.estimate, estimated), session, list(estimated.values()),
+                   api_name="estimate_on_return", api_visibility="private", concurrency_id="tune",
+                   concurrency_limit=TUNING_SESSIONS, show_progress_on=[ui.estimate_status])
+    return shown.then(studio.report, [session, ui.map_class, ui.alpha, ui.cmap], ui.report,
+                      api_name="report_on_return", concurrency_id="report",
+                      concurrency_limit=REPORT_CONCURRENCY, api_visibility="private")
 
 
 def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gallery, rev,
@@ -379,6 +398,12 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             delete_work = gr.Button(t("delete_my_work"), size="sm", variant="secondary",
                                     elem_id="delete-my-work")
             status = gr.Markdown(studio.status(), elem_id="model-status")
+            # the page's work: found again on the server after a reload by a random key kept
+            # in the browser, or said why not (cleared for being idle, open in another tab)
+            work_keys = gr.BrowserState([], storage_key=WORK_KEYS_STORAGE)
+            work_notice = gr.Markdown(elem_id="work-notice")
+            take_over = gr.Button(t("take_over"), size="sm", variant="primary", visible=False,
+                                  elem_id="take-over")
         with gr.Row(visible=False) as model_actions:
             retry = gr.Button(t("retry_model"), size="sm")
             use_demo = gr.Button(t("use_demo_model"), size="sm", variant="secondary")
@@ -392,8 +417,16 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
         # ---- wiring ---------------------------------------------------------------------
         model_view = {"status": status, "poll": poll, "model_actions": model_actions}
         page = {**model_view, **{name: getattr(ui, name) for name in LOAD_OUTPUTS[3:]}}
-        demo.load(by_name(studio.on_load, page), None, list(page.values()), queue=False,
-                  api_name="status")
+        loaded_page = demo.load(by_name(studio.on_load, page), None, list(page.values()),
+                                queue=False, api_name="status")
+        ui.work_keys, ui.work_notice, ui.take_over = work_keys, work_notice, take_over
+        came = _outputs(ui, session, PAGE_WORK_OUTPUTS)
+        _show_work(loaded_page.then(by_name(studio.arrive, came), work_keys,
+                                    list(came.values()), queue=False,
+                                    api_visibility="private"), studio, ui, session, True)
+        _show_work(take_over.click(by_name(studio.take_over, came), [session, work_keys],
+                                   list(came.values()), queue=False,
+                                   api_visibility="private"), studio, ui, session, True)
         demo.unload(studio.close_session)
         poll.tick(by_name(studio.status_until_ready, model_view), None, list(model_view.values()),
                   queue=False, api_visibility="private")
@@ -422,17 +455,13 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
 
         samples = _outputs(ui, session, SAMPLE_OUTPUTS)
         deleted = _outputs(ui, session, DELETE_OUTPUTS)
-        delete_work.click(by_name(studio.delete_my_work, deleted), session,
-                          list(deleted.values()), api_name="delete_my_work").then(
-            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private").then(
-            _shown_if_any, ui.workspace_file, ui.workspace_box, queue=False,
-            api_visibility="private")
+        _show_work(delete_work.click(by_name(studio.delete_my_work, deleted), session,
+                                     list(deleted.values()), api_name="delete_my_work"),
+                   studio, ui, session)
         lesson_view = _outputs(ui, session, LESSON_OUTPUTS)
-        ui.open_lesson.click(by_name(studio.open_lesson, lesson_view), [session, ui.lesson],
-                             list(lesson_view.values()), api_name="open_lesson").then(
-            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private").then(
-            _shown_if_any, ui.workspace_file, ui.workspace_box, queue=False,
-            api_visibility="private")
+        _show_work(ui.open_lesson.click(by_name(studio.open_lesson, lesson_view),
+                                        [session, ui.lesson], list(lesson_view.values()),
+                                        api_name="open_lesson"), studio, ui, session)
         ui.use_samples.click(
             by_name(studio.use_samples, samples), [session, ui.samples], list(samples.values()),
             api_name="use_samples", concurrency_id="infer",
@@ -559,12 +588,9 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             _shown_if_any, ui.workspace_file, ui.workspace_box, queue=False,
             api_visibility="private")
         opened = _outputs(ui, session, OPEN_WORKSPACE_OUTPUTS)
-        ui.open_workspace.upload(by_name(studio.open_workspace, opened),
-                                 [session, ui.open_workspace], list(opened.values()),
-                                 api_name="open_workspace").then(
-            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private").then(
-            _shown_if_any, ui.workspace_file, ui.workspace_box, queue=False,
-            api_visibility="private")
+        _show_work(ui.open_workspace.upload(by_name(studio.open_workspace, opened),
+                                            [session, ui.open_workspace], list(opened.values()),
+                                            api_name="open_workspace"), studio, ui, session)
         offered = tools.register(studio, {"infer": ("infer", INFER_CONCURRENCY),
                                           "tune": ("tune", TUNING_SESSIONS)})
     if mcp:  # the tools only: every other endpoint stays callable, undocumented

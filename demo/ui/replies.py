@@ -17,6 +17,7 @@ from core.imaging import WINDOW_PRESETS
 from demo.runtime import gpu
 from demo.runtime.traffic import TRAFFIC
 from demo.text.messages import UserError, core_text, language, text, window_label
+from demo.text.strings import EN, KO
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,18 @@ def upload_path(file) -> str | None:
 def shown_name(file, path: str) -> str:
     name = (file.get("orig_name") if isinstance(file, dict) else None) or Path(path).name
     return "`" + name.replace("`", "'") + "`"
+
+
+TABLE_ROWS = 4  # the class table's empty rows when the page opens
+
+
+def class_table(lang: str, rows=None):
+    """The class table with its headers in the user's language (`gr.I18n` does not reach a
+    table's headers), holding `rows` or empty rows (so the headers show at once)."""
+    labels = KO if lang == "ko" else EN
+    heads = [labels["class_name"], labels["class_descriptions"]]
+    data = [list(r) for r in rows] if rows else [["", ""]] * TABLE_ROWS
+    return gr.update(headers=heads, value={"headers": heads, "data": data})
 
 
 def class_choices(classes) -> dict:

@@ -64,6 +64,8 @@ _MASTHEAD = """
 #masthead .prose.disclaimer p, #masthead .prose.intro p, #model-status p {font-size: 14px;}
 .block.disclaimer {border-left: 4px solid #c33; padding-left: 10px;}
 .block.privacy {border-left: 4px solid #37a; padding-left: 10px;}
+#work-notice [data-testid="markdown"]:has(p) {border-left: 4px solid #b45309; padding-left: 10px;}
+#take-over {width: fit-content; min-width: 0; align-self: start; justify-self: start;}
 #delete-my-work {width: fit-content; min-width: 0; align-self: start; justify-self: start;
                  margin-left: 14px;}
 @media (min-width: 900px) {

@@ -111,7 +111,7 @@ class ExamplesStep:
                                    columns=scan.columns, frames=frames)
         if note is not None:
             about += " " + note.text(lang)
-        owner = getattr(request, "session_hash", None)
+        owner = self._owner(request)
         if owner:
             self.files.remember(owner, [path])
         return self._picture(owner, model_view(picture), "preview"), about, slider

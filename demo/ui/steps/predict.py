@@ -43,8 +43,15 @@ class PredictStep:
         if not uploads:
             raise UserError("choose_scan")
         info = self.model_info()
-        p = session.predict(info, uploads[0][0], window_value(window, level, width),
-                            slice_value(index), self.precision)
+        session.predict(info, uploads[0][0], window_value(window, level, width),
+                        slice_value(index), self.precision)
+        return self.prediction_view(session, info, lang, alpha, cmap)
+
+    def prediction_view(self, session, info, lang: str, alpha: float = 0.45,
+                        cmap: str = "jet") -> dict:
+        """Step 4 showing the session's last prediction: its probabilities, the scan and the
+        map of its top class, what to know about it, and the nearest examples."""
+        p = session.prediction
         top = p.top
         notes = [text(lang, "predicted", top=top, p=(p.tuned or p.zero_shot)[top])]
         if session.tuned is None:
@@ -90,7 +97,7 @@ class PredictStep:
         """The report of the prediction and map on screen, made after they are shown (its
         figure is the slowest part of a prediction, and nobody waits to see it)."""
         if session is None or session.prediction is None:
-            return gr.skip()
+            return None
         classes = session.prediction.classnames
         class_name = class_name if class_name in classes else session.prediction.top
         cmap = cmap if cmap in COLOUR_MAPS else "jet"

@@ -3,14 +3,17 @@ session, another browser, after a restart or on another machine)."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import gradio as gr
 
+from demo.runtime.pages import KEEP_KEYS
 from demo.runtime.storage import FRESH_S
 from demo.text.messages import UserError, core_text, language, text
-from demo.ui.replies import answers
+from demo.ui.replies import answers, class_table
 from demo.ui.steps.evaluate import EVALUATE_OUTPUTS, _test_counts
+from demo.ui.steps.predict import PREDICT_OUTPUTS
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 
 log = logging.getLogger(__name__)
@@ -20,9 +23,12 @@ LESSONS_ENV = "BIOMED_DPT_LESSONS"  # lesson files, separated by os.pathsep (e.g
 SAVE_WORKSPACE_OUTPUTS = ("workspace_file", "workspace_status")
 OPEN_WORKSPACE_OUTPUTS = tuple(dict.fromkeys(
     ("session", "workspace_status", "workspace_file", "open_workspace", "gallery", "counts",
-     "test_counts", "map_class", *PROMPTS_OUTPUTS, *EVALUATE_OUTPUTS)))
+     "test_counts", "map_class", *PROMPTS_OUTPUTS, *EVALUATE_OUTPUTS, *PREDICT_OUTPUTS)))
 LESSON_OUTPUTS = (*OPEN_WORKSPACE_OUTPUTS, "task_status")
 DELETE_OUTPUTS = LESSON_OUTPUTS
+PAGE_WORK_OUTPUTS = ("work_keys", "work_notice", "take_over", *OPEN_WORKSPACE_OUTPUTS)
+NO_PREDICTION = {"tuned_label": None, "zero_label": None, "scan_view": None, "heat": None,
+                 "predict_status": "", "baseline_label": None, "nearest": []}
 
 
 class WorkspaceStep:
@@ -113,11 +119,66 @@ class WorkspaceStep:
         return {**self.work_view(session, lang), "workspace_status": "\n\n".join(lines),
                 "workspace_file": str(before) if before is not None else None}
 
+    @answers(PAGE_WORK_OUTPUTS, status="work_notice")
+    def arrive(self, keys=None, request: gr.Request = None) -> dict:
+        """The page opened (or was reloaded) with its browser's keys: it shows the work it
+        finds on the server as it was left, or says why there is none (cleared for being
+        idle; open in another tab, which it offers to take over)."""
+        lang = language(request)
+        page = getattr(request, "session_hash", None)
+        if not page:
+            return {"work_keys": gr.skip()}
+        came = self.pages.arrive(page, keys if isinstance(keys, list) else [])
+        notice = ""
+        if came.elsewhere:
+            notice = text(lang, "work_open_elsewhere")
+        elif came.cleared:
+            notice = text(lang, "work_cleared_idle", minutes=round(self.idle_s / 60))
+        reply = {"work_keys": came.keys, "work_notice": notice,
+                 "take_over": gr.update(visible=came.elsewhere is not None)}
+        if came.work is not None and not came.work.gone:
+            reply.update(self.work_view(came.work, lang))
+        return reply
+
+    @answers(PAGE_WORK_OUTPUTS, status="work_notice")
+    def take_over(self, session: Any, keys=None, request: gr.Request = None) -> dict:
+        """This page takes over the work its browser has open in another tab; the work this
+        page had, if any, is offered as a workspace file first."""
+        from demo.work.workspace import write_workspace
+
+        lang = language(request)
+        page = getattr(request, "session_hash", None)
+        own = self.pages.key_of(page)
+        keys = [k for k in (keys if isinstance(keys, list) else []) if k != own]
+        wanted = next((k for k in keys if k in self.sessions), None)
+        if not page or wanted is None:
+            return {"work_notice": text(lang, "work_gone"), "take_over": gr.update(visible=False)}
+        mine = self.sessions.get(own) if own else None
+        before = None
+        if mine is not None and (mine.classes or mine.examples or mine.test_set):
+            before = write_workspace(mine, self.model_info(), self.files.downloads(wanted),
+                                     APP_VERSION)
+        work = self.pages.take_over(page, wanted)
+        if work is None:
+            return {"work_notice": text(lang, "work_gone"), "take_over": gr.update(visible=False)}
+        if mine is not None and mine is not work:
+            self.end_work(mine)
+        elif own:
+            self.files.close(own)
+        work.last_used = time.monotonic()
+        notice = text(lang, "work_taken")
+        if before is not None:
+            notice += " " + text(lang, "work_taken_before", name=before.name)
+        kept = list(dict.fromkeys([wanted, *keys]))[:KEEP_KEYS]
+        return {**self.work_view(work, lang), "work_keys": kept, "work_notice": notice, "take_over": gr.update(visible=False),
+                "workspace_file": str(before) if before is not None else None}
+
     def work_view(self, session, lang: str) -> dict:
-        """The page showing the session's work as it is now, in every step (after the work
-        was replaced or deleted)."""
+        """The page showing the session's work as it is now, in every step, the last
+        prediction included (after the work was replaced or deleted, or the page came back)."""
         reply = {**self.prompts_view(session, lang), "session": session,
                  "open_workspace": None, **self.task_widgets(session, lang),
+                 "table": class_table(lang, session.task.rows()),
                  **self._examples_view(session, lang), "test_counts": _test_counts(session),
                  "prompts_status": ""}
         if session.tuned is None:  # no prompts file of the work there was is offered
@@ -128,6 +189,10 @@ class WorkspaceStep:
             reply.update({"eval_status": "", "metrics": gr.update(value=None, visible=False),
                           "confusion_zero": None, "confusion_tuned": None,
                           "cell": gr.update(choices=[], value=None, visible=False)})
+        if session.prediction is not None:
+            reply.update(self.prediction_view(session, self.model_info(), lang))
+        else:
+            reply.update(NO_PREDICTION)
         return reply
 
     @answers(DELETE_OUTPUTS, status="task_status")

@@ -551,3 +551,83 @@ def test_a_workspace_saved_in_one_browser_opens_in_another(app_url, tmp_path):
         assert predict_sample(page) == before
         shot(page, "workspace-3-same-prediction")
         browser.close()
+
+
+def _thumbnails(page, n: int) -> None:
+    page.get_by_role("tab", name="2 · Examples").click()
+    page.wait_for_function(
+        f"() => document.querySelectorAll('.card-gallery .thumbnail-item').length === {n}")
+
+
+def _work_shown(page) -> dict:
+    """What a person sees of the work after the page (re)opened: every card, the run's
+    summary, its curve and estimate, the last prediction."""
+    wait_text(page, "#model-status", "tiny-biomedclip")
+    _thumbnails(page, 8)
+    page.get_by_role("tab", name="3 · Tune").click()
+    wait_text(page, "#estimate-status", "Held-out estimate", timeout=120_000)
+    page.locator("#training-curve img").wait_for()
+    seen = {"tuned": text_of(page, "#tune-status"), "estimate": text_of(page, "#estimate-status")}
+    page.get_by_role("tab", name="4 · Predict").click()
+    page.wait_for_function("() => document.querySelector('#scan-view img') &&"
+                           " document.querySelector('#attention-map img') &&"
+                           " document.querySelector('#tuned-probs').innerText.includes('%')")
+    seen["prediction"] = text_of(page, "#tuned-probs")
+    seen["status"] = text_of(page, "#predict-status")
+    return seen
+
+
+def test_a_reload_or_a_closed_tab_loses_nothing_and_two_tabs_never_share_work(app_url,
+                                                                            tmp_path):
+    """F5 after adding examples finds every card; after tuning and predicting it finds the
+    run, its curve and estimate and the same prediction; so does a closed and reopened tab. A
+    second tab opens work of its own and may take the first one's over, after which the first
+    tab's steps are refused with the reason."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, context, page = _browser(p, "en-US")
+        page.goto(app_url)
+        use_sample_scans(page)
+        page.reload()
+        wait_text(page, "#model-status", "tiny-biomedclip")
+        _thumbnails(page, 8)
+        assert "computed tomography" in page.locator("#class-table").inner_text()
+        shot(page, "reload-1-examples-back")
+        page.get_by_role("tab", name="3 · Tune").click()
+        page.get_by_role("button", name="Tune prompts").click()
+        wait_text(page, "#tune-status", "Tuning finished", timeout=120_000)
+        page.get_by_role("tab", name="4 · Predict").click()
+        _predict_the_sample_scan(page)
+        before = _work_shown(page)
+
+        page.reload()
+        assert _work_shown(page) == before
+        shot(page, "reload-2-same-prediction")
+        page.get_by_role("tab", name="3 · Tune").click()
+        shot(page, "reload-3-same-run")
+
+        page.close()  # the tab closed, and opened again
+        page = context.new_page()
+        page.goto(app_url)
+        assert _work_shown(page) == before
+        assert text_of(page, "#work-notice").strip() == ""
+
+        second = context.new_page()  # a second tab of the same browser
+        second.goto(app_url)
+        notice = wait_text(second, "#work-notice", "open in another tab")
+        assert "new, empty workspace" in notice
+        assert "computed tomography" not in second.locator("#class-table").inner_text()
+        second.get_by_role("tab", name="2 · Examples").click()
+        assert second.locator(".card-gallery .thumbnail-item").count() == 0  # its own work
+        shot(second, "tabs-1-second-tab")
+        second.get_by_role("tab", name="1 · Task").click()
+        second.locator("#take-over").click()
+        wait_text(second, "#work-notice", "is here now")
+        assert _work_shown(second) == before
+        shot(second, "tabs-2-taken-over")
+        refused = answer_after(page, "#predict-status",
+                               page.get_by_role("button", name="Predict", exact=True).click)
+        assert "open in another tab" in refused
+        shot(page, "tabs-3-first-tab-refused")
+        browser.close()

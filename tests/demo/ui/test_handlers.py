@@ -839,3 +839,83 @@ def test_a_workspace_waits_for_the_run_going_and_a_bad_one_changes_nothing(studi
     assert out["workspace_status"].startswith("Opened the workspace: 6 examples")
     assert "The work you had before was saved as" in out["workspace_status"]
     assert other.tuned is not None and out["workspace_file"].endswith(".biomed-dpt.zip")
+
+
+class Page:
+    """A browser page's request: its own session id (a new one at each reload)."""
+
+    def __init__(self, name: str) -> None:
+        self.session_hash = name
+        self.headers = {"accept-language": "en"}
+
+
+def test_a_reloaded_page_finds_all_its_work_as_it_was(studio, tmp_path):
+    """The browser keeps a key; the work stays on the server: a reload (a new page with the
+    same key) shows the task, cards, prompts with their curve and estimate, and the same
+    prediction; closing the page keeps the work for the idle period."""
+    first = Page("reload-1")
+    came = studio.arrive([], first)
+    assert came["work_keys"] and came["work_notice"] == "" and "session" not in came
+    session = studio._session(None, first)  # the page's first step makes its work
+    assert session.owner == came["work_keys"][0]
+    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS, 12.5, 0.25, request=first)
+    for label, names in ((ROWS[0][0], CT_FILES), (ROWS[1][0], MR_FILES)):
+        studio.add_examples(session, [real_scan(n, tmp_path) for n in names], label,
+                            AUTO_WINDOW, request=first)
+    updates = tuned(studio, session, "fast", 12.5, 0.25, 10, 1, 1)
+    estimate = status_lines(updates, "estimate_status")[-1]
+    before = studio.predict(session, real_scan("MR_small_padded.dcm", tmp_path), AUTO_WINDOW,
+                            request=first)
+    studio.close_session(first)  # reload: the page goes ...
+    assert studio.sessions[session.owner] is session and session.examples
+    studio.forget(session)  # (its gr.State's delete callback) ... and the work stays
+    assert session.examples and not session.gone
+    again = studio.arrive(came["work_keys"], Page("reload-2"))  # ... and comes back
+    assert again["session"] is session and again["work_keys"][0] == session.owner
+    assert again["table"]["value"]["data"] == [list(r) for r in session.task.rows()]
+    assert len(again["gallery"]) == len(session.examples)
+    assert "Tuning finished after 10 steps" in again["tune_status"].replace("*", "")
+    assert again["curve"] is not None and again["estimate_status"] == estimate != ""
+    assert again["tuned_label"] == before["tuned_label"]
+    assert again["zero_label"] == before["zero_label"]
+    assert again["predict_status"] == before["predict_status"]
+    assert Path(again["heat"]).exists() and Path(again["scan_view"]).exists()
+
+
+def test_a_second_tab_works_on_its_own_and_may_take_the_first_ones_work(studio, tmp_path):
+    one, two = Page("tabs-1"), Page("tabs-2")
+    keys = studio.arrive([], one)["work_keys"]
+    mine = studio._session(None, one)
+    studio.set_task(mine, "CT", None, "a {} photo.", ROWS, 12.5, 0.25, request=one)
+    came = studio.arrive(keys, two)  # the same browser: the same stored keys
+    assert "open in another tab" in came["work_notice"]
+    assert came["take_over"]["visible"] and "session" not in came
+    theirs = studio._session(None, two)
+    assert theirs is not mine and theirs.owner != mine.owner
+    studio.set_task(theirs, "MRI", None, "an {} scan.", [["a", ""], ["b", ""]], 12.5, 0.25,
+                    request=two)
+    taken = studio.take_over(theirs, came["work_keys"], two)
+    assert taken["session"] is mine and "is here now" in taken["work_notice"]
+    assert taken["workspace_file"].endswith(".biomed-dpt.zip")  # the tab's own work, kept
+    assert "was saved as" in taken["work_notice"] and not taken["take_over"]["visible"]
+    assert taken["work_keys"][0] == mine.owner
+    refused = studio.set_task(mine, "CT", None, "a {} photo.", [["x", ""], ["y", ""]], 12.5,
+                              0.25, request=one)  # the first tab, still open
+    assert "open in another tab" in refused["task_status"]
+    assert mine.classes == [r[0] for r in ROWS]  # its step changed nothing
+    out = studio.set_task(taken["session"], "CT", None, "a {} photo.",
+                          [["x", ""], ["y", ""]], 12.5, 0.25, request=two)
+    assert "2 classes" in out["task_status"] and mine.classes == ["x", "y"]
+
+
+def test_a_page_whose_work_was_cleared_for_being_idle_says_so_when_it_comes_back(studio):
+    page = Page("idle-1")
+    keys = studio.arrive([], page)["work_keys"]
+    session = studio._session(None, page)
+    studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25, request=page)
+    studio.close_session(page)
+    session.last_used -= studio.idle_s + 1
+    assert studio.expire_idle() >= 1 and session.owner not in studio.sessions
+    came = studio.arrive(keys, Page("idle-2"))
+    assert "cleared after 30 minutes without use" in came["work_notice"]
+    assert "session" not in came and came["work_keys"][0] != session.owner

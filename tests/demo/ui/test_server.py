@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
-from tests.demo.browser import CHROMIUM, FLAGS, shot, wait_text
+from tests.demo.browser import CHROMIUM, FLAGS, shot, use_sample_scans, wait_text
 from tests.demo.conftest import CT_FILES, ROWS, _free_port, real_scan
 from tests.demo.ui.test_client import confidences, predict, run_task, set_task
 
@@ -68,11 +68,24 @@ def session_files(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file() and p.name != ".pid"]
 
 
+def wait_until_only(folder: Path, before: set, after: str) -> None:
+    """Wait up to a minute for the private folder to hold only the files of `before`."""
+    since = time.monotonic()
+
+    def left():
+        return [str(p.relative_to(folder)) for p in session_files(folder) if p not in before]
+
+    while left() and time.monotonic() - since < 60:
+        time.sleep(0.5)
+    assert left() == [], f"files left a minute after {after}: {left()}"
+
+
 @needs_browser
-def test_early_requests_wait_for_the_model_and_files_go_with_the_page(tmp_path):
+def test_early_requests_wait_for_the_model_and_files_go_with_the_work(tmp_path):
     """Defect 1: /set_task sent the moment the page answers, while the model loads, is
-    answered once it has loaded, and breaks nothing. Defect 6: what the page promises about
-    files is what happens: gone within a minute of closing the page, all gone at stop."""
+    answered once it has loaded, and breaks nothing. What the page promises about files is
+    what happens: they stay while the work is kept (a closed tab comes back to them), "Delete
+    my work now" deletes them at once, and all are gone at stop."""
     from playwright.sync_api import sync_playwright
 
     process, url, log = start("tiny-biomedclip", tmp_path / "tmp")
@@ -85,10 +98,12 @@ def test_early_requests_wait_for_the_model_and_files_go_with_the_page(tmp_path):
 
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page()
+            context = browser.new_context()
+            page = context.new_page()
             page.goto(url)
             promise = page.locator("#privacy").inner_text()
-            assert "deleted within a minute of closing this page" in promise
+            assert "for 30 minutes after your last step" in promise
+            assert "Delete my work now deletes them at once" in promise
             wait_text(page, "#model-status", "tiny-biomedclip")
             page.get_by_role("tab", name="2 · Examples").click()
             scans = [real_scan(n, tmp_path) for n in CT_FILES]
@@ -97,19 +112,32 @@ def test_early_requests_wait_for_the_model_and_files_go_with_the_page(tmp_path):
             deadline = time.monotonic() + 30
             while len(session_files(folder)) < len(scans) and time.monotonic() < deadline:
                 time.sleep(0.2)
+            assert len(session_files(folder)) >= len(scans)  # the uploads are on the server
+            page.close()  # no step taken: no work to come back to, and the uploads go
+            wait_until_only(folder, before, "a page closed with no work")
+
+            page = context.new_page()
+            page.goto(url)
+            use_sample_scans(page)  # now there is work
+            page.get_by_role("tab", name="2 · Examples").click()
+            page.locator("#example-files input[type=file]").set_input_files(scans)
+            page.locator("#example-preview img").wait_for()
+            page.get_by_role("button", name="Add examples").click()
+            wait_text(page, "#example-status", "Added")
             uploaded = session_files(folder)
-            assert len(uploaded) >= len(scans)  # the uploads are on the server
+            assert len(uploaded) >= len(before) + len(scans)
             shot(page, "privacy-uploaded")
             page.close()
-            closed = time.monotonic()
-            def left():
-                return [str(p.relative_to(folder)) for p in session_files(folder)
-                        if p not in before]
+            time.sleep(2)
+            assert set(uploaded) <= set(session_files(folder))  # kept with the work
 
-            while left() and time.monotonic() - closed < 60:
-                time.sleep(0.5)
-            left = left()
-            assert left == [], f"files left a minute after the page closed: {left}"
+            page = context.new_page()  # the tab opened again: delete my work
+            page.goto(url)
+            wait_text(page, "#model-status", "tiny-biomedclip")
+            page.locator("#delete-my-work").click()
+            wait_text(page, "#task-status", "Your work on this server was deleted")
+            shot(page, "privacy-deleted")
+            wait_until_only(folder, before, "Delete my work now")
             browser.close()
 
         # an API client's files stay (it closes no page) until the server stops
