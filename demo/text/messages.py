@@ -54,6 +54,7 @@ EN: dict[str, str] = {
                      "assets/examples/SOURCES.md), clearly not patients of yours. Tune them in "
                      "step 3.",
     "sample_suffix": " (sample)",
+    "last_predicted_name": "last predicted scan",
     "legend_low": "low relevance",
     "legend_high": "high relevance",
     # step 2
@@ -327,6 +328,7 @@ KO: dict[str, str] = {
     "samples_added": "예시 영상을 추가했습니다: {counts}. 라이선스가 있는 시험용 영상입니다 "
                      "(assets/examples/SOURCES.md 참고). 3단계에서 튜닝하세요.",
     "sample_suffix": " (예시 영상)",
+    "last_predicted_name": "마지막으로 예측한 영상",
     "legend_low": "관련성 낮음",
     "legend_high": "관련성 높음",
     "choose_files": "추가할 영상을 하나 이상 고르세요.",

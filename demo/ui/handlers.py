@@ -220,15 +220,23 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
             picture.save(path, format="PNG")
         return str(path)
 
-    def sample_scan(self, request: gr.Request = None) -> str | None:
-        """The sample set's scan to predict, as a copy in the session's folder (a scan none of
-        its examples is), put in the Predict upload box."""
+    def sample_scan(self, session=None, request: gr.Request = None) -> str | None:
+        """A scan to predict, put in the Predict upload box as a file in the session's folder:
+        the next of those its lesson offers (one click after another goes through them), else
+        the first sample set's (none of them an example)."""
+        owner = self._owner(request) or "anonymous"
+        offered = list(getattr(session, "to_predict", None) or [])
+        if offered:
+            scan = offered[session.predict_turn % len(offered)]
+            session.predict_turn += 1
+            copy = self.files.downloads(owner) / f"{_file_stem(scan.name)}.png"
+            scan.image.save(copy, format="PNG")
+            return str(copy)
         import shutil
 
         scans = [p for s in presets.load_samples() for p in s.to_predict]
         if not scans:
             return None
-        owner = self._owner(request) or "anonymous"
         copy = self.files.downloads(owner) / scans[0].name
         shutil.copyfile(scans[0], copy)
         return str(copy)
@@ -282,3 +290,9 @@ class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
                 time.monotonic() - session.last_used < self.idle_s:
             return
         self.end_work(session)
+
+
+def _file_stem(name: str) -> str:
+    """A scan's display name as a file name."""
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name).strip("_")
+    return stem[:60] or "scan"

@@ -26,11 +26,11 @@ from demo.ui.steps.evaluate import CELL_OUTPUTS, EVALUATE_OUTPUTS, PROMOTE_OUTPU
 from demo.ui.steps.examples import ADD_OUTPUTS, REMOVE_OUTPUTS
 from demo.ui.steps.predict import PREDICT_OUTPUTS
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
-from demo.ui.steps.task import PRESET_OUTPUTS, SAMPLE_OUTPUTS, TASK_OUTPUTS
+from demo.ui.steps.task import PRESET_OUTPUTS, TASK_OUTPUTS
 from demo.ui.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
 from demo.ui.steps.workspace import (DELETE_OUTPUTS, LESSON_OUTPUTS, LESSONS_ENV,
                                      OPEN_WORKSPACE_OUTPUTS, PAGE_WORK_OUTPUTS,
-                                     SAVE_WORKSPACE_OUTPUTS)
+                                     SAMPLE_OUTPUTS, SAVE_WORKSPACE_OUTPUTS)
 from demo.ui.theme import CSS, HEAD, theme
 
 I18N = gr.I18n(en=EN, ko=KO)
@@ -462,11 +462,10 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
         _show_work(ui.open_lesson.click(by_name(studio.open_lesson, lesson_view),
                                         [session, ui.lesson], list(lesson_view.values()),
                                         api_name="open_lesson"), studio, ui, session)
-        ui.use_samples.click(
+        _show_work(ui.use_samples.click(
             by_name(studio.use_samples, samples), [session, ui.samples], list(samples.values()),
             api_name="use_samples", concurrency_id="infer",
-            concurrency_limit=INFER_CONCURRENCY).then(
-            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private")
+            concurrency_limit=INFER_CONCURRENCY), studio, ui, session)
 
         view_inputs = [ui.files, ui.window, ui.level, ui.width, ui.index]
         view_outputs = [ui.preview, ui.preview_text, ui.frame]
@@ -530,7 +529,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             api_visibility="private", concurrency_id="tune", concurrency_limit=TUNING_SESSIONS,
             show_progress_on=[ui.estimate_status])
 
-        ui.sample_scan.click(studio.sample_scan, None, ui.scan, api_visibility="private",
+        ui.sample_scan.click(studio.sample_scan, session, ui.scan, api_visibility="private",
                              concurrency_limit=None)
         # the prediction first; its report is made after it is on screen, in its own line
         predicted = _outputs(ui, session, PREDICT_OUTPUTS)

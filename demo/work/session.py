@@ -50,6 +50,8 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
     cell_scans: list[Example] = field(default_factory=list)  # the confusion cell shown
     cell_selected: int | None = None
     cell_predicted: str | None = None  # the class the cell's scans were predicted as
+    to_predict: list[Example] = field(default_factory=list)  # scans offered in step 4 (a lesson's)
+    predict_turn: int = 0  # which of them the next click offers
     gone: bool = False  # the browser session ended (or expired)
     last_used: float = field(default_factory=time.monotonic)  # for idle expiry
     expired: bool = False  # cleared for being idle (not closed): its page is told
@@ -172,6 +174,7 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
         self.prediction = self._zero = self.evaluated = None
         self._baselines = {}
         self.cell_scans = []
+        self.to_predict = []
         self.gone = True
         self.runs.stop(why=BY_CLOSE)
 

@@ -11,8 +11,8 @@ from demo.ui.replies import answers, class_choices, upload_path
 from demo.ui.steps.task import WINDOWS
 
 PROMPTS_OUTPUTS = ("session", "prompts_status", "modality", "organ", "template", "table",
-                   "example_class", "test_class", "save", *WINDOWS, "tune_status", "curve",
-                   "estimate_status", "swap")
+                   "lambda_l1", "lambda_kl", "example_class", "test_class", "save", *WINDOWS,
+                   "tune_status", "curve", "estimate_status", "swap")
 
 
 class PromptsStep:
@@ -62,4 +62,5 @@ class PromptsStep:
         return {"modality": session.modality,
                 "organ": gr.update(choices=organs, value=session.organ),
                 "template": session.template, "table": session.task.rows(),
+                "lambda_l1": session.task.lambda_l1, "lambda_kl": session.task.lambda_kl,
                 **class_choices(session.classes), **self._windows(lang, session.modality)}

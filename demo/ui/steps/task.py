@@ -8,8 +8,7 @@ import pandas as pd
 
 from core import presets
 from demo.text.messages import language, task_title, text
-from demo.ui.replies import (AUTO_WINDOW, COLOUR_MAPS, answers, class_choices, problems_text,
-                             window_choices)
+from demo.ui.replies import AUTO_WINDOW, COLOUR_MAPS, answers, class_choices, window_choices
 from demo.work.task import class_rows
 
 WINDOWS = ("window", "predict_window", "test_window")
@@ -17,8 +16,6 @@ TASK_OUTPUTS = ("session", "task_status", "example_class", "test_class", "galler
                 *WINDOWS, "save")
 PRESET_OUTPUTS = ("modality", "organ", "template", "table", "lambda_l1", "lambda_kl",
                   "task_status")
-SAMPLE_OUTPUTS = (*TASK_OUTPUTS, "modality", "organ", "template", "table", "lambda_l1",
-                  "lambda_kl", "example_status")
 
 
 class TaskStep:
@@ -77,33 +74,6 @@ class TaskStep:
                 **class_choices(classes), **self._examples_view(session, lang),
                 **self._windows(lang, session.modality),
                 "save": gr.update(value=None) if change.untuned else gr.skip()}
-
-    @answers(SAMPLE_OUTPUTS, status="task_status")
-    def use_samples(self, session: Any, sample_id: str | None, request: gr.Request = None
-                    ) -> dict:
-        """A ready task with its licensed sample scans added as examples: the whole workflow
-        in a minute, no files needed."""
-        lang = language(request)
-        session = self._session(session, request)
-        samples = presets.sample_set(sample_id or presets.load_samples()[0].id)
-        rows = class_rows(samples.classes, samples.descriptions)
-        change = self._take_task(session, samples.modality, samples.organ, samples.template,
-                                 rows, (samples.lambda_l1, samples.lambda_kl))
-        problems = []
-        for label, paths in samples.files.items():
-            _, bad = session.add_examples([(str(p), p.name) for p in paths], label,
-                                          suffix=text(lang, "sample_suffix"))
-            problems += bad
-        view = self._task_view(session, change, lang)
-        counts = ", ".join(f"{c} {n}" for c, n in session.counts().items())
-        message = (view["task_status"] + "\n\n" + text(lang, "samples_added", counts=counts)
-                   + problems_text(lang, problems, "not_added"))
-        organs = list(presets.modality(samples.modality).organs)
-        return {**view, "task_status": message, "example_status": message,
-                "modality": samples.modality,
-                "organ": gr.update(choices=organs, value=samples.organ),
-                "template": samples.template, "table": rows, "lambda_l1": samples.lambda_l1,
-                "lambda_kl": samples.lambda_kl}
 
     def legend(self, cmap: str = "jet", request: gr.Request = None):
         """The map's colour legend in the user's language."""

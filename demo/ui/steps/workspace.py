@@ -3,14 +3,18 @@ session, another browser, after a restart or on another machine)."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from core import presets
+from demo.runtime import storage
 from demo.runtime.pages import KEEP_KEYS
 from demo.runtime.storage import FRESH_S
-from demo.text.messages import UserError, core_text, language, text
+from demo.text.messages import UserError, core_text, language, task_title, text
 from demo.ui.replies import answers, class_table
 from demo.ui.steps.evaluate import EVALUATE_OUTPUTS, _test_counts
 from demo.ui.steps.predict import PREDICT_OUTPUTS
@@ -25,6 +29,7 @@ OPEN_WORKSPACE_OUTPUTS = tuple(dict.fromkeys(
     ("session", "workspace_status", "workspace_file", "open_workspace", "gallery", "counts",
      "test_counts", "map_class", *PROMPTS_OUTPUTS, *EVALUATE_OUTPUTS, *PREDICT_OUTPUTS)))
 LESSON_OUTPUTS = (*OPEN_WORKSPACE_OUTPUTS, "task_status")
+SAMPLE_OUTPUTS = (*LESSON_OUTPUTS, "example_status")
 DELETE_OUTPUTS = LESSON_OUTPUTS
 PAGE_WORK_OUTPUTS = ("work_keys", "work_notice", "take_over", *OPEN_WORKSPACE_OUTPUTS)
 NO_PREDICTION = {"tuned_label": None, "zero_label": None, "scan_view": None, "heat": None,
@@ -34,6 +39,8 @@ NO_PREDICTION = {"tuned_label": None, "zero_label": None, "scan_view": None, "he
 class WorkspaceStep:
     """`Studio`'s handlers of this step (a mixin: `Studio` holds the model host, the
     sessions and their files)."""
+
+    _lessons_lock = threading.Lock()  # one sample lesson is made at a time
 
     @answers(SAVE_WORKSPACE_OUTPUTS, status="workspace_status")
     def save_workspace(self, session: Any, request: gr.Request = None) -> dict:
@@ -93,6 +100,40 @@ class WorkspaceStep:
         reply["task_status"] = text(lang, "lesson_opened", lesson=lesson) + "\n\n" + \
             reply["workspace_status"]
         return reply
+
+    @answers(SAMPLE_OUTPUTS, status="task_status")
+    def use_samples(self, session: Any, sample_id: str | None, request: gr.Request = None
+                    ) -> dict:
+        """A sample set (a ready task with its licensed sample scans, and scans to predict):
+        a lesson built from the app's own pictures, opened as this user's own copy. The
+        whole workflow in a minute, no files needed."""
+        lang = language(request)
+        session = self._session(session, request)
+        sample = presets.sample_set(sample_id or presets.load_samples()[0].id)
+        reply = self._open(session, str(self._sample_lesson(sample, lang)),
+                           task_title(lang, sample), lang)
+        counts = ", ".join(f"{c} {n}" for c, n in session.counts().items())
+        message = "\n\n".join([text(lang, "task_set_ready", n=len(session.classes),
+                                     classes=", ".join(session.classes)),
+                                text(lang, "samples_added", counts=counts)])
+        before = reply.get("workspace_file")
+        return {**reply, "task_status": message, "example_status": message,
+                "workspace_status": text(lang, "workspace_before_kept",
+                                         name=Path(before).name) if before else ""}
+
+    def _sample_lesson(self, sample, lang: str) -> Path:
+        """The sample set's lesson file for this model and language, made at its first use
+        (in the private folder: gone when the server stops)."""
+        from demo.work.lessons import sample_lesson
+        from demo.work.workspace import SUFFIX
+
+        info = self.model_info()
+        folder = storage.folder() / "lessons" / info.fingerprint[:16] / lang
+        path = folder / f"{sample.id}{SUFFIX}"
+        with self._lessons_lock:
+            if not path.exists():
+                sample_lesson(sample, info, folder, APP_VERSION, text(lang, "sample_suffix"))
+        return path
 
     def _open(self, session, path: str, shown_name: str, lang: str) -> dict:
         from demo.runtime.runs import BY_NEW_RUN, EVALUATE, TUNE

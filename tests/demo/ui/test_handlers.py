@@ -919,3 +919,27 @@ def test_a_page_whose_work_was_cleared_for_being_idle_says_so_when_it_comes_back
     came = studio.arrive(keys, Page("idle-2"))
     assert "cleared after 30 minutes without use" in came["work_notice"]
     assert "session" not in came and came["work_keys"][0] != session.owner
+
+
+def test_the_sample_set_is_a_lesson_with_its_scans_to_predict(studio, tmp_path):
+    """The sample set is a lesson made from assets/: its examples, and its scan to predict
+    offered in step 4; using it over other work keeps that work as a file."""
+    from core import presets
+
+    session = Session()
+    studio.set_task(session, "CT", None, "a {} photo.", ROWS, 12.5, 0.25)
+    out = studio.use_samples(session, "imaging-modality")
+    assert out["workspace_file"].endswith(".biomed-dpt.zip")  # the work there was, kept
+    assert "was saved as" in out["workspace_status"]
+    sample = presets.sample_set("imaging-modality")
+    assert [e.name for e in session.to_predict] == [p.stem for p in sample.to_predict]
+    offered = studio.sample_scan(session)
+    assert Path(offered).name == f"{sample.to_predict[0].stem}.png"
+    direct = studio.predict(session, str(sample.to_predict[0]), AUTO_WINDOW)
+    from_lesson = studio.predict(session, offered, AUTO_WINDOW)
+    assert from_lesson["tuned_label"] == direct["tuned_label"]
+    assert from_lesson["zero_label"] == direct["zero_label"]  # the same picture, predicted
+    other = Session()  # another student: a copy of their own, from the same lesson file
+    studio.use_samples(other, "imaging-modality")
+    assert [e.digest for e in other.examples] == [e.digest for e in session.examples]
+    assert other.examples[0] is not session.examples[0]

@@ -237,3 +237,65 @@ def test_delete_my_work_leaves_nothing_of_the_session(tmp_path):
     finally:
         stop(process)
     assert "Traceback" not in log.read_text()
+
+
+def test_a_workspace_outlives_a_restart_and_opens_under_another_model(tmp_path):
+    """Save through the API, restart the server, open: the same predictions and metrics. Under
+    another backbone the work comes back without its prompts, with the reason. Hostile files
+    are answered clearly and the server goes on."""
+    import zipfile
+
+    process, url, log = start("tiny-biomedclip", tmp_path / "before")
+    try:
+        client = Client(url, verbose=False)
+        run_task(client, ROWS, tmp_path)
+        client.predict(None, [handle_file(real_scan(n, tmp_path)) for n in CT_FILES[:2]],
+                       ROWS[0][0], "auto", 40, 400, -1, api_name="/add_test_scans")
+        metrics = client.predict(api_name="/evaluate")[0]
+        scan = real_scan("MR_small_padded.dcm", tmp_path)
+        expected = confidences(predict(client, scan)[0])
+        saved, _ = client.predict(api_name="/save_workspace")
+        kept = tmp_path / "mine.biomed-dpt.zip"
+        kept.write_bytes(Path(saved).read_bytes())
+    finally:
+        stop(process)
+
+    process, url, log = start("tiny-biomedclip", tmp_path / "after")
+    try:
+        client = Client(url, verbose=False)
+        opened = client.predict(handle_file(str(kept)), api_name="/open_workspace")
+        assert "with its tuned prompts" in opened[0]
+        assert confidences(predict(client, scan)[0]) == pytest.approx(expected, abs=1e-6)
+        assert client.predict(api_name="/evaluate")[0] == metrics
+        # hostile files: a zip bomb, a climbing path, a file cut short
+        with zipfile.ZipFile(kept) as src:
+            members = {n: src.read(n) for n in src.namelist()}
+        bomb, climbing = tmp_path / "bomb.biomed-dpt.zip", tmp_path / "climb.biomed-dpt.zip"
+        with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+            for name, data in members.items():
+                out.writestr(name, b" " * (64 * 2**20) if name == "manifest.json" else data)
+        with zipfile.ZipFile(climbing, "w") as out:
+            for name, data in members.items():
+                out.writestr(name, data)
+            out.writestr("../../outside.txt", b"x")
+        cut = tmp_path / "cut.biomed-dpt.zip"
+        cut.write_bytes(kept.read_bytes()[: kept.stat().st_size // 2])
+        for hostile in (bomb, climbing, cut):
+            answer = client.predict(handle_file(str(hostile)), api_name="/open_workspace")[0]
+            assert f"{hostile.name} is damaged" in answer, answer
+        assert not (tmp_path / "outside.txt").exists()
+        assert confidences(predict(client, scan)[0]) == pytest.approx(expected, abs=1e-6)
+    finally:
+        stop(process)
+
+    process, url, log = start("tiny-clip", tmp_path / "other")
+    try:
+        client = Client(url, verbose=False)
+        opened = client.predict(handle_file(str(kept)), api_name="/open_workspace")[0]
+        assert "6 examples, 2 test scans, no tuned prompts" in opened
+        assert "made by another model" in opened and "tuned prompts were left out" in opened
+        assert "Tuning finished" in client.predict("fast", 12.5, 0.25, 5, 1, 1,
+                                                   api_name="/tune")[0]
+    finally:
+        stop(process)
+    assert "Traceback" not in log.read_text()

@@ -242,3 +242,45 @@ def test_an_empty_session_has_nothing_to_save(studio, tmp_path):
     with pytest.raises(UserError) as caught:
         write_workspace(Session(), studio.model_info(), tmp_path)
     assert caught.value.key == "workspace_empty" and not list(tmp_path.iterdir())
+
+
+def test_grey_pictures_are_stored_as_one_channel_and_come_back_exactly(studio, worked):
+    """A grey picture (its three channels equal) is written as a one-channel PNG, a colour
+    one as RGB; both come back pixel for pixel (their digests are checked when read)."""
+    from PIL import Image
+
+    session, path = worked
+    with zipfile.ZipFile(path) as zf:
+        modes = {Image.open(io.BytesIO(zf.read(f"pictures/{e.digest}.png"))).mode
+                 for e in session.examples}
+    assert modes == {"L"}  # the DICOM examples are grey
+    colour = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 50, 3), np.uint8))
+    from demo.work.workspace import _png
+
+    back = Image.open(io.BytesIO(_png(colour)))
+    assert back.mode == "RGB" and np.array_equal(np.asarray(back), np.asarray(colour))
+
+
+def test_the_last_predicted_scan_and_a_lessons_scans_are_offered_again(studio, worked,
+                                                                      tmp_path):
+    """A workspace offers to predict the scans its lesson offered and the last scan predicted
+    (as the picture the model saw): predicting that again after opening gives the same
+    probabilities."""
+    session, path = worked
+    info = studio.model_info()
+    work = read_workspace(path, info).session
+    assert work.to_predict == []  # saved before any prediction
+    scan = real_scan("MR_small_padded.dcm", tmp_path)
+    before = work.predict(info, scan)
+    saved = write_workspace(work, info, tmp_path / "again", "test")
+    opened = read_workspace(saved, info).session
+    assert [(e.name, e.digest) for e in opened.to_predict] == \
+        [("last predicted scan", before.digest)]
+    again = tmp_path / "offered.png"
+    opened.to_predict[0].image.save(again)
+    after = opened.predict(info, str(again))
+    assert after.digest == before.digest
+    assert after.tuned == pytest.approx(before.tuned, abs=1e-6)
+    with zipfile.ZipFile(saved) as zf:
+        manifest = json.loads(zf.read(MANIFEST))
+    assert "MR_small" not in json.dumps(manifest)  # the uploaded file's name never enters it
