@@ -109,6 +109,10 @@ class EvaluateStep:
         session = self._session(session, request)
         if session.evaluated is None or not cell:
             raise UserError("evaluate_first")
+        return self.cell_view(session, cell, lang)
+
+    def cell_view(self, session, cell: str, lang: str) -> dict:
+        """One cell's test scans, each with the map of the class it was predicted as."""
         _, results = session.evaluated
         result = results.get("tuned", results["zero-shot"])
         t, p = (result.classnames[int(k)] for k in cell.split(","))

@@ -16,7 +16,7 @@ from demo.runtime.pages import KEEP_KEYS
 from demo.runtime.storage import FRESH_S
 from demo.text.messages import UserError, core_text, language, task_title, text
 from demo.ui.replies import answers, class_table
-from demo.ui.steps.evaluate import EVALUATE_OUTPUTS, _test_counts
+from demo.ui.steps.evaluate import CELL_OUTPUTS, EVALUATE_OUTPUTS, _test_counts
 from demo.ui.steps.predict import PREDICT_OUTPUTS
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 
@@ -27,7 +27,8 @@ LESSONS_ENV = "BIOMED_DPT_LESSONS"  # lesson files, separated by os.pathsep (e.g
 SAVE_WORKSPACE_OUTPUTS = ("workspace_file", "workspace_status")
 OPEN_WORKSPACE_OUTPUTS = tuple(dict.fromkeys(
     ("session", "workspace_status", "workspace_file", "open_workspace", "gallery", "counts",
-     "test_counts", "map_class", *PROMPTS_OUTPUTS, *EVALUATE_OUTPUTS, *PREDICT_OUTPUTS)))
+     "test_counts", "map_class", *PROMPTS_OUTPUTS, *EVALUATE_OUTPUTS, *PREDICT_OUTPUTS,
+     *CELL_OUTPUTS)))
 LESSON_OUTPUTS = (*OPEN_WORKSPACE_OUTPUTS, "task_status")
 SAMPLE_OUTPUTS = (*LESSON_OUTPUTS, "example_status")
 DELETE_OUTPUTS = LESSON_OUTPUTS
@@ -224,8 +225,12 @@ class WorkspaceStep:
                  "prompts_status": ""}
         if session.tuned is None:  # no prompts file of the work there was is offered
             reply["save"] = None
+        reply.update({"cell_gallery": [], "cell_status": "", "promote": gr.update(visible=False)})
         if session.evaluated is not None:
             reply.update(self.evaluation_view(session, session.evaluated[1], lang))
+            first = reply["cell"].get("value")
+            if first:  # the cell the page offers first, with its scans
+                reply.update(self.cell_view(session, first, lang))
         else:
             reply.update({"eval_status": "", "metrics": gr.update(value=None, visible=False),
                           "confusion_zero": None, "confusion_tuned": None,

@@ -506,14 +506,24 @@ def test_typed_numbers_count_and_settings_stay_with_their_file(app_url, app_log,
 
 
 def test_a_workspace_saved_in_one_browser_opens_in_another(app_url, tmp_path):
-    """Save the workspace, open it in a new browser: the cards, the curve's run and the same
-    prediction come back."""
+    """Save the workspace, open it in a new browser: the cards, the curve's run, the same
+    prediction and the same evaluation come back."""
     from playwright.sync_api import sync_playwright
 
     def predict_sample(page) -> str:
         page.get_by_role("tab", name="4 · Predict").click()
         _predict_the_sample_scan(page)
         return text_of(page, "#tuned-probs")
+
+    def evaluate_one_scan(page) -> str:
+        page.get_by_role("tab", name="5 · Evaluate").click()
+        page.locator("#test-files input[type=file]").set_input_files(
+            real_scan("CT_small.dcm", tmp_path))
+        answer_after(page, "#test-status",
+                     page.get_by_role("button", name="Add to the test set").click)
+        answer_after(page, "#eval-status",
+                     page.get_by_role("button", name="Evaluate", exact=True).click)
+        return text_of(page, "#metrics")
 
     with sync_playwright() as p:
         browser, context, page = _browser(p, "en-US")
@@ -523,6 +533,7 @@ def test_a_workspace_saved_in_one_browser_opens_in_another(app_url, tmp_path):
         page.get_by_role("button", name="Tune prompts").click()
         tuned = wait_text(page, "#tune-status", "Tuning finished", timeout=120_000)
         before = predict_sample(page)
+        metrics = evaluate_one_scan(page)
         page.get_by_role("tab", name="6 · Save / load").click()
         status = answer_after(page, "#workspace-status",
                               page.locator("#save-workspace").click)
@@ -541,7 +552,7 @@ def test_a_workspace_saved_in_one_browser_opens_in_another(app_url, tmp_path):
         page.get_by_role("tab", name="6 · Save / load").click()
         page.locator("#open-workspace input[type=file]").set_input_files(str(saved))
         opened = wait_text(page, "#workspace-status", "Opened the workspace")
-        assert "8 examples, 0 test scans, with its tuned prompts" in opened
+        assert "8 examples, 1 test scans, with its tuned prompts" in opened
         shot(page, "workspace-2-opened")
         page.get_by_role("tab", name="2 · Examples").click()
         page.wait_for_function(
@@ -550,6 +561,10 @@ def test_a_workspace_saved_in_one_browser_opens_in_another(app_url, tmp_path):
         assert text_of(page, "#tune-status") == tuned  # the same run's summary
         assert predict_sample(page) == before
         shot(page, "workspace-3-same-prediction")
+        page.get_by_role("tab", name="5 · Evaluate").click()
+        assert text_of(page, "#metrics") == metrics  # the evaluation, as it was
+        page.locator("#confusion-tuned img").wait_for()
+        shot(page, "workspace-4-same-evaluation")
         browser.close()
 
 
