@@ -1,6 +1,6 @@
 """Medical image input: files -> `Scan` (float pixels + safe technical metadata) -> RGB picture.
 
-    scan = load_scan(path)                    # DICOM, PNG/JPEG/TIFF/BMP, NIfTI, MHA, NRRD, zip
+    scan = load_scan(path)                    # DICOM, PNG/JPEG/TIFF/BMP, NIfTI, MGH, MHA, NRRD, zip
     scan = load_series([path, path, ...])     # the files of one DICOM series, in any order
     picture = to_rgb(scan, window="lung", index=40)
     suggest_modality(scan)                    # "CT", "X-ray", ... or None
@@ -35,8 +35,10 @@ from core.presets import modality_ids
 from core.imaging.dicom import read_dicom, read_dicom_series
 from core.imaging.formats import (MAX_FILE_BYTES, MAX_FRAMES, MAX_PIXELS_PER_FRAME,
                                   MAX_TOTAL_SAMPLES, MAX_UNZIPPED_BYTES, MAX_ZIP_MEMBERS,
-                                  PILLOW_FORMATS, Limits, Meta, read_gzip, read_head, read_itk,
-                                  read_pillow, sniff, unzip_members)
+                                  PILLOW_FORMATS, Limits, Meta, read_head, read_itk, read_pillow,
+                                  sniff, unzip_members)
+from core.imaging.neuro import (PAIR_HEADER, gzip_holds, not_an_image, read_neuro,
+                                sniff_neuro)
 from core.imaging.window import (WINDOW_PRESETS, VoiLut, Window, apply_voi_lut, apply_window,
                                  levels_to_rgb, robust_range)
 
@@ -62,8 +64,9 @@ _DICOM_TO_APP = {
 WindowSpec = Union[str, int, tuple[float, float], Window, None]
 
 NOT_AN_IMAGE = ("This file is not a medical image this app can read. Upload DICOM (.dcm, with or "
-                "without an extension), PNG, JPEG, TIFF, BMP, NIfTI (.nii, .nii.gz), MetaImage "
-                "(.mha), NRRD (.nrrd), or a zip of one DICOM series.")
+                "without an extension), PNG, JPEG, TIFF, BMP, NIfTI (.nii, .nii.gz), Analyze "
+                "(.hdr with its .img), MGH (.mgh, .mgz), MetaImage (.mha), NRRD (.nrrd), or a zip "
+                "of one DICOM series.")
 DAMAGED = ("This file could not be read: it looks damaged or incomplete (for example cut short "
            "during export or upload). Export it again from the source system and upload the new "
            "copy.")
@@ -193,7 +196,7 @@ def _load_file(path: Path, limits: Limits) -> Scan:
         raise ScanError("The uploaded file could not be found (it may have expired). Upload it "
                         "again.")
     limits.check_file_size(path.stat().st_size)
-    fmt = sniff(read_head(path))
+    fmt = _sniff(path)
     if fmt is None:
         raise ScanError(NOT_AN_IMAGE, key="scan_not_an_image")
     if fmt == "zip":  # a zip inside it is left out by _load_many, never opened
@@ -203,13 +206,28 @@ def _load_file(path: Path, limits: Limits) -> Scan:
     return _make_scan(*_read(path, fmt, limits))
 
 
+def _sniff(path: Path) -> str | None:
+    head = read_head(path)
+    return sniff(head) or sniff_neuro(head)
+
+
 def _read(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
     if fmt == "dicom":
         return read_dicom(path, limits)
     if fmt in PILLOW_FORMATS:
         return read_pillow(path, fmt, limits)
-    if fmt == "gzip":
-        return read_gzip(path, limits)
+    if fmt in ("nifti", "mgh"):
+        return read_neuro(path, fmt, limits)
+    if fmt == "gzip":  # read only when it holds a NIfTI volume or an MGH one (.mgz)
+        inside = gzip_holds(path)
+        if inside is None:
+            raise ScanError("This is a compressed (.gz) file that does not hold a NIfTI or MGH "
+                            "volume. Decompress it and upload the image inside.")
+        return read_neuro(path, inside, limits, compressed=True)
+    if fmt == "pair-header":
+        raise ScanError(PAIR_HEADER, key="scan_pair_header")
+    if fmt in ("tracks", "surface"):
+        raise not_an_image(fmt)
     return read_itk(path, fmt, limits)
 
 
@@ -235,8 +253,12 @@ def _load_many(paths: list[Path], limits: Limits) -> Scan:
     kinds = []
     for path in paths:
         limits.check_file_size(path.stat().st_size)
-        kinds.append(sniff(read_head(path)))
+        kinds.append(_sniff(path))
     dicom = [p for p, k in zip(paths, kinds) if k == "dicom"]
+    headers = [p for p, k in zip(paths, kinds) if k == "pair-header"]
+    if headers and not dicom:
+        return _make_scan(*_read_pair(headers, [p for p, k in zip(paths, kinds) if k is None],
+                                      limits))
     if len(dicom) > 1:
         pixels, meta = read_dicom_series(dicom, limits)
     elif len(dicom) == 1:
@@ -251,6 +273,18 @@ def _load_many(paths: list[Path], limits: Limits) -> Scan:
     if skipped:
         meta.setdefault("notes", []).append(f"{skipped} file(s) that are not DICOM were left out")
     return _make_scan(pixels, meta)
+
+
+def _read_pair(headers: list[Path], data: list[Path], limits: Limits
+               ) -> tuple[np.ndarray, Meta]:
+    """An Analyze or NIfTI pair: one header (.hdr) and its voxels (.img, which has no
+    signature: the one file beside it that is nothing else)."""
+    if len(headers) > 1 or len(data) > 1:
+        raise ScanError("These files hold more than one Analyze or NIfTI pair. Upload one pair "
+                        "(its .hdr and .img files) at a time.")
+    if not data:
+        raise ScanError(PAIR_HEADER, key="scan_pair_header")
+    return read_neuro(headers[0], "pair-header", limits, pair_data=data[0])
 
 
 def _make_scan(pixels: np.ndarray, meta: Meta) -> Scan:

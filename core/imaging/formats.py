@@ -7,7 +7,6 @@ in the manner of MONAI's readers: `pixels` is float32 shaped (frames, rows, cols
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import os
@@ -37,7 +36,7 @@ MAX_TOTAL_SAMPLES = 2**28
 MAX_ZIP_MEMBERS = 4000
 MAX_UNZIPPED_BYTES = 2 * MAX_FILE_BYTES
 
-HEAD_BYTES = 4096  # enough for every signature below (NIfTI-1 magic sits at byte 344)
+HEAD_BYTES = 4096  # enough for every signature (NIfTI-1 magic sits at byte 344)
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,8 @@ def _mb(n_bytes: int) -> str:
 # Sniffing: the content decides, never the extension (uploads often lose or lie about it).
 
 def sniff(head: bytes) -> str | None:
-    """Name the format of a file from its first bytes, or None when nothing here reads it."""
+    """Name the format of a file from its first bytes, or None when nothing here reads it
+    (NIfTI, Analyze and MGH are named by `neuro.sniff_neuro`)."""
     if len(head) >= 132 and head[128:132] == b"DICM":
         return "dicom"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -102,8 +102,6 @@ def sniff(head: bytes) -> str | None:
         return "gzip"
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    if is_nifti_header(head):
-        return "nifti"
     if head.startswith(b"NRRD000"):
         return "nrrd"
     if _looks_like_metaimage(head):
@@ -112,16 +110,6 @@ def sniff(head: bytes) -> str | None:
         # A DICOM data set written without the 128-byte preamble starts with a group 2 or 8 tag.
         return "dicom"
     return None
-
-
-def is_nifti_header(head: bytes) -> bool:
-    """NIfTI-1 (348-byte header, magic at 344) or NIfTI-2 (540 bytes, magic at 4), either endian.
-    Only single-file magics: a .hdr/.img pair needs two files, which an upload is not."""
-    if len(head) >= 348 and head[344:348] == b"n+1\x00":
-        return head[:4] in ((348).to_bytes(4, "little"), (348).to_bytes(4, "big"))
-    if len(head) >= 540 and head[4:8] == b"n+2\x00":
-        return head[:4] in ((540).to_bytes(4, "little"), (540).to_bytes(4, "big"))
-    return False
 
 
 def _looks_like_metaimage(head: bytes) -> bool:
@@ -212,22 +200,11 @@ def _pillow_to_array(im: Image.Image) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# SimpleITK: NIfTI (.nii, .nii.gz), MetaImage (.mha) and NRRD (.nrrd), single files only.
+# SimpleITK: MetaImage (.mha) and NRRD (.nrrd), single files only (NIfTI, Analyze and MGH are
+# nibabel's, in neuro.py).
 
-_ITK_IO = {"nifti": ("NiftiImageIO", ".nii", "NIfTI"),
-           "nifti-gz": ("NiftiImageIO", ".nii.gz", "NIfTI"),
-           "metaimage": ("MetaImageIO", ".mha", "MetaImage"),
+_ITK_IO = {"metaimage": ("MetaImageIO", ".mha", "MetaImage"),
            "nrrd": ("NrrdImageIO", ".nrrd", "NRRD")}
-
-
-def read_gzip(path: Path, limits: Limits) -> tuple[np.ndarray, Meta]:
-    """A gzip file is read only when it holds a NIfTI volume (.nii.gz); the peek is bounded."""
-    with gzip.open(path, "rb") as f:
-        inner = f.read(HEAD_BYTES)
-    if not is_nifti_header(inner):
-        raise ScanError("This is a compressed (.gz) file that does not hold a NIfTI volume. "
-                        "Decompress it and upload the image inside.")
-    return read_itk(path, "nifti-gz", limits)
 
 
 def read_itk(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
@@ -240,11 +217,7 @@ def read_itk(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
         _refuse_detached_data(read_head(path, 64 * 1024), fmt)
     with tempfile.TemporaryDirectory(prefix="scan-") as tmp:
         # ITK chooses readers by file name, and uploads may have none: give it a named link.
-        named = Path(tmp) / f"scan{suffix}"
-        try:
-            os.symlink(path.resolve(), named)
-        except OSError:
-            shutil.copyfile(path, named)
+        named = named_link(path, Path(tmp) / f"scan{suffix}")
         reader = sitk.ImageFileReader()
         reader.SetImageIO(io_name)
         reader.SetFileName(str(named))
@@ -273,12 +246,22 @@ def read_itk(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
         pixels = pixels[..., :3]
     spacing = tuple(float(s) for s in image.GetSpacing())
     meta: Meta = {"source_format": label, "frame_label": "slice", "notes": notes,
-                  "pixel_spacing": _positive((spacing[1], spacing[0]))}
+                  "pixel_spacing": positive((spacing[1], spacing[0]))}
     if len(spacing) > 2:
-        meta["slice_spacing"] = _positive((spacing[2],))
+        meta["slice_spacing"] = positive((spacing[2],))
     if n_comp > 1 and pixels.dtype == np.uint8:
         meta["display_range"] = (0.0, 255.0)
     return pixels.astype(np.float32, copy=False), meta
+
+
+def named_link(path: Path, named: Path) -> Path:
+    """`path` under the name `named` (a link, or a copy where links cannot be made), for
+    readers that choose their format by file name."""
+    try:
+        os.symlink(path.resolve(), named)
+    except OSError:
+        shutil.copyfile(path, named)
+    return named
 
 
 def _check_declared_size(reader: Any, file_bytes: int, *, compressed: bool, label: str) -> None:
@@ -312,7 +295,7 @@ def _refuse_detached_data(head: bytes, fmt: str) -> None:
                             "single .nrrd file and upload that.")
 
 
-def _positive(values: tuple[float, ...]) -> Any:
+def positive(values: tuple[float, ...]) -> Any:
     """Spacings only when every value is a finite positive number, rounded to the micrometre
     (NIfTI stores float32, so 0.7 reads back as 0.699999988)."""
     if all(math.isfinite(v) and v > 0 for v in values):

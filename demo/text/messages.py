@@ -552,8 +552,20 @@ ENGLISH_WORD = __import__("re").compile(r"[A-Za-z]{3,}")  # for checking Korean 
 CORE_KO: dict[str, str] = {
     "scan_not_an_image":
         "이 앱이 읽을 수 있는 의료 영상 파일이 아닙니다. DICOM(.dcm, 확장자 없어도 됨), PNG, JPEG, "
-        "TIFF, BMP, NIfTI(.nii, .nii.gz), MetaImage(.mha), NRRD(.nrrd), 또는 DICOM 시리즈 하나를 "
-        "담은 zip을 올리세요.",
+        "TIFF, BMP, NIfTI(.nii, .nii.gz), Analyze(.hdr과 .img), MGH(.mgh, .mgz), "
+        "MetaImage(.mha), NRRD(.nrrd), 또는 DICOM 시리즈 하나를 담은 zip을 올리세요.",
+    "scan_pair_header":
+        "Analyze 또는 NIfTI 영상 쌍의 헤더(.hdr)입니다. 복셀은 같은 이름의 .img 파일에 있습니다. "
+        "두 파일을 함께 고르거나, 둘을 담은 zip을 올리세요.",
+    "scan_cifti":
+        "CIFTI 파일입니다: 뇌 표면과 영역에 걸친 값의 행렬(연결성 또는 시계열)이지 이 앱이 분류할 "
+        "수 있는 영상이 아닙니다. 그것을 만든 볼륨(NIfTI)을 올리세요.",
+    "scan_tracks":
+        "트랙토그래피 파일(신경섬유 경로)이지 이 앱이 분류할 수 있는 영상이 아닙니다. 경로를 만든 "
+        "영상(NIfTI 또는 DICOM)을 올리세요.",
+    "scan_surface":
+        "GIFTI 표면(뇌 표면의 메시)이지 이 앱이 분류할 수 있는 영상이 아닙니다. 그것을 만든 영상"
+        "(NIfTI 또는 DICOM)을 올리세요.",
     "scan_damaged":
         "이 파일을 읽을 수 없습니다: 손상되었거나 불완전해 보입니다(예: 내보내기나 업로드 중 잘림). "
         "원래 시스템에서 다시 내보내 새 사본을 올리세요.",

@@ -59,7 +59,8 @@ EN = {
     "class_descriptions": "descriptions (one sentence per line)",
     "apply_task": "Use this task",
     "example_class": "These examples belong to",
-    "upload_examples": "Scans (DICOM with or without extension, PNG, JPEG, TIFF, NIfTI, zip)",
+    "upload_examples": "Scans (DICOM with or without extension, PNG, JPEG, TIFF, NIfTI, "
+                       "Analyze .hdr + .img, MGH, zip)",
     "window": "Window",
     "slice": "Frame or slice (volumes and multi-frame files; -1 = middle)",
     "add_examples": "Add examples",
@@ -157,7 +158,8 @@ KO = {
     "class_descriptions": "설명 (한 줄에 한 문장)",
     "apply_task": "이 과제 사용",
     "example_class": "이 예시들의 클래스",
-    "upload_examples": "영상 (확장자 없는 DICOM 포함, PNG, JPEG, TIFF, NIfTI, zip)",
+    "upload_examples": "영상 (확장자 없는 DICOM 포함, PNG, JPEG, TIFF, NIfTI, Analyze .hdr + .img, "
+                       "MGH, zip)",
     "window": "창(window)",
     "slice": "프레임 또는 슬라이스 (볼륨·다중 프레임; -1 = 가운데)",
     "add_examples": "예시 추가",

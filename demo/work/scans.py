@@ -16,7 +16,7 @@ from PIL import Image
 from core import presets
 from core.errors import ScanError, StudioError
 from core.features import image_digest
-from core.imaging import WINDOW_PRESETS, Scan, frame_index, load_scan, to_rgb
+from core.imaging import WINDOW_PRESETS, Scan, frame_index, load_scan, load_series, to_rgb
 from demo.text.messages import UserError
 
 MAX_EXAMPLES = 400  # per set: the examples, and the test scans
@@ -64,11 +64,11 @@ def read_scans(target: list[Example], kind: str, items, window, index,
     new one. Returns how many were added, and the problems."""
     added, problems = 0, []
     seen = {e.digest: e for e in target}
-    for label, path, where in items:
+    for label, path, where in paired(items):
         try:
             if len(target) >= MAX_EXAMPLES:
                 raise UserError("too_many_examples", limit=MAX_EXAMPLES, kind=kind)
-            scan = load_scan(path)
+            scan = load_series(path) if isinstance(path, tuple) else load_scan(path)
             picture, note = scan_picture(scan, window, index)
             picture = kept_picture(picture)
             digest = picture_digest(picture)
@@ -84,6 +84,28 @@ def read_scans(target: list[Example], kind: str, items, window, index,
         except StudioError as exc:
             problems.append(Problem(where, exc))
     return added, problems
+
+
+def paired(items) -> list:
+    """(class, path, where) items with each Analyze or NIfTI pair uploaded together (`x.hdr`
+    and `x.img` of one class) made one item, whose path is the two files' (header first)."""
+    items = list(items)
+
+    def part(where: str) -> tuple[str, str]:
+        name = where.strip("`").lower()  # `where` may be quoted for the page
+        return name[:-4], name[-4:]
+
+    images = {(label, part(where)[0]): path for label, path, where in items
+              if part(where)[1] == ".img"}
+    headers = {(label, part(where)[0]) for label, _, where in items if part(where)[1] == ".hdr"}
+    out = []
+    for label, path, where in items:
+        stem, suffix = part(where)
+        if suffix == ".hdr" and (label, stem) in images:
+            out.append((label, (path, images[(label, stem)]), where))
+        elif not (suffix == ".img" and (label, stem) in headers):
+            out.append((label, path, where))
+    return out
 
 
 def scan_picture(scan: Scan, window=None, index: int | None = None

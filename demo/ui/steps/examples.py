@@ -80,18 +80,18 @@ class ExamplesStep:
         """The scan viewer: the first chosen file as the model will see it, with its size and
         frames. Reads the file; needs no model, but waits for its load (the imports)."""
         self.model_info()
-        from core.imaging import load_scan
+        from core.imaging import load_scan, load_series
         from core.overlay import model_view
-        from demo.work.scans import frame_used, scan_picture
+        from demo.work.scans import frame_used, paired, scan_picture
 
         lang = language(request)
         uploads = uploads_of(files if isinstance(files, list) else [files] if files else [])
         hidden = gr.update(visible=False)
         if not uploads:
             return None, "", hidden
-        path, name = uploads[0]
+        _, path, name = paired([("", p, n) for p, n in uploads])[0]  # a pair is one scan
         try:
-            scan = load_scan(path)
+            scan = load_series(path) if isinstance(path, tuple) else load_scan(path)
             picture, note = scan_picture(scan, window_value(window, level, width),
                                          slice_value(index))
         except StudioError as exc:
@@ -113,7 +113,7 @@ class ExamplesStep:
             about += " " + note.text(lang)
         owner = self._owner(request)
         if owner:
-            self.files.remember(owner, [path])
+            self.files.remember(owner, list(path) if isinstance(path, tuple) else [path])
         return self._picture(owner, model_view(picture), "preview"), about, slider
 
     def preview_new_files(self, files, window: str, level=None, width=None,

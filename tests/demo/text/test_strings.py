@@ -47,14 +47,21 @@ def test_the_cores_common_messages_are_said_in_korean(tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("not a scan")
     raised = []
+    import nibabel
+
+    shipped = Path(nibabel.__file__).parent / "tests" / "data"
     for attempt in (lambda: load_scan(notes),
                     lambda: frame_used(load_scan(get_testdata_file("emri_small.dcm")), 50),
-                    lambda: PromptConfig(template="a CT photo.")):
+                    lambda: PromptConfig(template="a CT photo."),
+                    lambda: load_scan(shipped / "row_major.dconn.nii"),
+                    lambda: load_scan(shipped / "simple.trk"),
+                    lambda: load_scan(shipped / "analyze.hdr")):
         with pytest.raises(StudioError) as caught:
             attempt()
         raised.append(caught.value)
     formats = {"dicom", "png", "jpeg", "tiff", "bmp", "nifti", "metaimage", "nrrd", "nii",
-               "dcm", "mha", "zip", "photo"}  # names of formats, and the user's template
+               "dcm", "mha", "zip", "photo", "analyze", "hdr", "img", "mgh", "mgz", "cifti",
+               "gifti"}  # names of formats, and the user's template
     for error in raised:
         korean = core_text("ko", error)
         english = {w.lower() for w in ENGLISH_WORD.findall(korean)} - formats

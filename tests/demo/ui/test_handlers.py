@@ -943,3 +943,26 @@ def test_the_sample_set_is_a_lesson_with_its_scans_to_predict(studio, tmp_path):
     studio.use_samples(other, "imaging-modality")
     assert [e.digest for e in other.examples] == [e.digest for e in session.examples]
     assert other.examples[0] is not session.examples[0]
+
+
+def test_an_analyze_pair_uploaded_together_is_one_example_and_a_4d_nifti_is_read(studio,
+                                                                                  tmp_path):
+    """The .hdr and .img of a pair, chosen together, are one scan; nibabel's 4-D fMRI file,
+    once called damaged, is read (its first volume)."""
+    import nibabel as nib
+    import numpy as np
+
+    session = Session()
+    studio.set_task(session, "MRI", None, "a {} photo.", ROWS, 12.5, 0.25)
+    values = (np.arange(32 * 32 * 5).reshape(32, 32, 5) % 251).astype(np.int16)
+    nib.AnalyzeImage(values, np.eye(4)).to_filename(tmp_path / "brain.hdr")
+    out = studio.add_examples(session, [str(tmp_path / "brain.img"),
+                                        str(tmp_path / "brain.hdr")], ROWS[0][0], AUTO_WINDOW)
+    assert "Added 1 example" in out["example_status"] and len(session.examples) == 1
+    alone = studio.add_examples(session, [str(tmp_path / "brain.hdr")], ROWS[0][0],
+                                AUTO_WINDOW)
+    assert "Upload both files together" in alone["example_status"]
+    functional = Path(nib.__file__).parent / "tests" / "data" / "functional.nii"
+    picture, about, slider = studio.preview([str(functional)], AUTO_WINDOW, None, None, -1)
+    assert picture is not None and "NIfTI" in about and "damaged" not in about
+    assert slider["visible"] is True and slider["maximum"] == 2
