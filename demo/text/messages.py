@@ -142,6 +142,21 @@ EN: dict[str, str] = {
     "predict_first": "Predict a scan first.",
     "not_a_class": "{name} is not one of the predicted classes.",
     "predicted": "Top class: {top} ({p:.1%}).",
+    "volume_predicted": "Classified {n} of the {total} {label}s one by one, with the {which}"
+                        "{every}. The model is most confident about {label} {best}: {top} "
+                        "({p:.0%}), shown below with its map. Slide to another {label} to see "
+                        "its map.",
+    "volume_every": " (one {label} in {step}: the volume has more than {most})",
+    "volume_with_tuned": "tuned prompts",
+    "volume_with_zero": "zero-shot template (no tuned prompts yet)",
+    "volume_progress": "Classifying {label}s: {done}/{total}",
+    "volume_single": "This scan has one picture: it was predicted as a single scan.",
+    "volume_slice_shown": "Shown: {label} {index} of 0–{last} (most confident: {best}).",
+    "volume_shown": "shown: {label} {index}",
+    "volume_best": "most confident: {label} {index}",
+    "volume_probability": "probability",
+    "slice_word": "slice",
+    "frame_word": "frame",
     # step 5
     "choose_test": "Choose a zip of class folders, or scans and their class.",
     "choose_test_class": "Choose the class of these scans ({classes}).",
@@ -407,6 +422,20 @@ KO: dict[str, str] = {
     "predict_first": "먼저 영상을 예측하세요.",
     "not_a_class": "{name}은(는) 예측된 클래스가 아닙니다.",
     "predicted": "가장 높은 클래스: {top} ({p:.1%}).",
+    "volume_predicted": "{total}개 {label} 중 {n}개를 하나씩 {which}(으)로 분류했습니다{every}. "
+                        "모델은 {label} {best}에서 가장 확신합니다: {top} ({p:.0%}). 아래에 그 "
+                        "지도와 함께 보입니다. 다른 {label}(으)로 옮기면 그 지도가 보입니다.",
+    "volume_every": " ({most}개가 넘는 볼륨이라 {label} {step}개마다 하나씩)",
+    "volume_with_tuned": "튜닝된 프롬프트",
+    "volume_with_zero": "제로샷 템플릿(아직 튜닝된 프롬프트 없음)",
+    "volume_progress": "{label} 분류 중: {done}/{total}",
+    "volume_single": "이 영상은 한 장이라 한 영상으로 예측했습니다.",
+    "volume_slice_shown": "보이는 {label}: {index} (0–{last} 중, 가장 확신: {best}).",
+    "volume_shown": "보이는 {label}: {index}",
+    "volume_best": "가장 확신하는 {label}: {index}",
+    "volume_probability": "확률",
+    "slice_word": "슬라이스",
+    "frame_word": "프레임",
     "choose_test": "클래스 폴더를 담은 zip을 고르거나, 영상과 그 클래스를 고르세요.",
     "choose_test_class": "이 영상들의 클래스를 고르세요 ({classes}).",
     "added_tests": "평가 영상 {n}개를 추가했습니다.",

@@ -24,7 +24,7 @@ from demo.ui.handlers import LOAD_OUTPUTS, Studio
 from demo.ui.replies import AUTO_WINDOW, MANUAL_WINDOW, by_name, window_choices
 from demo.ui.steps.evaluate import CELL_OUTPUTS, EVALUATE_OUTPUTS, PROMOTE_OUTPUTS, TEST_OUTPUTS
 from demo.ui.steps.examples import ADD_OUTPUTS, REMOVE_OUTPUTS
-from demo.ui.steps.predict import PREDICT_OUTPUTS
+from demo.ui.steps.predict import PREDICT_OUTPUTS, SLICE_OUTPUTS, VOLUME_OUTPUTS
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 from demo.ui.steps.task import PRESET_OUTPUTS, TASK_OUTPUTS
 from demo.ui.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
@@ -272,7 +272,10 @@ def _predict_tab() -> SimpleNamespace:
                                         elem_id="sample-to-predict")
                 predict_window, predict_level, predict_width, predict_index = \
                     _window_controls("predict")
-                predict = gr.Button(t("predict"), variant="primary")
+                with gr.Row():
+                    predict = gr.Button(t("predict"), variant="primary")
+                    predict_volume = gr.Button(t("predict_volume"), variant="secondary",
+                                               elem_id="predict-volume")
                 predict_status = gr.Markdown(elem_id="predict-status")
             with gr.Column(scale=3):
                 with gr.Row():
@@ -292,6 +295,13 @@ def _predict_tab() -> SimpleNamespace:
                 alpha = gr.Slider(0, 1, value=0.45, step=0.05, label=t("opacity"),
                                   elem_id="opacity")
                 report = gr.DownloadButton(t("report"), value=None, elem_id="report")
+        # a volume predicted slice by slice: the probabilities along it, and the slice shown
+        volume_plot = gr.Plot(label=t("volume_plot"), format="png", visible=False,
+                              elem_id="volume-plot")
+        volume_slice = gr.Slider(0, 1, value=0, step=1, label=t("volume_slice"), visible=False,
+                                 elem_id="volume-slice")
+        volume_rows = gr.JSON(visible=False)  # the API's answer: one entry per slice
+        volume_step = gr.Number(0, precision=0, visible=False)  # every slice (up to 64)
         # the three classifiers side by side, then what the scan resembles
         with gr.Row(equal_height=True):
             tuned_label = gr.Label(num_top_classes=10, label=t("tuned_probs"),
@@ -303,7 +313,10 @@ def _predict_tab() -> SimpleNamespace:
         nearest = gr.Gallery(label=t("nearest"), columns=6, height=230,
                              fit_columns=False, object_fit="contain", allow_preview=False,
                              elem_id="nearest")
-    return SimpleNamespace(nearest=nearest, tuned_label=tuned_label, zero_label=zero_label,
+    return SimpleNamespace(predict_volume=predict_volume, volume_plot=volume_plot,
+                           volume_slice=volume_slice, volume_rows=volume_rows,
+                           volume_step=volume_step,
+                           nearest=nearest, tuned_label=tuned_label, zero_label=zero_label,
                            baseline_label=baseline_label, scan=scan, predict_window=predict_window,
                            predict_level=predict_level, predict_width=predict_width,
                            predict_index=predict_index, predict=predict,
@@ -532,17 +545,28 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
         ui.sample_scan.click(studio.sample_scan, session, ui.scan, api_visibility="private",
                              concurrency_limit=None)
         # the prediction first; its report is made after it is on screen, in its own line
-        predicted = _outputs(ui, session, PREDICT_OUTPUTS)
         map_inputs = [session, ui.map_class, ui.alpha, ui.cmap]
-        ui.predict.click(studio.report_pending, None, ui.report, queue=False,
-                         api_visibility="private").then(
-            by_name(studio.predict, predicted),
-            [session, ui.scan, ui.predict_window, ui.predict_level, ui.predict_width,
-             ui.predict_index, ui.alpha, ui.cmap], list(predicted.values()),
-            api_name="predict", concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
-            studio.report, map_inputs, ui.report, api_name="report", concurrency_id="report",
-            concurrency_limit=REPORT_CONCURRENCY).then(
-            studio.report_ready, None, ui.report, queue=False, api_visibility="private")
+
+        def predicting(trigger, handler, inputs, names, api_name, report_api=None):
+            """A prediction shown, then its report made (the button waits for it)."""
+            outputs = _outputs(ui, session, names)
+            trigger(studio.report_pending, None, ui.report, queue=False,
+                    api_visibility="private").then(
+                by_name(handler, outputs), inputs, list(outputs.values()), api_name=api_name,
+                concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
+                studio.report, map_inputs, ui.report, api_name=report_api,
+                api_visibility="public" if report_api else "private", concurrency_id="report",
+                concurrency_limit=REPORT_CONCURRENCY).then(
+                studio.report_ready, None, ui.report, queue=False, api_visibility="private")
+
+        view = [session, ui.scan, ui.predict_window, ui.predict_level, ui.predict_width]
+        predicting(ui.predict.click, studio.predict, [*view, ui.predict_index, ui.alpha, ui.cmap],
+                   PREDICT_OUTPUTS, "predict", report_api="report")
+        # every slice of a volume; sliding then shows another slice with its map
+        predicting(ui.predict_volume.click, studio.predict_volume,
+                   [*view, ui.volume_step, ui.alpha, ui.cmap], VOLUME_OUTPUTS, "predict_volume")
+        predicting(ui.volume_slice.release, studio.show_slice,
+                   [*view, ui.volume_slice, ui.alpha, ui.cmap], SLICE_OUTPUTS, "show_slice")
         for trigger, name in ((ui.map_class.input, "change_map"), (ui.alpha.release, None),
                               (ui.cmap.input, None)):
             trigger(studio.report_pending, None, ui.report, queue=False,

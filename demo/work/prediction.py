@@ -3,6 +3,7 @@ resembles, and the maps made of it so far (switching the map's class reuses them
 prediction is kept in the session."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -19,6 +20,8 @@ from demo.text.messages import UserError, modality_name, text
 from demo.work.encoding import BASELINE, resolved_precision
 from demo.work.scans import (Example, colour_mismatch, frame_used, kept_picture, picture_digest,
                              scan_picture, window_applies, window_name)
+
+MAX_SLICES = 64  # a volume's slices classified; past that, every k-th
 
 
 @dataclass
@@ -61,12 +64,13 @@ class Predicting:
     """The prediction side of a `Session`: one scan at a time, kept in its `prediction`."""
 
     def predict(self, info: ModelInfo, path: str, window=None, index: int | None = None,
-                precision: str = "auto") -> Prediction:
+                precision: str = "auto", scan=None) -> Prediction:
         """Classify one scan with the tuned prompts, zero-shot and the baseline, and find the
         examples it resembles most; the scan is encoded once per image tower, in one compute
-        call that also makes the map of the class ranked first."""
+        call that also makes the map of the class ranked first (`scan`: the file, read
+        already)."""
         self.require_task()
-        scan = load_scan(path)
+        scan = load_scan(path) if scan is None else scan
         picture, _ = scan_picture(scan, window, index)
         picture = kept_picture(picture)
         digest = picture_digest(picture)
@@ -101,6 +105,37 @@ class Predicting:
         self.prediction = prediction
         return prediction
 
+    def predict_volume(self, info: ModelInfo, path: str, window=None, step: int | None = None,
+                       precision: str = "auto", stop: str | None = None,
+                       progress=None) -> VolumePrediction | None:
+        """Classify every slice of a volume (every `step`-th; by default every slice up to
+        `MAX_SLICES`, past that as many evenly spaced ones) with the tuned prompts (zero-shot
+        before any tuning), in one compute call; then the slice the model is most confident
+        about is predicted as one scan, with its map. None when stopped (`stop`: the run's
+        stop file); `progress(done, total)` counts the slices encoded."""
+        self.require_task()
+        scan = load_scan(path)
+        n = scan.n_frames
+        step = max(1, int(step)) if step else max(1, math.ceil(n / MAX_SLICES))
+        numbers = list(range(0, n, step))
+        slices = []
+        for i in numbers:
+            picture = kept_picture(scan_picture(scan, window, i if n > 1 else None)[0])
+            slices.append(Example(0, "", picture, picture, f"slice {i}", picture_digest(picture)))
+        classifier = self.tuned or self.zero_shot(info)
+        vp = classifier.cfg.n_vision_prompts if self.tuned is not None else 0
+        features = self.features_of(info, slices, vp, precision, progress, stop)
+        if features is None:
+            return None
+        probs = classifier.proba(features)
+        per_slice = [_as_dict(classifier.classnames, row) for row in probs]
+        best = numbers[int(probs.max(dim=1).values.argmax())]
+        volume = VolumePrediction(numbers, per_slice, "tuned" if self.tuned is not None
+                                  else "zero-shot", scan.frame_label, n, best, step)
+        self.predict(info, path, window, best if n > 1 else None, precision, scan=scan)
+        self.volume = volume
+        return volume
+
     def scores(self, info: ModelInfo, method: str) -> dict[str, float]:
         """The last predicted scan's class probabilities by a baseline (`COMPARED`) fitted on
         the examples."""
@@ -130,6 +165,26 @@ class Predicting:
                     ) -> Image.Image:
         return overlay(self.prediction.view, self.map_for(info, class_name), alpha=alpha,
                        cmap=cmap)
+
+
+@dataclass
+class VolumePrediction:
+    """A volume's slices classified one by one: which slices (every `step`-th of `n_frames`),
+    each one's probabilities by `classifier` ("tuned" or "zero-shot"), and the slice the
+    model is most confident about."""
+
+    slices: list[int]
+    probabilities: list[dict[str, float]]
+    classifier: str
+    frame_label: str
+    n_frames: int
+    best: int
+    step: int = 1
+
+    def rows(self) -> list[dict]:
+        """One entry per slice predicted: {"slice": i, "probabilities": {class: p}}."""
+        return [{"slice": i, "probabilities": dict(p)}
+                for i, p in zip(self.slices, self.probabilities)]
 
 
 def scan_notes(p: Prediction, modality: str | None, lang: str) -> list[str]:

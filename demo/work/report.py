@@ -256,6 +256,36 @@ def training_curve(points: Sequence[dict], total_steps: int, lang: str = "en",
     return fig
 
 
+PLOT_COLOURS = ("#1f5fbf", "#d97706", "#059669", "#be185d", "#6d28d9", "#0e7490", "#65a30d",
+                "#9f1239")  # one per class, told apart in colour and order
+
+
+def slice_plot(volume, shown: int | None, lang: str = "en") -> Figure:
+    """A volume's probabilities slice by slice: the slice on the x axis, one line per class,
+    the slice shown marked, and the one the model is most confident about named."""
+    fig = Figure(figsize=(8, 3.0), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    label = text(lang, "frame_word" if volume.frame_label == "frame" else "slice_word")
+    ax.set_xlabel(label)
+    ax.set_ylabel(text(lang, "volume_probability") + " (%)")
+    ax.set_xlim(-0.5, max(0.5, volume.n_frames - 0.5))
+    ax.set_ylim(0, 102)
+    classes = list(volume.probabilities[0]) if volume.probabilities else []
+    for k, name in enumerate(classes):
+        ax.plot(volume.slices, [100 * p[name] for p in volume.probabilities], linewidth=2,
+                marker="o" if len(volume.slices) <= 24 else None, markersize=3,
+                color=PLOT_COLOURS[k % len(PLOT_COLOURS)], label=name)
+    if shown is not None:
+        ax.axvline(shown, color="black", linestyle="--", linewidth=1,
+                   label=text(lang, "volume_shown", label=label, index=shown))
+    ax.axvline(volume.best, color="#b45309", linestyle=":", linewidth=1.5,
+               label=text(lang, "volume_best", label=label, index=volume.best))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def _slug(value: str) -> str:
     kept = "".join(ch if ch.isalnum() else "-" for ch in value.strip().lower())
     return "-".join(filter(None, kept.split("-")))[:40] or "scan"

@@ -27,7 +27,7 @@ from demo.text.messages import UserError
 from demo.work.encoding import Encoding
 from demo.work.evaluation import Evaluating
 from demo.work.labelled import LabelledScans
-from demo.work.prediction import Predicting, Prediction
+from demo.work.prediction import Predicting, Prediction, VolumePrediction
 from demo.work.scans import Example
 from demo.work.task import Task, TaskChange, follow_classes
 from demo.work.tuning import TunedPrompts, Tuning
@@ -42,6 +42,7 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
     selected: int | None = None  # index into examples, chosen in the gallery
     prompts: TunedPrompts = field(default_factory=TunedPrompts)  # tuned, and the other set
     prediction: Prediction | None = None
+    volume: VolumePrediction | None = None  # the last volume predicted slice by slice
     runs: Runs = field(default_factory=Runs)  # long work going on, each with its own stop
     test_set: list[Example] = field(default_factory=list)  # labelled scans for evaluation
     features: FeatureCache = field(default_factory=FeatureCache)  # image features, re-used
@@ -171,7 +172,7 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
         self.test_set.clear()
         self.features = FeatureCache()
         self.prompts.clear()
-        self.prediction = self._zero = self.evaluated = None
+        self.prediction = self._zero = self.evaluated = self.volume = None
         self._baselines = {}
         self.cell_scans = []
         self.to_predict = []

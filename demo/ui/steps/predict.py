@@ -26,7 +26,16 @@ def _empty_panels_notes(session: Any, lang: str) -> list[str]:
 
 
 PREDICT_OUTPUTS = ("session", "tuned_label", "zero_label", "scan_view", "heat", "map_class",
-                   "predict_status", "baseline_label", "nearest")
+                   "predict_status", "baseline_label", "nearest", "volume_plot", "volume_slice")
+# the API's /predict_volume answers first with one entry per slice
+VOLUME_OUTPUTS = ("volume_rows", *PREDICT_OUTPUTS, "predict_index")
+SLICE_OUTPUTS = (*PREDICT_OUTPUTS, "predict_index")
+
+
+def no_volume() -> dict:
+    """The volume's plot and slider hidden (new updates each time: Gradio consumes them)."""
+    return {"volume_plot": gr.update(value=None, visible=False),
+            "volume_slice": gr.update(visible=False)}
 
 
 class PredictStep:
@@ -38,14 +47,74 @@ class PredictStep:
                 alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None) -> dict:
         lang = language(request)
         session = self._session(session, request)
+        path = self._scan_file(session, file)
+        info = self.model_info()
+        session.predict(info, path, window_value(window, level, width), slice_value(index),
+                        self.precision)
+        session.volume = None  # one scan now: the volume's plot no longer applies
+        return self.prediction_view(session, info, lang, alpha, cmap)
+
+    def _scan_file(self, session, file) -> str:
+        """The scan to predict, kept as the session's file; or the reason there is none."""
         uploads = uploads_of([file] if file else [])
         self._keep(session, [p for p, _ in uploads])
         if not uploads:
             raise UserError("choose_scan")
+        return uploads[0][0]
+
+    @answers(VOLUME_OUTPUTS, status="predict_status", interactive=True)
+    def predict_volume(self, session: Any, file, window: str, level=None, width=None, step=0,
+                       alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None,
+                       progress=gr.Progress()) -> dict:
+        """Every slice of a volume classified (every `step`-th; 0: every slice up to 64, then
+        evenly spaced ones), its probabilities plotted slice by slice, and the slice the model
+        is most confident about shown with its map."""
+        from demo.work.prediction import MAX_SLICES
+
+        lang = language(request)
+        session = self._session(session, request)
+        path = self._scan_file(session, file)
         info = self.model_info()
-        session.predict(info, uploads[0][0], window_value(window, level, width),
-                        slice_value(index), self.precision)
-        return self.prediction_view(session, info, lang, alpha, cmap)
+        word = text(lang, "slice_word")
+
+        def counted(done: int, total: int) -> None:
+            progress(done / max(1, total), desc=text(lang, "volume_progress", label=word,
+                                                     done=done, total=total))
+
+        volume = session.predict_volume(info, path, window_value(window, level, width),
+                                        int(step or 0) or None, self.precision,
+                                        progress=counted)
+        reply = self.prediction_view(session, info, lang, alpha, cmap)
+        if volume.n_frames == 1:
+            said = text(lang, "volume_single")
+        else:
+            top = session.prediction.top
+            every = text(lang, "volume_every", step=volume.step, label=word, most=MAX_SLICES) \
+                if volume.step > 1 else ""
+            said = text(lang, "volume_predicted", n=len(volume.slices), total=volume.n_frames,
+                        label=word, which=text(lang, "volume_with_tuned" if volume.classifier
+                                               == "tuned" else "volume_with_zero"),
+                        every=every, best=volume.best, top=top,
+                        p=volume.probabilities[volume.slices.index(volume.best)][top])
+        return {**reply, "volume_rows": volume.rows(), "predict_index": volume.best,
+                "predict_status": said + "\n\n" + reply["predict_status"]}
+
+    @answers(SLICE_OUTPUTS, status="predict_status", interactive=True)
+    def show_slice(self, session: Any, file, window: str, level=None, width=None, index=0,
+                   alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None) -> dict:
+        """Another slice of the volume predicted slice by slice: its prediction and map, marked
+        on the plot."""
+        lang = language(request)
+        session = self._session(session, request)
+        path = self._scan_file(session, file if session.volume is not None else None)
+        info = self.model_info()
+        session.predict(info, path, window_value(window, level, width), int(index),
+                        self.precision)
+        reply = self.prediction_view(session, info, lang, alpha, cmap)
+        where = text(lang, "volume_slice_shown", label=text(lang, "slice_word"), index=int(index),
+                     last=session.volume.n_frames - 1, best=session.volume.best)
+        return {**reply, "predict_index": int(index),
+                "predict_status": where + " " + reply["predict_status"]}
 
     def prediction_view(self, session, info, lang: str, alpha: float = 0.45,
                         cmap: str = "jet") -> dict:
@@ -64,12 +133,21 @@ class PredictStep:
         nearest = [(self._picture(session.owner, e.thumbnail, f"thumb-{e.uid}"),
                     text(lang, "nearest_caption", name=e.name, similarity=sim))
                    for e, sim in p.nearest]
-        return {"session": session, "tuned_label": p.tuned or None, "zero_label": p.zero_shot,
-                "scan_view": self._picture(session.owner, p.view, "scan"),
-                "heat": self._picture(session.owner, heat, "map"),
-                "map_class": gr.update(choices=p.classnames, value=top),
-                "predict_status": " ".join(notes), "baseline_label": p.baseline or None,
-                "nearest": nearest}
+        reply = {"session": session, "tuned_label": p.tuned or None, "zero_label": p.zero_shot,
+                 "scan_view": self._picture(session.owner, p.view, "scan"),
+                 "heat": self._picture(session.owner, heat, "map"),
+                 "map_class": gr.update(choices=p.classnames, value=top),
+                 "predict_status": " ".join(notes), "baseline_label": p.baseline or None,
+                 "nearest": nearest, **no_volume()}
+        volume = getattr(session, "volume", None)
+        if volume is not None and volume.n_frames > 1:  # the plot, this slice marked
+            from demo.work.report import slice_plot
+
+            shown = p.frame if p.frame is not None else volume.n_frames // 2
+            reply["volume_plot"] = gr.update(value=slice_plot(volume, shown, lang), visible=True)
+            reply["volume_slice"] = gr.update(visible=True, minimum=0,
+                                              maximum=volume.n_frames - 1, value=shown)
+        return reply
 
     @answers(2, interactive=True)
     def change_map(self, session: Any, class_name: str, alpha: float, cmap: str = "jet",

@@ -17,7 +17,7 @@ from demo.runtime.storage import FRESH_S
 from demo.text.messages import UserError, core_text, language, task_title, text
 from demo.ui.replies import answers, class_table
 from demo.ui.steps.evaluate import CELL_OUTPUTS, EVALUATE_OUTPUTS, _test_counts
-from demo.ui.steps.predict import PREDICT_OUTPUTS
+from demo.ui.steps.predict import PREDICT_OUTPUTS, no_volume
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,7 @@ class WorkspaceStep:
         if session.prediction is not None:
             reply.update(self.prediction_view(session, self.model_info(), lang))
         else:
-            reply.update(NO_PREDICTION)
+            reply.update({**NO_PREDICTION, **no_volume()})
         return reply
 
     @answers(DELETE_OUTPUTS, status="task_status")

@@ -51,7 +51,8 @@ TEMPLATE = "a {} photo."
 ALLOWED = {w.lower() for c in CLASSES for w in c.split()} | {
     "photo", "tiny", "biomedclip", "fp32", "bf16", "loss", "png", "dcm", "txt", "notes",
     # names of file formats
-    "dicom", "jpeg", "tiff", "bmp", "nifti", "nii", "metaimage", "mha", "nrrd", "zip",
+    "dicom", "jpeg", "tiff", "bmp", "nifti", "nii", "metaimage", "mha", "nrrd", "zip", "analyze",
+    "hdr", "img", "mgh", "mgz",
     # names of methods
     "biomed", "dpt", "tip", "adapter"}
 
@@ -645,4 +646,35 @@ def test_a_reload_or_a_closed_tab_loses_nothing_and_two_tabs_never_share_work(ap
                                page.get_by_role("button", name="Predict", exact=True).click)
         assert "open in another tab" in refused
         shot(page, "tabs-3-first-tab-refused")
+        browser.close()
+
+
+def test_a_volume_is_predicted_slice_by_slice_in_the_browser(app_url, tmp_path):
+    """A 10-frame MR: "Predict every slice" draws the probabilities along the volume and shows
+    the most confident slice with its map; sliding to another slice shows that one's."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, context, page = _browser(p, "en-US")
+        page.goto(app_url)
+        use_sample_scans(page)
+        page.get_by_role("tab", name="4 · Predict").click()
+        page.locator("#predict-scan input[type=file]").set_input_files(
+            real_scan("emri_small.dcm", tmp_path))
+        said = answer_after(page, "#predict-status", page.locator("#predict-volume").click)
+        assert "Classified 10 of the 10 slices" in said
+        best = int(said.split("most confident about slice ")[1].split(":")[0])
+        page.locator("#volume-plot img").wait_for()
+        plot = picture_in(page, "#volume-plot")
+        assert plot.width > 400
+        assert colour_share(plot, "#1f5fbf") > 0.002  # the first class's line is drawn
+        assert page.locator("#attention-map img").count() == 1
+        shot(page, "volume-1-every-slice")
+        other = 0 if best else 1
+        box = page.locator("#volume-slice input[type=number]")
+        box.fill(str(other))
+        box.press("Enter")
+        wait_text(page, "#predict-status", f"slice {other} of 0–9 (most confident: {best})")
+        assert page.locator("#predict-slice input").first.input_value() == str(other)
+        shot(page, "volume-2-another-slice")
         browser.close()

@@ -52,7 +52,7 @@ def test_whole_workflow_through_the_api(app_url, tmp_path):
     assert "Tuning finished" in status and estimate == ""  # the estimate is its own call
     estimate = client.predict(api_name="/estimate")
     assert "Held-out estimate" in estimate and "| linear probe" in estimate
-    tuned, zero, view, heat, map_class, note, baseline, nearest = predict(
+    tuned, zero, view, heat, map_class, note, baseline, nearest, *_ = predict(
         client, real_scan("MR_small_padded.dcm", tmp_path))
     report = client.predict(map_class["value"], 0.45, "jet", api_name="/report")
     probs = confidences(tuned)
@@ -259,3 +259,17 @@ def test_a_saved_workspace_opens_in_another_session_with_the_same_predictions(ap
     reopened = other.predict(handle_file(saved), api_name="/open_workspace")
     assert "The work you had before was saved as" in reopened[0]
     assert reopened[1].endswith(".biomed-dpt.zip")
+
+
+def test_a_volume_is_predicted_slice_by_slice_through_the_api(app_url, tmp_path):
+    """/predict_volume (file, window, level, width, step): first a list with one entry per
+    slice predicted, {"slice": i, "probabilities": {class: p}}."""
+    client = Client(app_url, verbose=False)
+    run_task(client, ROWS, tmp_path, steps=5)
+    volume = handle_file(real_scan("emri_small.dcm", tmp_path))
+    rows = client.predict(volume, AUTO, 40, 400, 0, api_name="/predict_volume")[0]
+    assert [r["slice"] for r in rows] == list(range(10))
+    assert set(rows[0]["probabilities"]) == {name for name, _ in ROWS}
+    every_third = client.predict(volume, AUTO, 40, 400, 3, api_name="/predict_volume")[0]
+    assert [r["slice"] for r in every_third] == [0, 3, 6, 9]
+    assert every_third[1]["probabilities"] == pytest.approx(rows[3]["probabilities"], abs=1e-6)

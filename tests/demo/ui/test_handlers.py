@@ -966,3 +966,40 @@ def test_an_analyze_pair_uploaded_together_is_one_example_and_a_4d_nifti_is_read
     picture, about, slider = studio.preview([str(functional)], AUTO_WINDOW, None, None, -1)
     assert picture is not None and "NIfTI" in about and "damaged" not in about
     assert slider["visible"] is True and slider["maximum"] == 2
+
+
+def test_a_volume_is_predicted_slice_by_slice_and_each_slice_shows_its_map(studio, tmp_path):
+    """Every slice classified (one in k past 64), the most confident one proposed and shown
+    with its map, a plot along the volume; sliding to a slice predicts that slice."""
+    import nibabel as nib
+    import numpy as np
+
+    session = ready_session(studio, tmp_path)
+    volume = real_scan("emri_small.dcm", tmp_path)  # 10 frames
+    out = studio.predict_volume(session, volume, AUTO_WINDOW)
+    rows = out["volume_rows"]
+    assert [r["slice"] for r in rows] == list(range(10))
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+    confidence = [max(r["probabilities"].values()) for r in rows]
+    best = int(np.argmax(confidence))
+    assert out["predict_index"] == best and session.volume.best == best
+    assert f"most confident about slice {best}" in out["predict_status"]
+    assert out["volume_plot"]["visible"] and out["volume_slice"]["value"] == best
+    single = studio.predict(session, volume, AUTO_WINDOW, None, None, best)  # that slice alone
+    assert single["tuned_label"] == out["tuned_label"]
+    assert single["volume_plot"]["visible"] is False  # one scan now: no plot
+    studio.predict_volume(session, volume, AUTO_WINDOW)
+    slid = studio.show_slice(session, volume, AUTO_WINDOW, None, None, 3)
+    assert session.prediction.frame == 3 and slid["volume_slice"]["value"] == 3
+    assert slid["predict_index"] == 3 and slid["predict_status"].startswith("Shown: slice 3 of 0–9")
+    assert slid["tuned_label"] == studio.predict(session, volume, AUTO_WINDOW, None, None,
+                                                 3)["tuned_label"]
+    # a long volume: one slice in k, said
+    long = tmp_path / "long.nii.gz"
+    nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 130)).astype(np.float32),
+                    np.eye(4)).to_filename(long)
+    out = studio.predict_volume(session, str(long), AUTO_WINDOW)
+    assert [r["slice"] for r in out["volume_rows"]] == list(range(0, 130, 3))
+    assert "one slice in 3: the volume has more than 64" in out["predict_status"]
+    flat = studio.predict_volume(session, real_scan("CT_small.dcm", tmp_path), AUTO_WINDOW)
+    assert len(flat["volume_rows"]) == 1 and "one picture" in flat["predict_status"]
