@@ -267,7 +267,11 @@ def test_a_workspace_outlives_a_restart_and_opens_under_another_model(tmp_path):
         client = Client(url, verbose=False)
         opened = client.predict(handle_file(str(kept)), api_name="/open_workspace")
         assert "with its tuned prompts" in opened[0]
-        assert confidences(predict(client, scan)[0]) == pytest.approx(expected, abs=1e-6)
+        # the prompts and features come back exactly (tests/demo/work/test_workspace.py); the
+        # new scan is encoded again here, by another process, which in forced bf16 may round
+        # its features differently (seen once: 1e-3)
+        same = 1e-6 if os.environ.get("BIOMED_DPT_PRECISION") != "bf16" else 1e-2
+        assert confidences(predict(client, scan)[0]) == pytest.approx(expected, abs=same)
         assert client.predict(api_name="/evaluate")[0] == metrics
         # hostile files: a zip bomb, a climbing path, a file cut short
         with zipfile.ZipFile(kept) as src:
@@ -286,7 +290,7 @@ def test_a_workspace_outlives_a_restart_and_opens_under_another_model(tmp_path):
             answer = client.predict(handle_file(str(hostile)), api_name="/open_workspace")[0]
             assert f"{hostile.name} is damaged" in answer, answer
         assert not (tmp_path / "outside.txt").exists()
-        assert confidences(predict(client, scan)[0]) == pytest.approx(expected, abs=1e-6)
+        assert confidences(predict(client, scan)[0]) == pytest.approx(expected, abs=same)
     finally:
         stop(process)
 
