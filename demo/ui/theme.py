@@ -92,6 +92,9 @@ _HEADINGS = f"""
 {_GALLERY} > label {{max-width: calc(100% - 40px);}}
 {_GALLERY} > .gallery-container, {_GALLERY} .grid-wrap {{position: static;}}
 {_GALLERY} .icon-button-wrapper.top-panel {{top: 6px; right: 6px;}}
+#volume-plot > {_HEADING}, #training-curve > {_HEADING} {{
+  position: static; margin: 0 0 6px 0; width: fit-content;
+}}
 """
 _CARDS = """
 #class-table td, #class-table th {white-space: pre-wrap !important; vertical-align: top;}

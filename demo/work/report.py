@@ -263,7 +263,7 @@ PLOT_COLOURS = ("#1f5fbf", "#d97706", "#059669", "#be185d", "#6d28d9", "#0e7490"
 def slice_plot(volume, shown: int | None, lang: str = "en") -> Figure:
     """A volume's probabilities slice by slice: the slice on the x axis, one line per class,
     the slice shown marked, and the one the model is most confident about named."""
-    fig = Figure(figsize=(8, 3.0), dpi=100, layout="constrained")
+    fig = Figure(figsize=(8, 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     label = text(lang, "frame_word" if volume.frame_label == "frame" else "slice_word")
@@ -281,7 +281,8 @@ def slice_plot(volume, shown: int | None, lang: str = "en") -> Figure:
                    label=text(lang, "volume_shown", label=label, index=shown))
     ax.axvline(volume.best, color="#b45309", linestyle=":", linewidth=1.5,
                label=text(lang, "volume_best", label=label, index=volume.best))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8,
+              frameon=False)  # below the plot: the plot keeps its width on a phone
     ax.grid(alpha=0.3)
     return fig
 
