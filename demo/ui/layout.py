@@ -72,22 +72,15 @@ def _shown_if_any(value):
     return gr.Column(visible=value is not None)
 
 
-def _show_work(event, studio: Studio, ui: SimpleNamespace, session: gr.State,
-               estimate: bool = False):
+def _show_work(event, studio: Studio, ui: SimpleNamespace, session: gr.State):
     """After `event` put other work on the page (opened, deleted, come back, taken over): its
-    cards, the workspace file box, and the report of its prediction; with `estimate`, the
-    held-out estimate of its tuned prompts when it has none yet (a reload ended it)."""
+    cards, the workspace file box, and the report of its prediction. Unqueued, so a page that
+    loads opens no event stream of its own (one closed mid-way can end another's)."""
     private = dict(queue=False, api_visibility="private")
-    shown = event.then(_bump, ui.cards_rev, ui.cards_rev, **private).then(
-        _shown_if_any, ui.workspace_file, ui.workspace_box, **private)
-    if estimate:
-        estimated = {"estimate_status": ui.estimate_status}
-        shown.then(by_name(studio.estimate, estimated), session, list(estimated.values()),
-                   api_name="estimate_on_return", api_visibility="private", concurrency_id="tune",
-                   concurrency_limit=TUNING_SESSIONS, show_progress_on=[ui.estimate_status])
-    return shown.then(studio.report, [session, ui.map_class, ui.alpha, ui.cmap], ui.report,
-                      api_name="report_on_return", concurrency_id="report",
-                      concurrency_limit=REPORT_CONCURRENCY, api_visibility="private")
+    return event.then(_bump, ui.cards_rev, ui.cards_rev, **private).then(
+        _shown_if_any, ui.workspace_file, ui.workspace_box, **private).then(
+        studio.report, [session, ui.map_class, ui.alpha, ui.cmap], ui.report,
+        api_name="report_on_return", **private)
 
 
 def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gallery, rev,
@@ -436,10 +429,10 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
         came = _outputs(ui, session, PAGE_WORK_OUTPUTS)
         _show_work(loaded_page.then(by_name(studio.arrive, came), work_keys,
                                     list(came.values()), queue=False,
-                                    api_visibility="private"), studio, ui, session, True)
+                                    api_visibility="private"), studio, ui, session)
         _show_work(take_over.click(by_name(studio.take_over, came), [session, work_keys],
                                    list(came.values()), queue=False,
-                                   api_visibility="private"), studio, ui, session, True)
+                                   api_visibility="private"), studio, ui, session)
         demo.unload(studio.close_session)
         poll.tick(by_name(studio.status_until_ready, model_view), None, list(model_view.values()),
                   queue=False, api_visibility="private")

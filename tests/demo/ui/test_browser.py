@@ -569,6 +569,16 @@ def test_a_workspace_saved_in_one_browser_opens_in_another(app_url, tmp_path):
         browser.close()
 
 
+def _settled(page) -> None:
+    """Wait until no event of the page is pending or streaming (its report made, its estimate
+    done), as a person who reloads after reading the answer does."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"status-tracker\"].pending,"
+        " [data-testid=\"status-tracker\"].generating, #report button[disabled]')",
+        timeout=60_000)
+    page.wait_for_timeout(500)
+
+
 def _thumbnails(page, n: int) -> None:
     page.get_by_role("tab", name="2 · Examples").click()
     page.wait_for_function(
@@ -605,6 +615,7 @@ def test_a_reload_or_a_closed_tab_loses_nothing_and_two_tabs_never_share_work(ap
         browser, context, page = _browser(p, "en-US")
         page.goto(app_url)
         use_sample_scans(page)
+        _settled(page)
         page.reload()
         wait_text(page, "#model-status", "tiny-biomedclip")
         _thumbnails(page, 8)
@@ -617,12 +628,14 @@ def test_a_reload_or_a_closed_tab_loses_nothing_and_two_tabs_never_share_work(ap
         _predict_the_sample_scan(page)
         before = _work_shown(page)
 
+        _settled(page)
         page.reload()
         assert _work_shown(page) == before
         shot(page, "reload-2-same-prediction")
         page.get_by_role("tab", name="3 · Tune").click()
         shot(page, "reload-3-same-run")
 
+        _settled(page)
         page.close()  # the tab closed, and opened again
         page = context.new_page()
         page.goto(app_url)
