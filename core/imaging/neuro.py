@@ -121,7 +121,7 @@ def read_neuro(path: Path, kind: str, limits: Limits, compressed: bool = False,
         image = nib.load(str(named))
         header = image.header
         label = _label(image)
-        _refuse_what_is_not_an_image(image, label)
+        _refuse_what_is_not_an_image(image)
         shape = tuple(int(n) for n in header.get_data_shape())
         dtype = header.get_data_dtype()
         components = 3 if dtype.names and len(dtype.names) in (3, 4) else 1
@@ -155,7 +155,7 @@ def read_neuro(path: Path, kind: str, limits: Limits, compressed: bool = False,
 def _label(image: Any) -> str:
     import nibabel as nib
 
-    if isinstance(image, nib.Nifti2Image) or isinstance(image, nib.Nifti2Pair):
+    if isinstance(image, (nib.Nifti2Image, nib.Nifti2Pair)):
         return LABELS["nifti2"]
     if isinstance(image, (nib.Nifti1Image, nib.Nifti1Pair)):
         return LABELS["nifti1"]
@@ -164,7 +164,7 @@ def _label(image: Any) -> str:
     return LABELS["analyze"]
 
 
-def _refuse_what_is_not_an_image(image: Any, label: str) -> None:
+def _refuse_what_is_not_an_image(image: Any) -> None:
     """A CIFTI file is a NIfTI-2 whose intent is a matrix over brain locations."""
     header = getattr(image, "nifti_header", image.header)  # nibabel reads CIFTI as its own
     try:
