@@ -35,8 +35,8 @@ from core.presets import modality_ids
 from core.imaging.dicom import read_dicom, read_dicom_series
 from core.imaging.formats import (MAX_FILE_BYTES, MAX_FRAMES, MAX_PIXELS_PER_FRAME,
                                   MAX_TOTAL_SAMPLES, MAX_UNZIPPED_BYTES, MAX_ZIP_MEMBERS,
-                                  PILLOW_FORMATS, Limits, Meta, read_head, read_itk, read_pillow,
-                                  sniff, unzip_members)
+                                  PILLOW_FORMATS, Limits, Meta, check_volume, read_head, read_itk,
+                                  read_pillow, sniff, unzip_members)
 from core.imaging.neuro import (PAIR_HEADER, gzip_holds, not_an_image, read_neuro,
                                 sniff_neuro)
 from core.imaging.window import (WINDOW_PRESETS, VoiLut, Window, apply_voi_lut, apply_window,
@@ -98,6 +98,8 @@ class Scan:
     compression: str | None = None         # the DICOM transfer syntax, when compressed
     value_range: tuple[float, float] = (0.0, 0.0)
     notes: tuple[str, ...] = field(default=())   # what the reader changed or left out
+    volumes: int = 1                       # a 4-D file's volumes (a time series, echoes...)
+    volume: int = 0                        # the one read, counted from 0
 
     def __post_init__(self) -> None:
         pixels = self.pixels
@@ -139,6 +141,8 @@ class Scan:
             "body_part": self.body_part,
             "frames": self.n_frames,
             "frame_label": self.frame_label,
+            "volumes": self.volumes,
+            "volume": self.volume,
             "rows": self.rows,
             "columns": self.columns,
             "color": self.is_color,
@@ -166,15 +170,18 @@ class Scan:
 # --------------------------------------------------------------------------------------------
 # Loading
 
-def load_scan(path: str | os.PathLike[str], limits: Limits | None = None) -> Scan:
+def load_scan(path: str | os.PathLike[str], limits: Limits | None = None,
+              volume: int = 0) -> Scan:
     """Read one file (a zip is read as one DICOM series). Returns a Scan or raises ScanError,
-    whatever the file holds."""
+    whatever the file holds. `volume`: which volume of a 4-D file (counted from 0) is read;
+    only that one is."""
     limits = limits or Limits()
     with _as_scan_error():
-        return _load_file(Path(path), limits)
+        return _one_volume(_load_file(Path(path), limits, volume), volume)
 
 
-def load_series(paths: Iterable[str | os.PathLike[str]], limits: Limits | None = None) -> Scan:
+def load_series(paths: Iterable[str | os.PathLike[str]], limits: Limits | None = None,
+                volume: int = 0) -> Scan:
     """Read several uploaded files as one DICOM series, ordered by slice position. Files that
     are not images of the largest series (reports, DICOMDIR, localisers) are left out, with a
     note; a single path is read like `load_scan`."""
@@ -184,14 +191,21 @@ def load_series(paths: Iterable[str | os.PathLike[str]], limits: Limits | None =
         if not paths:
             raise ScanError("No files were given. Upload the files of one series.")
         if len(paths) == 1:
-            return _load_file(paths[0], limits)
+            return _one_volume(_load_file(paths[0], limits, volume), volume)
         if len(paths) > limits.zip_members:
             raise ScanError(f"{len(paths)} files were uploaded; the limit is "
                             f"{limits.zip_members}. Upload one series at a time.")
-        return _load_many(paths, limits)
+        return _one_volume(_load_many(paths, limits, volume), volume)
 
 
-def _load_file(path: Path, limits: Limits) -> Scan:
+def _one_volume(scan: Scan, volume: int) -> Scan:
+    """The scan read, when it has the volume asked for (files of one volume are read whole,
+    and only volume 0 of them exists)."""
+    check_volume(volume, scan.volumes)
+    return scan
+
+
+def _load_file(path: Path, limits: Limits, volume: int = 0) -> Scan:
     if not path.is_file():
         raise ScanError("The uploaded file could not be found (it may have expired). Upload it "
                         "again.")
@@ -202,8 +216,8 @@ def _load_file(path: Path, limits: Limits) -> Scan:
     if fmt == "zip":  # a zip inside it is left out by _load_many, never opened
         with tempfile.TemporaryDirectory(prefix="scan-zip-") as folder:
             members = unzip_members(path, Path(folder), limits)
-            return _load_many([copy for _, copy in members], limits)
-    return _make_scan(*_read(path, fmt, limits))
+            return _load_many([copy for _, copy in members], limits, volume)
+    return _make_scan(*_read(path, fmt, limits, volume))
 
 
 def _sniff(path: Path) -> str | None:
@@ -211,24 +225,24 @@ def _sniff(path: Path) -> str | None:
     return sniff(head) or sniff_neuro(head)
 
 
-def _read(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
+def _read(path: Path, fmt: str, limits: Limits, volume: int = 0) -> tuple[np.ndarray, Meta]:
     if fmt == "dicom":
         return read_dicom(path, limits)
     if fmt in PILLOW_FORMATS:
         return read_pillow(path, fmt, limits)
     if fmt in ("nifti", "mgh"):
-        return read_neuro(path, fmt, limits)
+        return read_neuro(path, fmt, limits, volume=volume)
     if fmt == "gzip":  # read only when it holds a NIfTI volume or an MGH one (.mgz)
         inside = gzip_holds(path)
         if inside is None:
             raise ScanError("This is a compressed (.gz) file that does not hold a NIfTI or MGH "
                             "volume. Decompress it and upload the image inside.")
-        return read_neuro(path, inside, limits, compressed=True)
+        return read_neuro(path, inside, limits, compressed=True, volume=volume)
     if fmt == "pair-header":
         raise ScanError(PAIR_HEADER, key="scan_pair_header")
     if fmt in ("tracks", "surface"):
         raise not_an_image(fmt)
-    return read_itk(path, fmt, limits)
+    return read_itk(path, fmt, limits, volume)
 
 
 def labelled_zip(path: str | os.PathLike[str], folder: str | os.PathLike[str],
@@ -247,7 +261,7 @@ def labelled_zip(path: str | os.PathLike[str], folder: str | os.PathLike[str],
             + ((name,) if with_names else ()) for name, copy in members]
 
 
-def _load_many(paths: list[Path], limits: Limits) -> Scan:
+def _load_many(paths: list[Path], limits: Limits, volume: int = 0) -> Scan:
     """Several files (an upload or a zip's members): the DICOM files form a series; failing
     that, a single image among them is read on its own."""
     kinds = []
@@ -258,7 +272,7 @@ def _load_many(paths: list[Path], limits: Limits) -> Scan:
     headers = [p for p, k in zip(paths, kinds) if k == "pair-header"]
     if headers and not dicom:
         return _make_scan(*_read_pair(headers, [p for p, k in zip(paths, kinds) if k is None],
-                                      limits))
+                                      limits, volume))
     if len(dicom) > 1:
         pixels, meta = read_dicom_series(dicom, limits)
     elif len(dicom) == 1:
@@ -268,14 +282,14 @@ def _load_many(paths: list[Path], limits: Limits) -> Scan:
         if len(images) != 1:
             raise ScanError("These files hold no DICOM series, nor a single image. Upload the "
                             "DICOM files of one series, or one image at a time.")
-        pixels, meta = _read(*images[0], limits)
+        pixels, meta = _read(*images[0], limits, volume)
     skipped = len(paths) - (len(dicom) or 1)
     if skipped:
         meta.setdefault("notes", []).append(f"{skipped} file(s) that are not DICOM were left out")
     return _make_scan(pixels, meta)
 
 
-def _read_pair(headers: list[Path], data: list[Path], limits: Limits
+def _read_pair(headers: list[Path], data: list[Path], limits: Limits, volume: int = 0
                ) -> tuple[np.ndarray, Meta]:
     """An Analyze or NIfTI pair: one header (.hdr) and its voxels (.img, which has no
     signature: the one file beside it that is nothing else)."""
@@ -284,7 +298,7 @@ def _read_pair(headers: list[Path], data: list[Path], limits: Limits
                         "(its .hdr and .img files) at a time.")
     if not data:
         raise ScanError(PAIR_HEADER, key="scan_pair_header")
-    return read_neuro(headers[0], "pair-header", limits, pair_data=data[0])
+    return read_neuro(headers[0], "pair-header", limits, pair_data=data[0], volume=volume)
 
 
 def _make_scan(pixels: np.ndarray, meta: Meta) -> Scan:

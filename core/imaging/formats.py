@@ -207,9 +207,10 @@ _ITK_IO = {"metaimage": ("MetaImageIO", ".mha", "MetaImage"),
            "nrrd": ("NrrdImageIO", ".nrrd", "NRRD")}
 
 
-def read_itk(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
+def read_itk(path: Path, fmt: str, limits: Limits, volume: int = 0
+             ) -> tuple[np.ndarray, Meta]:
     """Volumes via SimpleITK, reoriented to LPS so slices display like axial DICOM (patient's
-    right on the image's left, anterior at the top)."""
+    right on the image's left, anterior at the top); of a 4-D file, volume `volume`."""
     import SimpleITK as sitk  # heavy (about 0.4 s): imported only when a volume arrives
 
     io_name, suffix, label = _ITK_IO[fmt]
@@ -228,12 +229,13 @@ def read_itk(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
             raise ScanError(f"This {label} file has {len(size)} dimension(s) and {n_comp} value(s) "
                             "per voxel; only 2-D or 3-D greyscale or RGB images are supported.")
         limits.check_image(size[1], size[0], math.prod(size[2:]), n_comp)
+        volumes = size[3] if len(size) > 3 else 1
+        volume = check_volume(volume, volumes)
         _check_declared_size(reader, path.stat().st_size, compressed=fmt != "nifti", label=label)
         image = reader.Execute()
-    notes: list[str] = []
+    notes = volume_notes(volume, volumes)
     if image.GetDimension() == 4:
-        notes.append(f"4-D file: the first of {size[3]} volumes is shown")
-        image = image[:, :, :, 0]
+        image = image[:, :, :, volume]
     if image.GetDimension() == 3:
         image = sitk.DICOMOrient(image, "LPS")
     pixels = sitk.GetArrayFromImage(image)  # numpy order: z, y, x[, component]
@@ -246,12 +248,33 @@ def read_itk(path: Path, fmt: str, limits: Limits) -> tuple[np.ndarray, Meta]:
         pixels = pixels[..., :3]
     spacing = tuple(float(s) for s in image.GetSpacing())
     meta: Meta = {"source_format": label, "frame_label": "slice", "notes": notes,
-                  "pixel_spacing": positive((spacing[1], spacing[0]))}
+                  "pixel_spacing": positive((spacing[1], spacing[0])), "volumes": volumes,
+                  "volume": volume}
     if len(spacing) > 2:
         meta["slice_spacing"] = positive((spacing[2],))
     if n_comp > 1 and pixels.dtype == np.uint8:
         meta["display_range"] = (0.0, 255.0)
     return pixels.astype(np.float32, copy=False), meta
+
+
+def check_volume(volume: int, volumes: int) -> int:
+    """`volume` when a file of `volumes` volumes has it, else the error that says which it
+    has (checked from the header, before any voxel is read)."""
+    volume = int(volume)
+    if not 0 <= volume < volumes:
+        if volumes == 1:
+            raise ScanError(f"This file holds one volume; there is no volume {volume}. Choose "
+                            "volume 0.", key="scan_one_volume", volume=volume)
+        raise ScanError(f"This file holds {volumes} volumes, 0 to {volumes - 1}; there is no "
+                        f"volume {volume}.", key="scan_no_volume", volume=volume, last=volumes - 1)
+    return volume
+
+
+def volume_notes(volume: int, volumes: int) -> list[str]:
+    """What a reader of a 4-D file says about the volume it read."""
+    if volumes <= 1:
+        return []
+    return [f"4-D file of {volumes} volumes: volume {volume} is shown (0 is the first)"]
 
 
 def named_link(path: Path, named: Path) -> Path:

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from core.errors import ScanError
-from core.imaging.formats import HEAD_BYTES, Limits, Meta, named_link, positive
+from core.imaging.formats import (HEAD_BYTES, Limits, Meta, check_volume, named_link, positive,
+                                  volume_notes)
 
 # The magic of each single file and pair header; Analyze has none (its header is 348 bytes).
 NIFTI1_SINGLE, NIFTI1_PAIR = b"n+1\x00", b"ni1\x00"
@@ -105,9 +106,10 @@ def gzip_holds(path: Path) -> str | None:
 
 
 def read_neuro(path: Path, kind: str, limits: Limits, compressed: bool = False,
-               pair_data: Path | None = None) -> tuple[np.ndarray, Meta]:
-    """The first volume of a NIfTI / MGH file, or of an Analyze or NIfTI pair (`path` its
-    header, `pair_data` its .img), as slices in the orientation of axial DICOM."""
+               pair_data: Path | None = None, volume: int = 0) -> tuple[np.ndarray, Meta]:
+    """One volume (`volume`, from 0) of a NIfTI / MGH file, or of an Analyze or NIfTI pair
+    (`path` its header, `pair_data` its .img), as slices in the orientation of axial DICOM;
+    only that volume's voxels are read."""
     import nibabel as nib  # imported only when such a file arrives
 
     suffix = {"nifti": ".nii", "mgh": ".mgh", "pair-header": ".hdr"}[kind]
@@ -136,15 +138,17 @@ def read_neuro(path: Path, kind: str, limits: Limits, compressed: bool = False,
         slices = shape[2] if len(shape) > 2 else 1
         volumes = shape[3] if len(shape) > 3 else 1
         limits.check_image(rows, cols, slices, components)
+        volume = check_volume(volume, volumes)
         _check_data_fits(image, path, pair_data, compressed, label, shape, dtype, limits)
-        first = image.dataobj[(slice(None),) * 3 + (0,) * (len(shape) - 3)] if len(shape) > 3 \
-            else image.dataobj[...]
-        data = _as_float(np.asarray(first), dtype)
+        chosen = image.dataobj[(slice(None),) * 3 + (volume,) + (0,) * (len(shape) - 4)] \
+            if len(shape) > 3 else image.dataobj[...]
+        data = _as_float(np.asarray(chosen), dtype)
     if data.ndim == 2 + (components == 3):
         data = data[:, :, None]
     data, spacing = _axial(data, image.affine, header.get_zooms()[:3])
-    notes = [f"4-D file: the first of {volumes} volumes is shown"] if volumes > 1 else []
-    meta: Meta = {"source_format": label, "frame_label": "slice", "notes": notes,
+    meta: Meta = {"source_format": label, "frame_label": "slice", "notes": volume_notes(volume,
+                                                                                   volumes),
+                  "volumes": volumes, "volume": volume,
                   "pixel_spacing": positive((spacing[1], spacing[0])),
                   "slice_spacing": positive((spacing[2],))}
     if components == 3 and np.dtype(dtype[0] if dtype.names else dtype) == np.uint8:

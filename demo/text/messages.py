@@ -35,6 +35,8 @@ EN: dict[str, str] = {
                    "work so far is kept. Try fewer steps, a shorter time limit or fewer scans.",
     "stopped_evaluation": "The evaluation was stopped; press Evaluate again to run it.",
     "unknown_method": "The method {method} is not one this app offers; use one of {methods}.",
+    "unknown_slices": "slices can be \"middle\" (the middle slice of a volume) or \"all\" "
+                      "(every slice, each with its own answer), not {slices}.",
     "choose_support": "Give a support set: a .zip with one folder per class holding its scans.",
     "support_needs_classes": "The support set needs at least two class folders, each holding "
                              "scans (the folder's name is the class name).",
@@ -65,6 +67,18 @@ EN: dict[str, str] = {
     "not_added": "Some files were not added:",
     "duplicate_of": "the same picture as {other}, which is already there; skipped.",
     "too_many_examples": "At most {limit} {kind} can be kept in one session.",
+    "too_many_slices": "These {n} slices would pass the limit of {limit} {kind} in one session; "
+                       "there is room for {room}. Choose a shorter range.",
+    "slices_repeated": "{n} of its {total} slices were the same picture as another example, and "
+                       "were added once.",
+    "range_needs_ends": "Give the first and the last slice of the range (0 or more).",
+    "empty_range": "The range from {first} to {last} holds no slice: the first slice must not "
+                   "come after the last.",
+    "range_note": "**Add examples** will add every slice from {first} to {last} of each chosen "
+                  "file: **{n} examples** of {label} per file (a slice that is the same picture "
+                  "as another is added once).",
+    "range_note_no_class": "every slice from {first} to {last} of each chosen file: **{n} "
+                           "examples** per file, once a class is chosen.",
     "unreadable": "{detail}",
     "ct_window_on_other": "{window} is a CT window (Hounsfield units); this file is not CT, so "
                           "its own window was used.",
@@ -77,6 +91,7 @@ EN: dict[str, str] = {
     "manual_needs_width": "For a manual window give a level and a width greater than zero.",
     "preview": "{kind}, {rows} × {columns}{frames}. This is the picture the model will see.",
     "preview_frames": ", {label} {index} of 0–{last}",
+    "preview_volume": ", volume {volume} of 0–{last}",
     "preview_failed": "This file cannot be shown: {detail}",
     # step 3
     "line_wait": "Waiting for the tuning slot: you are number {position} in line "
@@ -326,6 +341,8 @@ KO: dict[str, str] = {
                    "스텝 수나 시간 제한, 스캔 수를 줄여 다시 시도하세요.",
     "stopped_evaluation": "평가가 중지되었습니다. 다시 실행하려면 평가를 누르세요.",
     "unknown_method": "{method} 방법은 이 앱에 없습니다. 다음 중 하나를 쓰세요: {methods}.",
+    "unknown_slices": "slices는 \"middle\"(볼륨의 가운데 슬라이스) 또는 \"all\"(슬라이스마다 "
+                      "따로 답함)이어야 합니다. {slices}은(는) 쓸 수 없습니다.",
     "choose_support": "지원 세트를 주세요: 클래스마다 폴더 하나에 스캔을 담은 .zip 파일.",
     "support_needs_classes": "지원 세트에는 스캔이 든 클래스 폴더가 두 개 이상 있어야 합니다 "
                              "(폴더 이름이 클래스 이름입니다).",
@@ -353,6 +370,17 @@ KO: dict[str, str] = {
     "not_added": "추가하지 못한 파일:",
     "duplicate_of": "이미 있는 {other}와(과) 같은 영상이라 건너뛰었습니다.",
     "too_many_examples": "한 세션에는 {kind} 최대 {limit}개까지 둘 수 있습니다.",
+    "too_many_slices": "이 슬라이스 {n}개를 더하면 한 세션의 {kind} 한도 {limit}개를 넘습니다. "
+                       "남은 자리는 {room}개입니다. 범위를 줄이세요.",
+    "slices_repeated": "슬라이스 {total}개 중 {n}개는 다른 예시와 같은 영상이라 한 번만 "
+                       "추가했습니다.",
+    "range_needs_ends": "범위의 첫 슬라이스와 마지막 슬라이스를 입력하세요 (0 이상).",
+    "empty_range": "{first}부터 {last}까지의 범위에는 슬라이스가 없습니다. 첫 슬라이스가 마지막 "
+                   "슬라이스보다 뒤에 올 수 없습니다.",
+    "range_note": "**예시 추가**를 누르면 고른 파일마다 슬라이스 {first}부터 {last}까지를 모두 "
+                  "추가합니다: 파일마다 {label} **예시 {n}개** (다른 슬라이스와 같은 영상은 한 번만).",
+    "range_note_no_class": "고른 파일마다 슬라이스 {first}부터 {last}까지: 클래스를 고르면 파일마다 "
+                           "**예시 {n}개**.",
     "unreadable": "읽을 수 없습니다 — {detail}",
     "ct_window_on_other": "{window}은(는) CT 창(하운스필드 단위)입니다. 이 파일은 CT가 아니어서 "
                           "파일 자체의 창을 사용했습니다.",
@@ -365,6 +393,7 @@ KO: dict[str, str] = {
     "manual_needs_width": "수동 창에는 중심값(level)과 0보다 큰 폭(width)을 입력하세요.",
     "preview": "{kind}, {rows} × {columns}{frames}. 모델이 보게 될 영상입니다.",
     "preview_frames": ", {label} {index} (0–{last})",
+    "preview_volume": ", 볼륨 {volume} (0–{last})",
     "preview_failed": "이 파일은 표시할 수 없습니다 — {detail}",
     "line_wait": "튜닝 차례를 기다리는 중: 대기 {position}번째 (약 {seconds:.0f}초).",
     "reading": "예시 읽는 중: {done}/{total}",
@@ -600,6 +629,8 @@ CORE_KO: dict[str, str] = {
         "원래 시스템에서 다시 내보내 새 사본을 올리세요.",
     "scan_too_big":
         "이 영상은 여기서 쓸 수 있는 메모리보다 큽니다. 슬라이스 수를 줄이거나 축소한 사본을 올리세요.",
+    "scan_one_volume": "이 파일에는 볼륨이 하나뿐입니다. 볼륨 {volume}은(는) 없습니다. 볼륨 0을 고르세요.",
+    "scan_no_volume": "이 파일의 볼륨은 0부터 {last}까지입니다. 볼륨 {volume}은(는) 없습니다.",
     "scan_no_frame": "{label} {index}은(는) 없습니다: 이 영상은 {n}개입니다 (0부터 {last}까지).",
     "task_two_classes": "과제에는 클래스가 두 개 이상 필요합니다. 구별할 클래스를 추가하세요.",
     "task_class_twice": "클래스 이름 {name}이(가) 두 번 나옵니다. 클래스마다 다른 이름을 주세요.",

@@ -23,8 +23,8 @@ from demo.ui import replies, tools
 from demo.ui.handlers import LOAD_OUTPUTS, Studio
 from demo.ui.replies import AUTO_WINDOW, MANUAL_WINDOW, by_name, window_choices
 from demo.ui.steps.evaluate import CELL_OUTPUTS, EVALUATE_OUTPUTS, PROMOTE_OUTPUTS, TEST_OUTPUTS
-from demo.ui.steps.examples import ADD_OUTPUTS, REMOVE_OUTPUTS
-from demo.ui.steps.predict import PREDICT_OUTPUTS, SLICE_OUTPUTS, VOLUME_OUTPUTS
+from demo.ui.steps.examples import ADD_OUTPUTS, RANGE_OUTPUTS, REMOVE_OUTPUTS, VIEW_OUTPUTS
+from demo.ui.steps.predict import PREDICT_OUTPUTS, SLICE_OUTPUTS, STRIP_OUTPUTS, VOLUME_OUTPUTS
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 from demo.ui.steps.task import PRESET_OUTPUTS, TASK_OUTPUTS
 from demo.ui.steps.tune import ESTIMATE_OUTPUTS, STOP_OUTPUTS, TUNE_OUTPUTS
@@ -49,8 +49,9 @@ def t(key: str):
     return I18N(key)
 
 
-def _window_controls(prefix: str):
-    """Window choice (CT presets only on CT tasks), manual level and width, frame or slice."""
+def _window_controls(prefix: str, volumes: bool = False):
+    """Window choice (CT presets only on CT tasks), manual level and width, frame or slice;
+    with `volumes`, also the volume of a 4-D file (shown once one is seen)."""
     with gr.Row():
         window = gr.Dropdown(window_choices("en", "MRI"), value=AUTO_WINDOW, label=t("window"),
                              elem_id=f"{prefix}-window")
@@ -58,9 +59,11 @@ def _window_controls(prefix: str):
         width = gr.Number(400, label=t("width"), visible=False, minimum=0,
                           elem_id=f"{prefix}-width")
         index = gr.Number(-1, precision=0, label=t("slice"), elem_id=f"{prefix}-slice")
+        volume = gr.Number(0, precision=0, minimum=0, label=t("volume"), visible=False,
+                           elem_id=f"{prefix}-4d-volume") if volumes else None
     manual = (lambda choice: tuple(gr.update(visible=choice == MANUAL_WINDOW) for _ in range(2)))
     window.change(manual, window, [level, width], queue=False, api_visibility="private")
-    return window, level, width, index
+    return (window, level, width, index) + ((volume,) if volumes else ())
 
 
 def _bump(n):
@@ -192,7 +195,7 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
     """Step 2: labelled examples, read with a window and slice, shown as one card per class."""
     with gr.Tab(t("tab_examples")):
         example_class = gr.Dropdown([], label=t("example_class"), elem_id="example-class")
-        window, level, width, index = _window_controls("example")
+        window, level, width, index, volume = _window_controls("example", volumes=True)
         with gr.Row():
             files = gr.File(file_count="multiple", type="filepath", label=t("upload_examples"),
                             elem_id="example-files", scale=2)
@@ -202,6 +205,20 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
                 frame = gr.Slider(0, 1, value=0, step=1, label=t("frame_slider"),
                                   visible=False, elem_id="example-frame")
                 preview_text = gr.Markdown(elem_id="example-preview-text")
+        # a volume seen whole: evenly spaced slices, a click picks one
+        strip = gr.Gallery(label=t("strip"), visible=False, columns=12, height="auto",
+                           fit_columns=False, elem_classes="strip",
+                           object_fit="contain", allow_preview=False, buttons=[],
+                           elem_id="example-strip")
+        strip_slices = gr.State(None)  # the strip's slice numbers, and the volume's count
+        with gr.Group(visible=False, elem_id="example-range") as range_row:
+            every_slice = gr.Checkbox(False, label=t("every_slice"), elem_id="every-slice")
+            with gr.Row():
+                range_first = gr.Number(-1, precision=0, label=t("range_first"),
+                                        visible=False, elem_id="range-first")
+                range_last = gr.Number(-1, precision=0, label=t("range_last"),
+                                       visible=False, elem_id="range-last")
+            range_note = gr.Markdown(elem_id="range-note")
         add = gr.Button(t("add_examples"), variant="primary")
         example_status = gr.Markdown(elem_id="example-status")
         features_status = gr.Markdown(elem_id="features-status")
@@ -225,7 +242,10 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
                            index=index, add=add, example_status=example_status,
                            features_status=features_status, counts=counts, gallery=gallery,
                            remove=remove, cards_rev=cards_rev, files=files, preview=preview,
-                           frame=frame, preview_text=preview_text)
+                           frame=frame, preview_text=preview_text, volume=volume, strip=strip,
+                           strip_slices=strip_slices, range_row=range_row,
+                           every_slice=every_slice, range_first=range_first,
+                           range_last=range_last, range_note=range_note)
 
 
 def _tune_tab(first) -> SimpleNamespace:
@@ -263,8 +283,15 @@ def _predict_tab() -> SimpleNamespace:
                 # the sample flow has a scan to predict too
                 sample_scan = gr.Button(t("sample_to_predict"), size="sm", variant="secondary",
                                         elem_id="sample-to-predict")
-                predict_window, predict_level, predict_width, predict_index = \
-                    _window_controls("predict")
+                predict_window, predict_level, predict_width, predict_index, predict_volume_of = \
+                    _window_controls("predict", volumes=True)
+                # a volume seen whole before it is predicted: a click predicts that slice
+                predict_strip = gr.Gallery(label=t("strip"), visible=False, columns=12,
+                                           height="auto", object_fit="contain",
+                                           fit_columns=False, elem_classes="strip",
+                                           allow_preview=False,
+                                           buttons=[], elem_id="predict-strip")
+                predict_strip_slices = gr.State(None)
                 with gr.Row():
                     predict = gr.Button(t("predict"), variant="primary")
                     predict_volume = gr.Button(t("predict_volume"), variant="secondary",
@@ -313,6 +340,8 @@ def _predict_tab() -> SimpleNamespace:
                            baseline_label=baseline_label, scan=scan, predict_window=predict_window,
                            predict_level=predict_level, predict_width=predict_width,
                            predict_index=predict_index, predict=predict,
+                           predict_volume_of=predict_volume_of, predict_strip=predict_strip,
+                           predict_strip_slices=predict_strip_slices,
                            predict_status=predict_status, legend=legend, alpha=alpha,
                            report=report, scan_view=scan_view, heat=heat, map_class=map_class,
                            cmap=cmap, sample_scan=sample_scan)
@@ -473,29 +502,44 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             api_name="use_samples", concurrency_id="infer",
             concurrency_limit=INFER_CONCURRENCY), studio, ui, session)
 
-        view_inputs = [ui.files, ui.window, ui.level, ui.width, ui.index]
-        view_outputs = [ui.preview, ui.preview_text, ui.frame]
-        # other files in the viewer: their own frame or slice (the middle one), never the
-        # number left from the files before
-        viewed = {name: getattr(ui, name) for name in ("preview", "preview_text", "frame",
-                                                        "index")}
+        view_inputs = [ui.files, ui.window, ui.level, ui.width, ui.index, ui.volume]
+        view = _outputs(ui, session, VIEW_OUTPUTS)
+        shown = by_name(studio.preview, view)
+        ranged = _outputs(ui, session, RANGE_OUTPUTS)
+        range_inputs = [ui.every_slice, ui.range_first, ui.range_last, ui.index,
+                        ui.strip_slices, ui.example_class]
+        # other files in the viewer: their own frame or slice (the middle one) of their first
+        # volume, never the numbers left from the files before
+        viewed = _outputs(ui, session, (*VIEW_OUTPUTS, *RANGE_OUTPUTS, "index", "every_slice"))
         ui.files.change(by_name(studio.preview_new_files, viewed), view_inputs[:4],
                         list(viewed.values()), concurrency_id="infer",
                         concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
-        for trigger in (ui.window.input, ui.index.submit, ui.level.submit, ui.width.submit):
-            trigger(studio.preview, view_inputs, view_outputs, concurrency_id="infer",
+        for trigger in (ui.window.input, ui.index.submit, ui.level.submit, ui.width.submit,
+                        ui.volume.submit):
+            trigger(shown, view_inputs, list(view.values()), concurrency_id="infer",
                     concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
-        # the slider picks the frame or slice that will be added, and shows it
-        # (in the browser: a number typed past the last frame reaches the viewer, which says
-        # there is no such frame, instead of failing in the slider's own bounds check)
+        # the slider, or a click on the strip, picks the frame or slice that will be added,
+        # and shows it (in the browser: a number typed past the last frame reaches the
+        # viewer, which says there is no such frame, instead of failing in the slider's own
+        # bounds check)
         ui.frame.release(None, ui.frame, ui.index, js="(k) => Math.round(k)", queue=False,
                          api_visibility="private").then(
-            studio.preview, view_inputs, view_outputs, concurrency_id="infer",
+            shown, view_inputs, list(view.values()), concurrency_id="infer",
             concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
+        ui.strip.select(studio.strip_clicked, ui.strip_slices, ui.index, queue=False,
+                        api_visibility="private").then(
+            shown, view_inputs, list(view.values()), concurrency_id="infer",
+            concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
+        # every slice from ... to ...: its count said before anything is added
+        for trigger in (ui.every_slice.input, ui.range_first.input, ui.range_last.input,
+                        ui.example_class.change):
+            trigger(by_name(studio.range_said, ranged), range_inputs, list(ranged.values()),
+                    queue=False, api_visibility="private", show_progress="hidden")
         added = _outputs(ui, session, ADD_OUTPUTS)
         ui.add.click(
             by_name(studio.add_examples, added),
-            [session, ui.files, ui.example_class, ui.window, ui.level, ui.width, ui.index],
+            [session, ui.files, ui.example_class, ui.window, ui.level, ui.width, ui.index,
+             ui.volume, ui.every_slice, ui.range_first, ui.range_last],
             list(added.values()), api_name="add_examples", concurrency_id="infer",
             concurrency_limit=INFER_CONCURRENCY).then(
             _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private")
@@ -546,20 +590,40 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             trigger(studio.report_pending, None, ui.report, queue=False,
                     api_visibility="private").then(
                 by_name(handler, outputs), inputs, list(outputs.values()), api_name=api_name,
-                concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY).then(
+                api_visibility="public" if api_name else "private", concurrency_id="infer",
+                concurrency_limit=INFER_CONCURRENCY).then(
                 studio.report, map_inputs, ui.report, api_name=report_api,
                 api_visibility="public" if report_api else "private", concurrency_id="report",
                 concurrency_limit=REPORT_CONCURRENCY).then(
                 studio.report_ready, None, ui.report, queue=False, api_visibility="private")
 
         view = [session, ui.scan, ui.predict_window, ui.predict_level, ui.predict_width]
-        predicting(ui.predict.click, studio.predict, [*view, ui.predict_index, ui.alpha, ui.cmap],
+        looks = [ui.alpha, ui.cmap, ui.predict_volume_of]
+        predicting(ui.predict.click, studio.predict, [*view, ui.predict_index, *looks],
                    PREDICT_OUTPUTS, "predict", report_api="report")
         # every slice of a volume; sliding then shows another slice with its map
         predicting(ui.predict_volume.click, studio.predict_volume,
-                   [*view, ui.volume_step, ui.alpha, ui.cmap], VOLUME_OUTPUTS, "predict_volume")
+                   [*view, ui.volume_step, *looks], VOLUME_OUTPUTS, "predict_volume")
         predicting(ui.volume_slice.release, studio.show_slice,
-                   [*view, ui.volume_slice, ui.alpha, ui.cmap], SLICE_OUTPUTS, "show_slice")
+                   [*view, ui.volume_slice, *looks], SLICE_OUTPUTS, "show_slice")
+        # a scan chosen: of a volume, its strip of slices (and its 4-D volume's box); a click
+        # on one predicts that slice
+        stripped = _outputs(ui, session, STRIP_OUTPUTS)
+        strip_inputs = [ui.scan, ui.predict_window, ui.predict_level, ui.predict_width,
+                        ui.predict_volume_of]
+        renewed = _outputs(ui, session, (*STRIP_OUTPUTS, "predict_index"))
+        ui.scan.change(by_name(studio.predict_new_scan, renewed), strip_inputs[:4],
+                       list(renewed.values()), concurrency_id="infer",
+                       concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
+        ui.predict_volume_of.submit(by_name(studio.predict_strip, stripped), strip_inputs,
+                                    list(stripped.values()), concurrency_id="infer",
+                                    concurrency_limit=INFER_CONCURRENCY,
+                                    api_visibility="private")
+        picked = ui.predict_strip.select(studio.strip_clicked, ui.predict_strip_slices,
+                                         ui.predict_index, queue=False,
+                                         api_visibility="private")
+        predicting(picked.then, studio.predict, [*view, ui.predict_index, *looks],
+                   PREDICT_OUTPUTS, None)
         for trigger, name in ((ui.map_class.input, "change_map"), (ui.alpha.release, None),
                               (ui.cmap.input, None)):
             trigger(studio.report_pending, None, ui.report, queue=False,

@@ -56,6 +56,19 @@ def slice_value(index: float | int | None) -> int | None:
     return None if index is None or int(index) < 0 else int(index)
 
 
+def slice_range(first: float | int | None, last: float | int | None) -> range:
+    """Every slice from `first` to `last`, both included (an empty range when they are the
+    wrong way round: it is said, never turned)."""
+    if first is None or last is None or int(first) < 0 or int(last) < 0:
+        raise UserError("range_needs_ends")
+    return range(int(first), int(last) + 1)
+
+
+def volume_value(volume: float | int | None) -> int:
+    """A 4-D file's volume from its box (0, the first, when left empty)."""
+    return 0 if volume is None else int(volume)
+
+
 # ---- how replies are made -----------------------------------------------------------------
 def _request_of(fn: Callable, args, kwargs):
     try:

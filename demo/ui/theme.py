@@ -100,6 +100,9 @@ _CARDS = """
 #class-table td, #class-table th {white-space: pre-wrap !important; vertical-align: top;}
 .card-gallery .thumbnail-item, .card-gallery button {max-width: 140px; max-height: 140px;}
 .class-card {border: 1px solid #d5d9e6; border-radius: 8px; padding: 6px 10px; margin-top: 8px;}
+/* a volume's strip of slices is as tall as its thumbnails (no empty gallery space below) */
+#example-strip .grid-wrap, #predict-strip .grid-wrap {min-height: 0; height: auto;}
+.strip .thumbnail-item, .strip button {max-width: 100px; max-height: 100px;}
 """
 # A toast's heading is Gradio's own word for its kind ("Warning", "Info"), in English whatever
 # title the server gives; the page tells its language (HEAD), and Korean pages show Korean.

@@ -4,6 +4,10 @@ tool for agents. They run the same session code as the page (every model use thr
 `demo.runtime.compute`, so they work on ZeroGPU too), on a fresh session per call; the files
 they are given are deleted once read.
 
+The classify tools read a volume (a NIfTI file, a multi-frame DICOM, a zip of one DICOM
+series) at its middle slice, or, with `slices="all"`, slice by slice: the page's volume
+prediction (`Session.predict_volume`), one entry per slice.
+
 A problem with the input is raised as `gr.Error` with a message a person understands: a tool
 has no status line, and an agent reads the error.
 """
@@ -25,6 +29,11 @@ from demo.text.messages import UserError, core_text
 DEFAULT_TEMPLATE = "a photo of a {}."
 FEW_SHOT_METHODS = ("biomed-dpt",) + names(ZERO_SHOT, FITTED)  # the app's methods
 MAX_WAIT_S = 600.0
+SLICES = ("middle", "all")  # a volume's middle slice, or each slice (`Session.predict_volume`)
+BASELINE_METHODS = names(FITTED)  # fitted on the support set's features, not prompts
+
+Probabilities = dict[str, float]  # class -> probability
+PerSlice = list[dict]  # [{"slice": i, "probabilities": {class: p}}], `VolumePrediction.rows`
 
 
 def _path(file: Any) -> str:
@@ -35,10 +44,24 @@ def _path(file: Any) -> str:
     return getattr(file, "path", "") or ""
 
 
+def _scan_path(image: Any) -> str:
+    path = _path(image)
+    if not path:
+        raise UserError("choose_scan")
+    return path
+
+
 def _classes(classes: str) -> list[list[str]]:
     """'a, b' or one class per line -> table rows."""
     parts = [p.strip() for chunk in (classes or "").splitlines() for p in chunk.split(",")]
     return [[p, ""] for p in parts if p]
+
+
+def _each_slice(slices: str) -> bool:
+    """Whether a classify tool answers slice by slice ("all") or for the middle slice."""
+    if slices not in SLICES:
+        raise UserError("unknown_slices", slices=repr(slices))
+    return slices == "all"
 
 
 def _answered(tool: Callable) -> Callable:
@@ -92,47 +115,91 @@ class Tools:
         return session
 
     def _predict(self, session, image: Any):
-        path = _path(image)
-        if not path:
-            raise UserError("choose_scan")
-        return session.predict(self.studio.model_info(), path, None, None, self.studio.precision)
+        return session.predict(self.studio.model_info(), _scan_path(image), None, None,
+                               self.studio.precision)
+
+    def _predict_volume(self, session, image: Any):
+        """Each slice classified by the session's tuned prompts, else zero-shot (every slice
+        up to `MAX_SLICES`, then evenly spaced ones; a single picture is slice 0)."""
+        return session.predict_volume(self.studio.model_info(), _scan_path(image), None, None,
+                                      self.studio.precision)
+
+    def _baseline_rows(self, session, image: Any, method: str) -> PerSlice:
+        """Each slice classified by a baseline fitted on the session's examples: the slices
+        `predict_volume` classified, their plain features (cached by it) through the
+        baseline, as `Session.scores` does for one scan."""
+        from dataclasses import replace
+
+        from core.imaging import load_scan
+        from demo.work.prediction import slice_pictures
+
+        volume = self._predict_volume(session, image)
+        info = self.studio.model_info()
+        # the pictures `predict_volume` made: their features are found by their digest
+        slices = slice_pictures(load_scan(_scan_path(image)), None, volume.slices)
+        features = session.features_of(info, slices, 0, self.studio.precision)
+        baseline = session.baseline(info, method)
+        if baseline is None:  # a class whose scans could not be read
+            raise UserError("need_examples", classes=", ".join(
+                c for c, n in session.counts().items() if n == 0))
+        probs = baseline.predict_proba(features)
+        return replace(volume, classifier=method, probabilities=[
+            {name: float(p) for name, p in zip(session.classes, row)} for row in probs]).rows()
 
     # ---- the tools --------------------------------------------------------------------------
     @_answered
     def classify_zero_shot(self, image: FileData, classes: str,
-                           template: str = DEFAULT_TEMPLATE) -> dict[str, float]:
+                           template: str = DEFAULT_TEMPLATE,
+                           slices: str = "middle") -> Probabilities | PerSlice:
         """Classify a medical image (DICOM, PNG, JPEG, NIfTI) among given classes with the
-        frozen BiomedCLIP, no examples needed: the probability of each class.
+        frozen BiomedCLIP, no examples needed: the probability of each class (with
+        slices="all", a list of {"slice": number, "probabilities": {class: probability}}).
 
         Args:
-            image: the scan to classify.
+            image: the scan to classify; a volume (NIfTI, multi-frame DICOM, a .zip of one
+                DICOM series) is read at its middle slice unless `slices` is "all".
             classes: the class names, separated by commas or one per line (at least two).
             template: the sentence the model reads for each class, with {} where the class name
                 goes, e.g. "a MR photo of a {} in the brain.".
+            slices: "middle" (the middle slice of a volume) or "all" (each slice classified,
+                numbered from 0; past 64 slices, every k-th; a single picture is slice 0).
         """
-        return self._predict(self._session(template, classes), image).zero_shot
+        each = _each_slice(slices)
+        session = self._session(template, classes)
+        if each:
+            return self._predict_volume(session, image).rows()
+        return self._predict(session, image).zero_shot
 
     @_answered
     def classify_few_shot(self, support_set: FileData, image: FileData,
-                          method: str = "biomed-dpt",
-                          template: str = DEFAULT_TEMPLATE) -> dict[str, float]:
+                          method: str = "biomed-dpt", template: str = DEFAULT_TEMPLATE,
+                          slices: str = "middle") -> Probabilities | PerSlice:
         """Classify a medical image after learning from a few labelled examples: the
-        probability of each class. `biomed-dpt` tunes prompts on the examples (seconds on a
-        GPU, up to a minute on a CPU); the others fit in milliseconds.
+        probability of each class (with slices="all", a list of {"slice": number,
+        "probabilities": {class: probability}}). `biomed-dpt` tunes prompts on the examples
+        (seconds on a GPU, up to a minute on a CPU); the others fit in milliseconds.
 
         Args:
             support_set: a .zip holding one folder per class (the folder's name is the class
                 name) with a few scans each.
-            image: the scan to classify.
+            image: the scan to classify; a volume (NIfTI, multi-frame DICOM, a .zip of one
+                DICOM series) is read at its middle slice unless `slices` is "all".
             method: biomed-dpt, zero-shot, tip-adapter or linear-probe.
             template: the sentence the model reads for each class, with {} for the class name.
+            slices: "middle" (the middle slice of a volume) or "all" (each slice classified,
+                numbered from 0; past 64 slices, every k-th; a single picture is slice 0).
         """
         if method not in FEW_SHOT_METHODS:
             raise UserError("unknown_method", method=repr(method),
                             methods=", ".join(FEW_SHOT_METHODS))
+        each = _each_slice(slices)
         session = self._support(support_set, template)
         if method == "biomed-dpt":
             self._tune(session)
+        if each:  # tuned prompts, else zero-shot, unless a baseline is asked for
+            if method in BASELINE_METHODS:
+                return self._baseline_rows(session, image, method)
+            return self._predict_volume(session, image).rows()
         prediction = self._predict(session, image)
         if method == "biomed-dpt":
             return prediction.tuned
@@ -141,15 +208,24 @@ class Tools:
         return session.scores(self.studio.model_info(), method)
 
     @_answered
-    def classify_with_prompts(self, prompts: FileData, image: FileData) -> dict[str, float]:
+    def classify_with_prompts(self, prompts: FileData, image: FileData,
+                              slices: str = "middle") -> Probabilities | PerSlice:
         """Classify a medical image with prompts tuned earlier in this app (the .safetensors
-        file its Tune step saves): the probability of each of their classes.
+        file its Tune step saves): the probability of each of their classes (with
+        slices="all", a list of {"slice": number, "probabilities": {class: probability}}).
 
         Args:
             prompts: the prompts file.
-            image: the scan to classify.
+            image: the scan to classify; a volume (NIfTI, multi-frame DICOM, a .zip of one
+                DICOM series) is read at its middle slice unless `slices` is "all".
+            slices: "middle" (the middle slice of a volume) or "all" (each slice classified,
+                numbered from 0; past 64 slices, every k-th; a single picture is slice 0).
         """
-        return self._predict(self._prompted_session(prompts), image).tuned
+        each = _each_slice(slices)
+        session = self._prompted_session(prompts)
+        if each:
+            return self._predict_volume(session, image).rows()
+        return self._predict(session, image).tuned
 
     @_answered
     def explain(self, image: FileData, classes: str = "", class_name: str = "",

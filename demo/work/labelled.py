@@ -17,17 +17,20 @@ class LabelledScans:
     `selected`, and its task's classes)."""
 
     def add_examples(self, files: Sequence[tuple[str, str]], label: str, window=None,
-                     index: int | None = None, suffix: str = "") -> tuple[int, list[Problem]]:
+                     index: int | range | None = None, suffix: str = "", volume: int = 0
+                     ) -> tuple[int, list[Problem]]:
         """Read each (path, name as uploaded) file; keep the good ones, report the others by
         their name. Only the decoded pictures are kept; the same picture twice is skipped.
-        `suffix` marks the examples' names (e.g. as sample scans)."""
+        `index`: the slice of each file (None: its middle one), or a range of slices, each an
+        example; `volume`: of a 4-D file. `suffix` marks the examples' names (e.g. as sample
+        scans)."""
         self.require_task()
         if label not in self.classes:
             raise UserError("choose_class", classes=", ".join(self.classes))
         items = [(label, path, name) for path, name in files]
         return read_scans(
             self.examples, "examples", items, window, index,
-            lambda lab, kept: f"{lab} #{sum(e.label == lab for e in kept) + 1}{suffix}")
+            lambda lab, kept: f"{lab} #{sum(e.label == lab for e in kept) + 1}{suffix}", volume)
 
     def remove_selected(self) -> Example | None:
         if self.selected is None or not 0 <= self.selected < len(self.examples):
@@ -50,14 +53,14 @@ class LabelledScans:
 
 
     def add_test_files(self, files: Sequence[tuple[str, str]], label: str, window=None,
-                       index: int | None = None) -> tuple[int, list[Problem]]:
+                       index: int | None = None, volume: int = 0) -> tuple[int, list[Problem]]:
         """Labelled scans for evaluation, given with their class."""
         self.require_task()
         if label not in self.classes:
             raise UserError("choose_test_class", classes=", ".join(self.classes))
-        return self._add_test([(label, p, name) for p, name in files], window, index)
+        return self._add_test([(label, p, name) for p, name in files], window, index, volume)
 
-    def add_test_zip(self, path: str, window=None, index: int | None = None
+    def add_test_zip(self, path: str, window=None, index: int | None = None, volume: int = 0
                      ) -> tuple[int, list[Problem]]:
         """Labelled scans for evaluation from a zip holding one folder per class; each is
         reported by its path inside the zip."""
@@ -73,12 +76,12 @@ class LabelledScans:
                         "zip_folder", folder=repr(folder_name or "(none)"))))
                 else:
                     items.append((label, str(member), where))
-            added, unreadable = self._add_test(items, window, index)
+            added, unreadable = self._add_test(items, window, index, volume)
         return added, problems + unreadable
 
-    def _add_test(self, items, window, index) -> tuple[int, list[Problem]]:
+    def _add_test(self, items, window, index, volume: int = 0) -> tuple[int, list[Problem]]:
         return read_scans(self.test_set, "test scans", items, window, index,
-                               lambda label, kept: f"{label} (test)")
+                          lambda label, kept: f"{label} (test)", volume)
 
     def overlap(self) -> int:
         """Test scans that are also training examples (the same picture)."""

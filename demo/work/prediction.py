@@ -42,6 +42,8 @@ class Prediction:
     window: str = "auto"  # how the scan was drawn, for the report
     frame: int | None = None
     n_frames: int = 1
+    volume: int = 0  # of a 4-D file, the one predicted (of `volumes`)
+    volumes: int = 1
     digest: str = ""
     plain: torch.Tensor | None = None  # (D,) its plain BiomedCLIP feature, for the baselines
 
@@ -64,13 +66,13 @@ class Predicting:
     """The prediction side of a `Session`: one scan at a time, kept in its `prediction`."""
 
     def predict(self, info: ModelInfo, path: str, window=None, index: int | None = None,
-                precision: str = "auto", scan=None) -> Prediction:
-        """Classify one scan with the tuned prompts, zero-shot and the baseline, and find the
-        examples it resembles most; the scan is encoded once per image tower, in one compute
-        call that also makes the map of the class ranked first (`scan`: the file, read
-        already)."""
+                precision: str = "auto", scan=None, volume: int = 0) -> Prediction:
+        """Classify one scan (of a 4-D file, its volume `volume`) with the tuned prompts,
+        zero-shot and the baseline, and find the examples it resembles most; the scan is
+        encoded once per image tower, in one compute call that also makes the map of the
+        class ranked first (`scan`: the file, read already)."""
         self.require_task()
-        scan = load_scan(path) if scan is None else scan
+        scan = load_scan(path, volume=volume) if scan is None else scan
         picture, _ = scan_picture(scan, window, index)
         picture = kept_picture(picture)
         digest = picture_digest(picture)
@@ -99,29 +101,27 @@ class Predicting:
             suggested_modality=suggest_modality(scan),
             colour_mismatch=colour_mismatch(picture, self.modality),
             window=window_name(window if window_applies(scan, window) else None),
-            frame=frame_used(scan, index), n_frames=scan.n_frames, digest=digest,
-            plain=plain[0])
+            frame=frame_used(scan, index), n_frames=scan.n_frames, volume=scan.volume,
+            volumes=scan.volumes, digest=digest, plain=plain[0])
         prediction.maps[top] = heat
         self.prediction = prediction
         return prediction
 
     def predict_volume(self, info: ModelInfo, path: str, window=None, step: int | None = None,
                        precision: str = "auto", stop: str | None = None,
-                       progress=None) -> VolumePrediction | None:
+                       progress=None, volume: int = 0) -> VolumePrediction | None:
         """Classify every slice of a volume (every `step`-th; by default every slice up to
         `MAX_SLICES`, past that as many evenly spaced ones) with the tuned prompts (zero-shot
         before any tuning), in one compute call; then the slice the model is most confident
         about is predicted as one scan, with its map. None when stopped (`stop`: the run's
-        stop file); `progress(done, total)` counts the slices encoded."""
+        stop file); `progress(done, total)` counts the slices encoded; `volume`: of a 4-D
+        file."""
         self.require_task()
-        scan = load_scan(path)
+        scan = load_scan(path, volume=volume)
         n = scan.n_frames
         step = max(1, int(step)) if step else max(1, math.ceil(n / MAX_SLICES))
         numbers = list(range(0, n, step))
-        slices = []
-        for i in numbers:
-            picture = kept_picture(scan_picture(scan, window, i if n > 1 else None)[0])
-            slices.append(Example(0, "", picture, picture, f"slice {i}", picture_digest(picture)))
+        slices = slice_pictures(scan, window, numbers)
         classifier = self.tuned or self.zero_shot(info)
         vp = classifier.cfg.n_vision_prompts if self.tuned is not None else 0
         features = self.features_of(info, slices, vp, precision, progress, stop)
@@ -130,11 +130,11 @@ class Predicting:
         probs = classifier.proba(features)
         per_slice = [_as_dict(classifier.classnames, row) for row in probs]
         best = numbers[int(probs.max(dim=1).values.argmax())]
-        volume = VolumePrediction(numbers, per_slice, "tuned" if self.tuned is not None
-                                  else "zero-shot", scan.frame_label, n, best, step)
+        along = VolumePrediction(numbers, per_slice, "tuned" if self.tuned is not None
+                                 else "zero-shot", scan.frame_label, n, best, step, scan.volume)
         self.predict(info, path, window, best if n > 1 else None, precision, scan=scan)
-        self.volume = volume
-        return volume
+        self.volume = along
+        return along
 
     def scores(self, info: ModelInfo, method: str) -> dict[str, float]:
         """The last predicted scan's class probabilities by a baseline (`COMPARED`) fitted on
@@ -180,11 +180,22 @@ class VolumePrediction:
     n_frames: int
     best: int
     step: int = 1
+    volume: int = 0  # of a 4-D file, the one predicted
 
     def rows(self) -> list[dict]:
         """One entry per slice predicted: {"slice": i, "probabilities": {class: p}}."""
         return [{"slice": i, "probabilities": dict(p)}
                 for i, p in zip(self.slices, self.probabilities)]
+
+
+def slice_pictures(scan, window, numbers: Sequence[int]) -> list[Example]:
+    """Slices `numbers` of a scan as the pictures the model sees, each with its digest (their
+    features are cached by it); a single picture is itself."""
+    out = []
+    for i in numbers:
+        picture = kept_picture(scan_picture(scan, window, i if scan.n_frames > 1 else None)[0])
+        out.append(Example(0, "", picture, picture, f"slice {i}", picture_digest(picture)))
+    return out
 
 
 def scan_notes(p: Prediction, modality: str | None, lang: str) -> list[str]:

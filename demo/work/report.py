@@ -57,16 +57,20 @@ def report_name(ctx: ReportContext, top: str, when: datetime) -> str:
 
 
 def write_report(folder: Path, prediction: Prediction, heat: np.ndarray, ctx: ReportContext,
-                 when: datetime | None = None) -> Path:
+                 when: datetime | None = None, volume=None) -> Path:
     """Write the report into `folder` and return its path: the task and how the scan was drawn,
     the scan as the model saw it beside the map on screen (the same overlay), and the class
-    probabilities. The PNG also carries its facts as text metadata (`biomed-dpt-report`,
-    JSON), so that what it shows can be checked. Drawn with Pillow: a report follows every
-    prediction, and a figure library's layout engine would cost more than the prediction."""
+    probabilities; of a volume predicted slice by slice (`volume`), also its plot along the
+    slices. The PNG also carries its facts as text metadata (`biomed-dpt-report`, JSON), so
+    that what it shows can be checked. Drawn with Pillow: a report follows every prediction,
+    and a figure library's layout engine would cost more than the prediction (the plot of a
+    volume, which a person asked for, is the one figure)."""
     when = when or datetime.now().astimezone()
     lang = ctx.lang
     facts = report_facts(prediction, ctx, when)
-    page = Image.new("RGB", REPORT_SIZE, "white")
+    plot = _plot_picture(volume, prediction, lang) if volume is not None else None
+    height = REPORT_SIZE[1] + (plot.height + 8 if plot is not None else 0)
+    page = Image.new("RGB", (REPORT_SIZE[0], height), "white")
     draw = ImageDraw.Draw(page)
     lines = [text(lang, "report_title") + " · " + text(lang, "report_made", when=facts["made"]),
              text(lang, "report_model", name=ctx.model)]
@@ -90,9 +94,17 @@ def write_report(folder: Path, prediction: Prediction, heat: np.ndarray, ctx: Re
         _write(draw, (left + side // 2, top - 24), _fit(title, 14, side + 30), 14, anchor="ma")
         page.paste(picture.resize((side, side), Image.BICUBIC), (left, top))
     _probability_bars(draw, prediction, lang, box=(690, 170, 1180, 540))
-    _write(draw, (12, REPORT_SIZE[1] - 24), text(lang, "report_disclaimer"), 13, WARNING_COLOUR)
+    if plot is not None:
+        page.paste(plot, (12, REPORT_SIZE[1] - 16))
+    _write(draw, (12, height - 24), text(lang, "report_disclaimer"), 13, WARNING_COLOUR)
     path = Path(folder) / report_name(ctx, prediction.top, when)
     public = {k: v for k, v in facts.items() if not k.endswith("_line")}
+    if volume is not None:  # what the plot shows, slice by slice
+        public.update(best_slice=volume.best, slice_step=volume.step,
+                      slice_classifier=volume.classifier,
+                      slices=[{"slice": r["slice"], "probabilities": {
+                          k: round(v, 6) for k, v in r["probabilities"].items()}}
+                          for r in volume.rows()])
     info = PngImagePlugin.PngInfo()
     info.add_text("biomed-dpt-report", json.dumps(public))
     page.save(path, format="PNG", pnginfo=info, compress_level=1)  # fast; ~1 MB at most
@@ -156,11 +168,15 @@ def report_facts(prediction: Prediction, ctx: ReportContext, when: datetime) -> 
     else:
         index = prediction.frame if prediction.frame is not None else prediction.n_frames // 2
         where = text(lang, "report_slice", index=index, last=prediction.n_frames - 1)
+    if prediction.volumes > 1:
+        where += text(lang, "preview_volume", volume=prediction.volume,
+                      last=prediction.volumes - 1)
     return {
         "model": ctx.model, "demo_model": ctx.demo_model, "modality": ctx.modality,
         "organ": ctx.organ, "classes": list(ctx.classes), "template": ctx.template,
         "window": prediction.window, "frame": prediction.frame,
-        "frames": prediction.n_frames, "top": prediction.top, "explained": ctx.explained,
+        "frames": prediction.n_frames, "volume": prediction.volume,
+        "volumes": prediction.volumes, "top": prediction.top, "explained": ctx.explained,
         "opacity": round(float(ctx.alpha), 3), "colour_map": ctx.cmap,
         "tuned": {k: round(v, 6) for k, v in prediction.tuned.items()},
         "zero_shot": {k: round(v, 6) for k, v in prediction.zero_shot.items()},
@@ -260,10 +276,20 @@ PLOT_COLOURS = ("#1f5fbf", "#d97706", "#059669", "#be185d", "#6d28d9", "#0e7490"
                 "#9f1239")  # one per class, told apart in colour and order
 
 
-def slice_plot(volume, shown: int | None, lang: str = "en") -> Figure:
+def _plot_picture(volume, prediction: Prediction, lang: str) -> Image.Image:
+    """The volume's plot as the report shows it, across the page, the slice of the report
+    marked."""
+    shown = prediction.frame if prediction.frame is not None else volume.n_frames // 2
+    fig = slice_plot(volume, shown, lang, size=(11.76, 3.2))
+    fig.canvas.draw()
+    return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
+
+
+def slice_plot(volume, shown: int | None, lang: str = "en",
+               size: tuple[float, float] = (8, 3.6)) -> Figure:
     """A volume's probabilities slice by slice: the slice on the x axis, one line per class,
     the slice shown marked, and the one the model is most confident about named."""
-    fig = Figure(figsize=(8, 3.6), dpi=100, layout="constrained")
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     label = text(lang, "frame_word" if volume.frame_label == "frame" else "slice_word")

@@ -57,10 +57,13 @@ class Problem:
 
 
 def read_scans(target: list[Example], kind: str, items, window, index,
-               name: Callable[[str, list[Example]], str]) -> tuple[int, list[Problem]]:
+               name: Callable[[str, list[Example]], str], volume: int = 0
+               ) -> tuple[int, list[Problem]]:
     """Read (class, path, where) items into `target` (the examples, or the test scans): only
     the decoded pictures are kept, the same picture twice is skipped, and a file that cannot
-    be read is reported by `where` and loses nothing else. `name(label, target)` names each
+    be read is reported by `where` and loses nothing else. `index`: the frame or slice (None:
+    the middle one), or a `range` of them, each its own picture (of a file with several;
+    a single picture is itself); `volume`: of a 4-D file. `name(label, target)` names each
     new one. Returns how many were added, and the problems."""
     added, problems = 0, []
     seen = {e.digest: e for e in target}
@@ -68,22 +71,47 @@ def read_scans(target: list[Example], kind: str, items, window, index,
         try:
             if len(target) >= MAX_EXAMPLES:
                 raise UserError("too_many_examples", limit=MAX_EXAMPLES, kind=kind)
-            scan = load_series(path) if isinstance(path, tuple) else load_scan(path)
-            picture, note = scan_picture(scan, window, index)
-            picture = kept_picture(picture)
-            digest = picture_digest(picture)
-            if digest in seen:
-                raise UserError("duplicate_of", other=seen[digest].name)
-            example = Example(new_uid(), label, picture, thumbnail(picture),
-                              name(label, target), digest)
-            target.append(example)
-            seen[digest] = example
-            added += 1
+            scan = (load_series(path, volume=volume) if isinstance(path, tuple)
+                    else load_scan(path, volume=volume))
+            numbers = slices_chosen(scan, index)
+            if len(target) + len(numbers) > MAX_EXAMPLES:
+                raise UserError("too_many_slices", n=len(numbers), limit=MAX_EXAMPLES, kind=kind,
+                                room=MAX_EXAMPLES - len(target))
+            repeated, note = 0, None
+            for i in numbers:
+                picture, note = scan_picture(scan, window, i)
+                picture = kept_picture(picture)
+                digest = picture_digest(picture)
+                if digest in seen:
+                    if len(numbers) == 1:
+                        raise UserError("duplicate_of", other=seen[digest].name)
+                    repeated += 1  # a range's blank or repeated slices: said once, below
+                    continue
+                example = Example(new_uid(), label, picture, thumbnail(picture),
+                                  name(label, target), digest)
+                target.append(example)
+                seen[digest] = example
+                added += 1
+            if repeated:
+                problems.append(Problem(where, UserError("slices_repeated", n=repeated,
+                                                         total=len(numbers)), added=True))
             if note is not None:
                 problems.append(Problem(where, note, added=True))
         except StudioError as exc:
             problems.append(Problem(where, exc))
     return added, problems
+
+
+def slices_chosen(scan: Scan, index) -> list[int | None]:
+    """The frames or slices to read: the one chosen (None: the middle one), or each of a
+    `range` (both ends checked). A single picture is itself, whatever was chosen."""
+    if not isinstance(index, range) or scan.n_frames <= 1:
+        return [None if isinstance(index, range) else index]
+    if len(index) == 0:
+        raise UserError("empty_range", first=index.start, last=index.stop - 1)
+    frame_index(scan, index.start)
+    frame_index(scan, index[-1])
+    return list(index)
 
 
 def paired(items) -> list:
@@ -119,6 +147,24 @@ def scan_picture(scan: Scan, window=None, index: int | None = None
         window = None
     frame = frame_used(scan, index)
     return to_rgb(scan, window=window or None, index=frame), note
+
+
+STRIP = 12  # the viewer's strip: at most this many slices of a volume, evenly spaced
+STRIP_SIDE = 96
+
+
+def strip_of(scan: Scan, window=None, most: int = STRIP) -> list[tuple[int, Image.Image]]:
+    """Small pictures of evenly spaced frames or slices (the first and the last among them),
+    in `window`, each with its number: a volume seen whole, to pick a slice by looking."""
+    window = window if window_applies(scan, window) else None
+    numbers = sorted({int(round(k)) for k in np.linspace(0, scan.n_frames - 1,
+                                                          min(most, scan.n_frames))})
+    out = []
+    for i in numbers:
+        small = to_rgb(scan, window=window or None, index=i)
+        small.thumbnail((STRIP_SIDE, STRIP_SIDE))
+        out.append((i, small))
+    return out
 
 
 def frame_used(scan: Scan, index: int | None) -> int | None:

@@ -46,8 +46,9 @@ def test_every_image_nibabel_ships_loads_with_its_values(name):
     np.testing.assert_allclose(np.sort(scan.pixels.ravel()), np.sort(expected.ravel()),
                                rtol=1e-6)
     assert scan.frame_label == "slice" and scan.source_format in ("NIfTI", "NIfTI-2", "MGH")
-    shown_first = any("volumes is shown" in n for n in scan.notes)
-    assert shown_first == (len(image.shape) == 4 and image.shape[3] > 1)
+    four_d = len(image.shape) == 4 and image.shape[3] > 1
+    assert any("volume 0 is shown" in n for n in scan.notes) == four_d
+    assert (scan.volumes, scan.volume) == ((image.shape[3] if four_d else 1), 0)
 
 
 @pytest.mark.parametrize("name", ["anatomical.nii", "reoriented_anat_moved.nii",
@@ -81,7 +82,12 @@ def test_scaled_4d_and_nan_voxels_are_read_as_nibabel_reads_them(tmp_path):
     image.to_filename(tmp_path / "scaled.nii")
     scan = load_scan(tmp_path / "scaled.nii")
     np.testing.assert_allclose(scan.pixels, axial(values[..., 0] * 0.5 - 10))
-    assert "first of 3 volumes" in scan.notes[0]
+    assert "of 3 volumes: volume 0 is shown" in scan.notes[0]
+    for k in (1, 2):  # the volume chosen is read, and said
+        chosen = load_scan(tmp_path / "scaled.nii", volume=k)
+        np.testing.assert_allclose(chosen.pixels, axial(values[..., k] * 0.5 - 10))
+        assert (chosen.volumes, chosen.volume) == (3, k) and f"volume {k} is shown" in \
+            chosen.notes[0]
     holes = np.ones((4, 4, 2), np.float32)
     holes[0, 0, 0] = np.nan
     nib.Nifti1Image(holes, LPS).to_filename(tmp_path / "holes.nii")
@@ -181,3 +187,38 @@ def test_limits_are_checked_from_the_header_before_any_voxel(tmp_path):
     packed.write_bytes(gzip.compress(raw))
     with pytest.raises(ScanError, match="damaged or incomplete|limit"):
         load_scan(packed)
+
+
+@pytest.mark.parametrize("name", ["functional.nii", "example_nifti2.nii.gz"])
+def test_each_volume_of_a_4d_file_nibabel_ships_is_nibabels(name):
+    """Any volume can be chosen; one past the last is refused from the header, saying which
+    volumes there are; a file of one volume has only volume 0."""
+    image = nib.load(DATA / name)
+    last = image.shape[3] - 1
+    for k in (0, last // 2, last):
+        expected = np.nan_to_num(np.asarray(image.dataobj[..., k], dtype=np.float64))
+        scan = load_scan(DATA / name, volume=k)
+        np.testing.assert_allclose(np.sort(scan.pixels.ravel()), np.sort(expected.ravel()),
+                                   rtol=1e-6)
+        assert scan.volume == k and scan.volumes == last + 1
+    with pytest.raises(ScanError, match=f"0 to {last}; there is no volume {last + 1}") as info:
+        load_scan(DATA / name, volume=last + 1)
+    assert info.value.key == "scan_no_volume"
+    with pytest.raises(ScanError, match="holds one volume") as one:
+        load_scan(DATA / "anatomical.nii", volume=1)
+    assert one.value.key == "scan_one_volume"
+
+
+def test_a_volume_of_a_4d_metaimage_is_chosen_as_with_nifti(tmp_path):
+    """SimpleITK's 4-D files (MetaImage) take the same volume choice."""
+    import SimpleITK as sitk
+
+    values = np.arange(3 * 4 * 5 * 6, dtype=np.int16).reshape(3, 4, 5, 6)  # t, z, y, x
+    sitk.WriteImage(sitk.JoinSeries([sitk.GetImageFromArray(v) for v in values]),
+                    str(tmp_path / "series.mha"))
+    scan = load_scan(tmp_path / "series.mha", volume=2)
+    assert (scan.volumes, scan.volume) == (3, 2)
+    np.testing.assert_array_equal(np.sort(scan.pixels.ravel()),
+                                  np.sort(values[2].astype(np.float32).ravel()))
+    with pytest.raises(ScanError, match="no volume 3"):
+        load_scan(tmp_path / "series.mha", volume=3)

@@ -7,11 +7,25 @@ import gradio as gr
 
 from core.errors import StudioError
 from demo.text.messages import UserError, core_text, language, text
-from demo.ui.replies import answers, problems_text, slice_value, uploads_of, window_value
+from demo.ui.replies import (answers, problems_text, slice_range, slice_value, uploads_of,
+                             volume_value, window_value)
 
 ADD_OUTPUTS = ("session", "files", "example_status", "gallery", "counts")
 REMOVE_OUTPUTS = ("session", "example_status", "gallery", "counts")
 FEATURES_OUTPUTS = ("session", "features_status")
+# the viewer: the picture, what it is, and for a volume its slider, its strip of slices, the
+# choice of its 4-D volume and of a range of slices to add
+VIEW_OUTPUTS = ("preview", "preview_text", "frame", "strip", "strip_slices", "volume",
+                "range_row")
+RANGE_OUTPUTS = ("range_first", "range_last", "range_note")
+
+
+def single_view() -> dict:
+    """The viewer's volume controls hidden (a picture of one frame; new updates each time:
+    Gradio consumes them)."""
+    return {"frame": gr.update(visible=False), "strip": gr.update(value=None, visible=False),
+            "strip_slices": None, "volume": gr.update(visible=False),
+            "range_row": gr.update(visible=False)}
 
 
 class ExamplesStep:
@@ -28,9 +42,11 @@ class ExamplesStep:
 
     @answers(ADD_OUTPUTS, status="example_status")
     def add_examples(self, session: Any, files, label: str, window: str, level=None,
-                     width=None, index=-1, request: gr.Request = None, toast: bool = False
-                     ) -> dict:
-        """Add scans to a class. Files that could not be added are also said in a toast (the
+                     width=None, index=-1, volume=0, every_slice: bool = False, first=0,
+                     last=0, request: gr.Request = None, toast: bool = False) -> dict:
+        """Add scans to a class: of each file its chosen slice (`index`, -1: the middle one),
+        or with `every_slice` each slice from `first` to `last`, each an example; of a 4-D
+        file, volume `volume`. Files that could not be added are also said in a toast (the
         status line may be out of view); with `toast`, so is the whole result."""
         lang = language(request)
         session = self._session(session, request)
@@ -38,8 +54,9 @@ class ExamplesStep:
         self._keep(session, [p for p, _ in uploads])
         if not uploads:
             raise UserError("choose_files")
+        chosen = slice_range(first, last) if every_slice else slice_value(index)
         added, problems = session.add_examples(uploads, label, window_value(window, level, width),
-                                               slice_value(index))
+                                               chosen, volume=volume_value(volume))
         key = "added_example" if added == 1 else "added_examples"
         message = text(lang, key, n=added, label=label) + problems_text(lang, problems,
                                                                          "not_added")
@@ -74,11 +91,13 @@ class ExamplesStep:
         yield {"session": session,
                "features_status": text(lang, "features_ready" if ready else "features_stopped")}
 
-    @answers(3, interactive=True)
-    def preview(self, files, window: str, level=None, width=None, index=-1,
-                request: gr.Request = None):
-        """The scan viewer: the first chosen file as the model will see it, with its size and
-        frames. Reads the file; needs no model, but waits for its load (the imports)."""
+    @answers(VIEW_OUTPUTS, status="preview_text", interactive=True)
+    def preview(self, files, window: str, level=None, width=None, index=-1, volume=0,
+                request: gr.Request = None) -> dict:
+        """The scan viewer: the first chosen file as the model will see it, with its size,
+        its frames or slices (a slider, and a strip of them to pick one by looking) and, of a
+        4-D file, which volume. Reads the file; needs no model, but waits for its load (the
+        imports)."""
         self.model_info()
         from core.imaging import load_scan, load_series
         from core.overlay import model_view
@@ -86,42 +105,97 @@ class ExamplesStep:
 
         lang = language(request)
         uploads = uploads_of(files if isinstance(files, list) else [files] if files else [])
-        hidden = gr.update(visible=False)
         if not uploads:
-            return None, "", hidden
+            return {"preview": None, "preview_text": "", **single_view()}
         _, path, name = paired([("", p, n) for p, n in uploads])[0]  # a pair is one scan
         try:
-            scan = load_series(path) if isinstance(path, tuple) else load_scan(path)
+            volume = volume_value(volume)
+            scan = (load_series(path, volume=volume) if isinstance(path, tuple)
+                    else load_scan(path, volume=volume))
             picture, note = scan_picture(scan, window_value(window, level, width),
                                          slice_value(index))
         except StudioError as exc:
             detail = exc.text(lang) if isinstance(exc, UserError) else core_text(lang, exc)
-            # a frame that is not there: the slider stays, to pick one that is
-            slider = gr.skip() if slice_value(index) is not None else hidden
-            return None, name + ": " + text(lang, "preview_failed", detail=detail), slider
-        frames, slider = "", hidden
+            reply = {"preview": None,
+                     "preview_text": name + ": " + text(lang, "preview_failed", detail=detail)}
+            # a frame or volume that is not there: the controls stay, to pick one that is
+            return reply if slice_value(index) is not None or volume_value(volume) else {
+                **reply, **single_view()}
+        frames, view = "", single_view()
+        owner = self._owner(request)
         if scan.n_frames > 1:
             shown = frame_used(scan, slice_value(index))
             shown = scan.n_frames // 2 if shown is None else shown
             frames = text(lang, "preview_frames", label=scan.frame_label, index=shown,
                           last=scan.n_frames - 1)
-            slider = gr.update(visible=True, minimum=0, maximum=scan.n_frames - 1, value=shown)
+            view.update(self._volume_view(owner, scan, window_value(window, level, width), shown))
+        if scan.volumes > 1:
+            frames += text(lang, "preview_volume", volume=scan.volume, last=scan.volumes - 1)
+            view["volume"] = gr.update(visible=True, maximum=scan.volumes - 1)
         kind = scan.modality or scan.source_format
         about = name + ": " + text(lang, "preview", kind=kind, rows=scan.rows,
                                    columns=scan.columns, frames=frames)
         if note is not None:
             about += " " + note.text(lang)
-        owner = self._owner(request)
         if owner:
             self.files.remember(owner, list(path) if isinstance(path, tuple) else [path])
-        return self._picture(owner, model_view(picture), "preview"), about, slider
+        return {"preview": self._picture(owner, model_view(picture), "preview"),
+                "preview_text": about, **view}
+
+    def _volume_view(self, owner: str | None, scan, window, shown: int) -> dict:
+        """The viewer's controls for a scan of several frames or slices: the slider on the
+        one shown, the strip of evenly spaced ones (their numbers kept, for a click), and
+        the choice of a range of slices."""
+        strip, slices = self._strip(owner, scan, window)
+        return {"frame": gr.update(visible=True, minimum=0, maximum=scan.n_frames - 1,
+                                   value=shown),
+                "strip": strip, "strip_slices": slices, "range_row": gr.update(visible=True)}
+
+    def _strip(self, owner: str | None, scan, window) -> tuple[dict, dict]:
+        """A volume's strip of evenly spaced slices, each captioned with its number, and
+        what a click on one needs: their numbers (and the volume's count)."""
+        from demo.work.scans import strip_of
+
+        strip = [(self._picture(owner, picture, f"strip-{i}"), str(i))
+                 for i, picture in strip_of(scan, window)]
+        return (gr.update(value=strip, visible=True, selected_index=None),
+                {"slices": [int(c) for _, c in strip], "frames": scan.n_frames})
 
     def preview_new_files(self, files, window: str, level=None, width=None,
                           request: gr.Request = None) -> dict:
         """The viewer after other files were chosen (or the box was emptied): the first one's
-        middle frame or slice, and the slice box back to "middle"."""
-        picture, about, slider = self.preview(files, window, level, width, -1, request)
-        return {"preview": picture, "preview_text": about, "frame": slider, "index": -1}
+        middle frame or slice of its first volume, and the slice box back to "middle"."""
+        shown = self.preview(files, window, level, width, -1, 0, request)
+        return {**shown, "volume": {**shown.get("volume", gr.update()), "value": 0}, "index": -1,
+                "every_slice": False, "range_first": gr.update(value=-1, visible=False),
+                "range_last": gr.update(value=-1, visible=False), "range_note": ""}
+
+    @staticmethod
+    def strip_clicked(strip_slices, evt: gr.SelectData):
+        """A click on the strip's `evt.index`-th thumbnail chooses that slice."""
+        slices = (strip_slices or {}).get("slices", [])
+        return slices[evt.index] if 0 <= evt.index < len(slices) else gr.skip()
+
+    @staticmethod
+    def range_said(every_slice: bool, first, last, index, strip_slices, label,
+                   request: gr.Request = None) -> dict:
+        """When every slice from … to … is chosen: its ends (at first around the slice shown)
+        and, before anything is added, how many examples it makes."""
+        lang = language(request)
+        if not every_slice:
+            return {"range_first": gr.update(visible=False), "range_last": gr.update(
+                visible=False), "range_note": ""}
+        frames = int((strip_slices or {}).get("frames", 1))
+        shown = slice_value(index)
+        shown = frames // 2 if shown is None else min(shown, frames - 1)
+        first = int(first) if first is not None and first >= 0 else max(0, shown - 4)
+        last = int(last) if last is not None and last >= 0 else min(frames - 1, shown + 4)
+        n = max(0, last - first + 1)
+        note = (text(lang, "range_note", first=first, last=last, n=n, label=label) if label
+                else text(lang, "range_note_no_class", first=first, last=last, n=n))
+        return {"range_first": gr.update(value=first, visible=True, maximum=frames - 1),
+                "range_last": gr.update(value=last, visible=True, maximum=frames - 1),
+                "range_note": note}
 
     def class_cards(self, session) -> list[dict]:
         """What each class's card shows: name, descriptions, count, its thumbnails."""

@@ -7,7 +7,8 @@ import gradio as gr
 
 from demo.runtime import storage
 from demo.text.messages import UserError, language, text
-from demo.ui.replies import COLOUR_MAPS, answers, slice_value, uploads_of, window_value
+from demo.ui.replies import (COLOUR_MAPS, answers, slice_value, uploads_of, volume_value,
+                             window_value)
 from demo.work.prediction import scan_notes
 
 KEEP_REPORTS = 3
@@ -30,6 +31,8 @@ PREDICT_OUTPUTS = ("session", "tuned_label", "zero_label", "scan_view", "heat", 
 # the API's /predict_volume answers first with one entry per slice
 VOLUME_OUTPUTS = ("volume_rows", *PREDICT_OUTPUTS, "predict_index")
 SLICE_OUTPUTS = (*PREDICT_OUTPUTS, "predict_index")
+# a scan chosen: of a volume, its strip of slices (their numbers kept) and its 4-D volume's box
+STRIP_OUTPUTS = ("predict_strip", "predict_strip_slices", "predict_volume_of")
 
 
 def no_volume() -> dict:
@@ -44,15 +47,49 @@ class PredictStep:
 
     @answers(PREDICT_OUTPUTS, status="predict_status", interactive=True)
     def predict(self, session: Any, file, window: str, level=None, width=None, index=-1,
-                alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None) -> dict:
+                alpha: float = 0.45, cmap: str = "jet", volume=0, request: gr.Request = None
+                ) -> dict:
+        """One scan predicted: its slice `index` (-1: the middle one) of volume `volume` (of
+        a 4-D file)."""
         lang = language(request)
         session = self._session(session, request)
         path = self._scan_file(session, file)
         info = self.model_info()
         session.predict(info, path, window_value(window, level, width), slice_value(index),
-                        self.precision)
+                        self.precision, volume=volume_value(volume))
         session.volume = None  # one scan now: the volume's plot no longer applies
         return self.prediction_view(session, info, lang, alpha, cmap)
+
+    @answers(STRIP_OUTPUTS)
+    def predict_strip(self, file, window: str, level=None, width=None, volume=0,
+                      request: gr.Request = None) -> dict:
+        """The scan chosen to predict, seen whole when it is a volume: a strip of its slices
+        to pick one by looking, and of a 4-D file the choice of its volume."""
+        from core.imaging import load_scan
+
+        uploads = uploads_of([file] if file else [])
+        hidden = {"predict_strip": gr.update(value=None, visible=False),
+                  "predict_strip_slices": None, "predict_volume_of": gr.update(visible=False)}
+        if not uploads:
+            return hidden
+        self.model_info()  # the imports
+        scan = load_scan(uploads[0][0], volume=volume_value(volume))
+        owner = self._owner(request)
+        reply = dict(hidden)
+        if scan.n_frames > 1:
+            reply["predict_strip"], reply["predict_strip_slices"] = self._strip(
+                owner, scan, window_value(window, level, width))
+        if scan.volumes > 1:
+            reply["predict_volume_of"] = gr.update(visible=True, maximum=scan.volumes - 1)
+        return reply
+
+    def predict_new_scan(self, file, window: str, level=None, width=None,
+                         request: gr.Request = None) -> dict:
+        """Another scan chosen: its strip, on its middle slice of its first volume (never the
+        numbers left from the scan before)."""
+        shown = self.predict_strip(file, window, level, width, 0, request)
+        return {**shown, "predict_volume_of": {**shown.get("predict_volume_of", gr.update()),
+                                               "value": 0}, "predict_index": -1}
 
     def _scan_file(self, session, file) -> str:
         """The scan to predict, kept as the session's file; or the reason there is none."""
@@ -64,11 +101,12 @@ class PredictStep:
 
     @answers(VOLUME_OUTPUTS, status="predict_status", interactive=True)
     def predict_volume(self, session: Any, file, window: str, level=None, width=None, step=0,
-                       alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None,
-                       progress=gr.Progress()) -> dict:
-        """Every slice of a volume classified (every `step`-th; 0: every slice up to 64, then
-        evenly spaced ones), its probabilities plotted slice by slice, and the slice the model
-        is most confident about shown with its map."""
+                       alpha: float = 0.45, cmap: str = "jet", volume=0,
+                       request: gr.Request = None, progress=gr.Progress()) -> dict:
+        """Every slice of a volume (of a 4-D file, of volume `volume`) classified (every
+        `step`-th; 0: every slice up to 64, then evenly spaced ones), its probabilities
+        plotted slice by slice, and the slice the model is most confident about shown with
+        its map."""
         from demo.work.prediction import MAX_SLICES
 
         lang = language(request)
@@ -83,7 +121,7 @@ class PredictStep:
 
         volume = session.predict_volume(info, path, window_value(window, level, width),
                                         int(step or 0) or None, self.precision,
-                                        progress=counted)
+                                        progress=counted, volume=volume_value(volume))
         reply = self.prediction_view(session, info, lang, alpha, cmap)
         if volume.n_frames == 1:
             said = text(lang, "volume_single")
@@ -101,15 +139,16 @@ class PredictStep:
 
     @answers(SLICE_OUTPUTS, status="predict_status", interactive=True)
     def show_slice(self, session: Any, file, window: str, level=None, width=None, index=0,
-                   alpha: float = 0.45, cmap: str = "jet", request: gr.Request = None) -> dict:
+                   alpha: float = 0.45, cmap: str = "jet", volume=0, request: gr.Request = None
+                   ) -> dict:
         """Another slice of the volume predicted slice by slice: its prediction and map, marked
-        on the plot."""
+        on the plot (of a 4-D file, in the volume predicted)."""
         lang = language(request)
         session = self._session(session, request)
         path = self._scan_file(session, file if session.volume is not None else None)
         info = self.model_info()
         session.predict(info, path, window_value(window, level, width), int(index),
-                        self.precision)
+                        self.precision, volume=session.volume.volume)
         reply = self.prediction_view(session, info, lang, alpha, cmap)
         where = text(lang, "volume_slice_shown", label=text(lang, "slice_word"), index=int(index),
                      last=session.volume.n_frames - 1, best=session.volume.best)
@@ -190,7 +229,10 @@ class PredictStep:
                             template=session.template, explained=class_name,
                             alpha=float(alpha), cmap=cmap, lang=lang)
         folder = self.files.downloads(session.owner)
-        path = write_report(folder, session.prediction, session.map_for(info, class_name), ctx)
+        volume = session.volume if session.volume is not None and \
+            session.volume.n_frames > 1 else None  # the plot of the volume predicted
+        path = write_report(folder, session.prediction, session.map_for(info, class_name), ctx,
+                            volume=volume)
         # keep the last few (a click may be fetching the previous one), delete older ones
         older = sorted(folder.glob("biomed-dpt-report_*.png"), key=lambda p: p.stat().st_mtime)
         for stale in older[:-KEEP_REPORTS]:

@@ -4,13 +4,15 @@ drawn curves and maps, the files it downloads. Screenshots of every step go to o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from demo.text.messages import text
-from tests.demo.browser import (CHROMIUM, ENGLISH_WORD, FLAGS, answer_after, choose, colour_share,
-                                fill_cell, options_of, picture_in, predict_example_picture, shot,
+from tests.demo.browser import (CHROMIUM, ENGLISH_WORD, FLAGS, answer_after,
+                                choose, colour_share, fill_cell, options_of,
+                                picture_in, predict_example_picture, shot,
                                 text_of, use_sample_scans, wait_text)
 from tests.demo.conftest import class_zip, real_scan
 
@@ -690,4 +692,126 @@ def test_a_volume_is_predicted_slice_by_slice_in_the_browser(app_url, tmp_path):
         wait_text(page, "#predict-status", f"slice {other} of 0–9 (most confident: {best})")
         assert page.locator("#predict-slice input").first.input_value() == str(other)
         shot(page, "volume-2-another-slice")
+        browser.close()
+
+
+def _ct_series_zip(folder, n: int = 8) -> str:
+    """A zip of one CT series of `n` DICOM files written by pydicom from its real CT slice:
+    each slice the anatomy moved and its attenuation changed a little, at its own position
+    (the files in shuffled order)."""
+    import zipfile
+
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    anatomy = ds.pixel_array.astype(np.int16)
+    path = folder / "ct-series.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for k in np.random.default_rng(0).permutation(n):
+            ds.ImagePositionPatient = [0.0, 0.0, 2.5 * float(k)]
+            ds.InstanceNumber = int(k) + 1
+            ds.PixelData = (np.roll(anatomy, 6 * int(k), axis=0) + 15 * int(k)).astype(
+                np.int16).tobytes()
+            one = folder / f"slice-{k}.dcm"
+            ds.save_as(one)
+            z.write(one, f"series/IM{k:04d}")
+    return str(path)
+
+
+def test_volumes_are_seen_whole_added_by_range_and_predicted_whole(app_url, tmp_path):
+    """A CT volume from a zipped DICOM series and a 4-D NIfTI (nibabel's): the viewer shows a
+    strip of slices (a click picks one) and, for the 4-D file, its volume; every slice from a
+    to b is said with its count, then added; in Predict a click on the strip predicts that
+    slice, and "Predict every slice" draws the plot that the report then carries."""
+    import nibabel as nib
+    from playwright.sync_api import sync_playwright
+
+    series = _ct_series_zip(tmp_path)
+    four_d = str(Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz")
+    with sync_playwright() as p:
+        browser, context, page = _browser(p, "en-US")
+        page.goto(app_url)
+        use_sample_scans(page)
+        page.get_by_role("tab", name="2 · Examples").click()
+        page.locator("#example-files input[type=file]").set_input_files(series)
+        wait_text(page, "#example-preview-text", "slice 4 of 0–7")
+        strip = page.locator("#example-strip")
+        strip.locator("img").nth(7).wait_for()
+        assert strip.locator("img").count() == 8
+        shot(page, "volumes-1-ct-series-strip")
+        middle = picture_in(page, "#example-preview")
+        strip.locator("img").nth(2).click()  # the third thumbnail: slice 2
+        wait_text(page, "#example-preview-text", "slice 2 of 0–7")
+        assert page.locator("#example-slice input").input_value() == "2"
+        assert picture_in(page, "#example-preview").tobytes() != middle.tobytes()
+        shot(page, "volumes-2-slice-picked-by-look")
+        page.locator("#every-slice input").check()
+        note = wait_text(page, "#range-note", "examples")
+        assert "every slice from 0 to 6" in note  # around the slice shown
+        first = page.locator("#range-first input")
+        first.fill("3")
+        first.press("Tab")
+        last = page.locator("#range-last input")
+        last.fill("7")
+        last.press("Tab")
+        note = wait_text(page, "#range-note", "from 3 to 7")
+        assert "5 examples" in note
+        shot(page, "volumes-3-range-said")
+        answer_after(page, "#example-status", page.get_by_role("button", name="Add examples")
+                     .click)
+        assert "Added 5 examples" in wait_text(page, "#example-status", "Added")
+        shot(page, "volumes-4-range-added")
+        # a 4-D NIfTI: its volume chosen, then one slice of it added
+        page.locator("#example-files input[type=file]").set_input_files(four_d)
+        wait_text(page, "#example-preview-text", "volume 0 of 0–1")
+        assert page.locator("#every-slice input").is_checked() is False  # a new file: reset
+        volume_box = page.locator("#example-4d-volume input")
+        first_volume = picture_in(page, "#example-preview")
+        volume_box.fill("1")
+        volume_box.press("Enter")
+        wait_text(page, "#example-preview-text", "volume 1 of 0–1")
+        assert picture_in(page, "#example-preview").tobytes() != first_volume.tobytes()
+        shot(page, "volumes-5-4d-volume-chosen")
+        answer_after(page, "#example-status", page.get_by_role("button", name="Add examples")
+                     .click)
+        assert "Added 1 example" in wait_text(page, "#example-status", "Added")
+
+        page.get_by_role("tab", name="4 · Predict").click()
+        page.locator("#predict-scan input[type=file]").set_input_files(series)
+        pstrip = page.locator("#predict-strip")
+        pstrip.locator("img").nth(7).wait_for()
+        pstrip.locator("img").nth(3).click()
+        wait_text(page, "#predict-status", "Top class")
+        assert page.locator("#predict-slice input").input_value() == "3"
+        shot(page, "volumes-6-predict-strip-click")
+        page.locator("#predict-volume").click()
+        wait_text(page, "#predict-status", "Classified 8 of the 8 slices")
+        page.locator("#volume-plot img").wait_for()
+        assert colour_share(picture_in(page, "#volume-plot"), "#1f5fbf") > 0.002
+        page.wait_for_function("() => !document.querySelector('#report button, #report a')"
+                               "?.hasAttribute('disabled')")
+        _, saved = _download(page, "#report", tmp_path, "volume-report.png")
+        report = Image.open(saved)
+        facts = json.loads(report.text["biomed-dpt-report"])
+        assert [r["slice"] for r in facts["slices"]] == list(range(8))
+        assert report.height > 800 and colour_share(report, "#1f5fbf") > 0.001
+        shot(page, "volumes-7-every-slice-and-report")
+        # the 4-D file's second volume, predicted whole
+        page.locator("#predict-scan").get_by_role("button", name="Clear").click()
+        page.locator("#predict-scan input[type=file]").set_input_files(four_d)
+        pvolume = page.locator("#predict-4d-volume input")
+        pvolume.wait_for()
+        pvolume.fill("1")
+        pvolume.press("Enter")
+        page.locator("#predict-volume").click()
+        said = wait_text(page, "#predict-status", "Classified 24 of the 24 slices")
+        assert "most confident about slice" in said
+        page.wait_for_function("() => !document.querySelector('#report button, #report a')"
+                               "?.hasAttribute('disabled')")
+        _, saved = _download(page, "#report", tmp_path, "4d-report.png")
+        facts = json.loads(Image.open(saved).text["biomed-dpt-report"])
+        assert (facts["volume"], facts["volumes"]) == (1, 2) and len(facts["slices"]) == 24
+        shot(page, "volumes-8-4d-predicted-whole")
         browser.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -273,3 +274,27 @@ def test_a_volume_is_predicted_slice_by_slice_through_the_api(app_url, tmp_path)
     every_third = client.predict(volume, AUTO, 40, 400, 3, api_name="/predict_volume")[0]
     assert [r["slice"] for r in every_third] == [0, 3, 6, 9]
     assert every_third[1]["probabilities"] == pytest.approx(rows[3]["probabilities"], abs=1e-6)
+
+
+def test_a_slice_range_and_a_4d_volume_through_the_api(app_url, tmp_path):
+    """/add_examples takes every slice from a to b (each an example) and a 4-D file's volume;
+    /predict and /predict_volume take the volume too."""
+    import nibabel as nib
+
+    client = Client(app_url, verbose=False)
+    set_task(client, ROWS, modality="MRI")
+    functional = str(Path(nib.__file__).parent / "tests" / "data" / "functional.nii")
+    out = client.predict([handle_file(functional)], ROWS[0][0], AUTO, 40, 400, -1, 7, True, 0,
+                         2, api_name="/add_examples")
+    assert "Added 3 examples" in out[1]
+    missing = client.predict([handle_file(functional)], ROWS[0][0], AUTO, 40, 400, -1, 20,
+                             api_name="/add_examples")
+    assert "there is no volume 20" in missing[1]
+    seventh = client.predict(handle_file(functional), AUTO, 40, 400, 1, 0.45, "jet", 7,
+                             api_name="/predict")
+    first = predict(client, functional, index=1)
+    zero = confidences(seventh[1])  # nothing tuned: zero-shot
+    assert zero != confidences(first[1])
+    rows = client.predict(handle_file(functional), AUTO, 40, 400, 0, 0.45, "jet", 7,
+                          api_name="/predict_volume")[0]
+    assert rows[1]["probabilities"] == pytest.approx(zero, abs=1e-6)

@@ -556,14 +556,117 @@ def test_sample_scans_set_a_whole_task_in_one_click(studio):
     assert "Every class has examples: tune in step 3" in out["task_status"]  # not "add some"
 
 
-def test_the_viewer_offers_a_slider_for_volumes(studio, tmp_path):
+def test_the_viewer_offers_a_slider_and_a_strip_for_volumes(studio, tmp_path):
+    """A volume is seen whole: a slider, and a strip of its slices (ends included) whose
+    click picks that slice; a single picture has neither."""
+    from gradio import SelectData
+
     volume = real_scan("emri_small.dcm", tmp_path)
-    picture, about, slider = studio.preview([volume], AUTO_WINDOW, None, None, 3)
-    assert Image.open(picture).size == (224, 224)
+    view = studio.preview([volume], AUTO_WINDOW, None, None, 3)
+    assert Image.open(view["preview"]).size == (224, 224)
+    about, slider = view["preview_text"], view["frame"]
     assert "slice 3 of 0–9" in about or "frame 3 of 0–9" in about
     assert slider["visible"] is True and slider["maximum"] == 9 and slider["value"] == 3
+    strip = view["strip"]["value"]
+    assert [caption for _, caption in strip] == [str(i) for i in range(10)]
+    assert all(max(Image.open(path).size) <= 96 for path, _ in strip)
+    assert view["strip_slices"] == {"slices": list(range(10)), "frames": 10}
+    assert view["range_row"]["visible"] is True and view["volume"]["visible"] is False
+    click = SelectData(None, {"index": 7, "value": None})
+    assert studio.strip_clicked(view["strip_slices"], click) == 7
     single = studio.preview([real_scan("CT_small.dcm", tmp_path)], AUTO_WINDOW, None, None, -1)
-    assert single[2]["visible"] is False
+    assert single["frame"]["visible"] is False and single["strip"]["visible"] is False
+    assert single["range_row"]["visible"] is False
+
+
+def test_every_slice_from_a_to_b_is_said_then_added_each_as_an_example(studio, tmp_path):
+    """The count is said before anything is added; each slice of the range becomes an example
+    (pictures equal to another are added once, said); a range past the last slice or the
+    wrong way round is refused and adds nothing."""
+    import nibabel as nib
+    import numpy as np
+
+    session = Session()
+    studio.set_task(session, "MRI", None, "a {} photo.", ROWS, 12.5, 0.25)
+    label = ROWS[0][0]
+    values = np.zeros((24, 24, 12), np.int16)
+    for k in range(8):  # slices 0-7 differ; 8-11 are the same blank picture
+        values[k:k + 6, 3 + k:9 + k, k] = 100 + 20 * k
+    path = tmp_path / "volume.nii.gz"
+    nib.Nifti1Image(values, np.eye(4)).to_filename(path)
+    view = studio.preview([str(path)], AUTO_WINDOW, None, None, -1)
+    said = studio.range_said(True, -1, -1, -1, view["strip_slices"], label)
+    assert (said["range_first"]["value"], said["range_last"]["value"]) == (2, 10)
+    assert "every slice from 2 to 10" in said["range_note"] and "**9 examples**" in said[
+        "range_note"] and label in said["range_note"]
+    assert "**3 examples**" in studio.range_said(True, 6, 8, -1, view["strip_slices"],
+                                                 label)["range_note"]
+    assert studio.range_said(False, 6, 8, -1, view["strip_slices"], label)["range_note"] == ""
+    out = studio.add_examples(session, [str(path)], label, AUTO_WINDOW, None, None, -1, 0,
+                              True, 5, 11)
+    # slices 5, 6, 7 and one blank: the three other blank ones are the same picture
+    assert len(session.examples) == 4 and "Added 4 examples" in out["example_status"]
+    assert "3 of its 7 slices were the same picture as another example" in out[
+        "example_status"]
+    from core.imaging import load_scan
+    from demo.work.scans import kept_picture, picture_digest, scan_picture
+
+    scan = load_scan(path)
+    expected = [picture_digest(kept_picture(scan_picture(scan, None, k)[0])) for k in (5, 6, 7)]
+    assert [e.digest for e in session.examples[:3]] == expected
+    for first, last, why in ((10, 12, "There is no slice 12"), (7, 3, "no slice"),
+                             (-1, 3, "first and the last slice")):
+        refused = studio.add_examples(session, [str(path)], label, AUTO_WINDOW, None, None, -1,
+                                      0, True, first, last)
+        assert why in refused["example_status"] and len(session.examples) == 4
+    # a single picture in the same upload is itself, once
+    png = real_scan("CT_small.dcm", tmp_path)
+    studio.add_examples(session, [png], label, AUTO_WINDOW, None, None, -1, 0, True, 0, 3)
+    assert len(session.examples) == 5
+
+
+def test_a_volume_of_a_4d_file_is_chosen_in_the_viewer_and_used(studio, tmp_path):
+    """The viewer offers the volume of a 4-D file; adding and predicting use the one chosen,
+    and a volume that is not there is said, losing nothing."""
+    import nibabel as nib
+    import numpy as np
+    from core.imaging import load_scan
+    from demo.work.scans import kept_picture, picture_digest, scan_picture
+
+    functional = Path(nib.__file__).parent / "tests" / "data" / "functional.nii"
+    view = studio.preview([str(functional)], AUTO_WINDOW, None, None, -1, 5)
+    assert "volume 5 of 0–19" in view["preview_text"]
+    assert view["volume"]["visible"] is True and view["volume"]["maximum"] == 19
+    session = Session()
+    studio.set_task(session, "MRI", None, "a {} photo.", ROWS, 12.5, 0.25)
+    studio.add_examples(session, [str(functional)], ROWS[0][0], AUTO_WINDOW, None, None, 1, 5)
+    fifth = load_scan(functional, volume=5)
+    assert session.examples[0].digest == picture_digest(kept_picture(scan_picture(fifth, None,
+                                                                                  1)[0]))
+    assert not np.array_equal(fifth.pixels, load_scan(functional).pixels)
+    missing = studio.add_examples(session, [str(functional)], ROWS[0][0], AUTO_WINDOW, None,
+                                  None, 1, 20)
+    assert "0 to 19; there is no volume 20" in missing["example_status"]
+    assert len(session.examples) == 1
+    gone = studio.preview([str(functional)], AUTO_WINDOW, None, None, -1, 20)
+    assert "no volume 20" in gone["preview_text"] and "volume" not in gone  # the box stays
+    # the predict step: the strip and the volume box appear with the scan
+    strip = studio.predict_new_scan(str(functional), AUTO_WINDOW)
+    assert strip["predict_volume_of"]["visible"] is True and strip["predict_index"] == -1
+    assert strip["predict_strip_slices"]["frames"] == 3
+
+
+def test_a_click_on_the_predict_strip_chooses_that_slice(studio, tmp_path):
+    from gradio import SelectData
+
+    volume = real_scan("emri_small.dcm", tmp_path)
+    strip = studio.predict_new_scan(volume, AUTO_WINDOW)
+    assert strip["predict_strip"]["visible"] is True
+    assert [c for _, c in strip["predict_strip"]["value"]] == [str(i) for i in range(10)]
+    assert strip["predict_volume_of"]["visible"] is False  # one volume: no box
+    click = SelectData(None, {"index": 4, "value": None})
+    assert studio.strip_clicked(strip["predict_strip_slices"], click) == 4
+    assert studio.predict_new_scan(None, AUTO_WINDOW)["predict_strip"]["visible"] is False
 
 
 def test_model_loads_in_the_background_and_the_page_says_so():
@@ -684,7 +787,7 @@ def test_the_report_numbers_frames_as_the_page_does(studio, tmp_path):
     from demo.work.report import ReportContext, report_facts
 
     volume = real_scan("emri_small.dcm", tmp_path)
-    about = studio.preview([volume], AUTO_WINDOW, None, None, 3)[1]
+    about = studio.preview([volume], AUTO_WINDOW, None, None, 3)["preview_text"]
     session = Session()
     studio.set_task(session, "MRI", None, "a {} photo.", ROWS, 12.5, 0.25)
     studio.predict(session, volume, AUTO_WINDOW, None, None, 3)
@@ -753,10 +856,11 @@ def test_other_files_in_the_viewer_start_at_their_middle_slice(studio, tmp_path)
     volume = real_scan("emri_small.dcm", tmp_path)  # 10 frames
     shown = studio.preview_new_files([volume], AUTO_WINDOW)
     assert shown["index"] == -1 and shown["frame"]["maximum"] == 9
-    assert shown["frame"]["value"] == 5
-    assert studio.preview_new_files(None, AUTO_WINDOW) == {
-        "preview": None, "preview_text": "", "frame": {"__type__": "update", "visible": False},
-        "index": -1}
+    assert shown["frame"]["value"] == 5 and shown["volume"]["value"] == 0
+    assert shown["every_slice"] is False and shown["range_first"]["value"] == -1
+    empty = studio.preview_new_files(None, AUTO_WINDOW)
+    assert empty["preview"] is None and empty["preview_text"] == "" and empty["index"] == -1
+    assert empty["frame"] == {"__type__": "update", "visible": False}
 
 
 def test_files_that_cannot_be_added_are_also_said_in_a_toast(studio, tmp_path):
@@ -963,9 +1067,10 @@ def test_an_analyze_pair_uploaded_together_is_one_example_and_a_4d_nifti_is_read
                                 AUTO_WINDOW)
     assert "Upload both files together" in alone["example_status"]
     functional = Path(nib.__file__).parent / "tests" / "data" / "functional.nii"
-    picture, about, slider = studio.preview([str(functional)], AUTO_WINDOW, None, None, -1)
-    assert picture is not None and "NIfTI" in about and "damaged" not in about
-    assert slider["visible"] is True and slider["maximum"] == 2
+    view = studio.preview([str(functional)], AUTO_WINDOW, None, None, -1)
+    assert view["preview"] is not None and "NIfTI" in view["preview_text"]
+    assert "damaged" not in view["preview_text"]
+    assert view["frame"]["visible"] is True and view["frame"]["maximum"] == 2
 
 
 def test_a_volume_is_predicted_slice_by_slice_and_each_slice_shows_its_map(studio, tmp_path):

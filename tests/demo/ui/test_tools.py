@@ -32,6 +32,41 @@ def support_zip(folder: Path) -> str:
     return class_zip(folder / "support.zip", SUPPORT)
 
 
+def nifti(folder: Path) -> str:
+    """A small NIfTI volume: 8 slices of 32x32, each a different picture."""
+    import nibabel as nib
+    import numpy as np
+
+    y, x = np.mgrid[:32, :32]
+    volume = np.stack([np.sin(x * (k + 1) / 6) + (y > 4 * k) for k in range(8)], axis=-1)
+    path = folder / "volume.nii.gz"
+    nib.Nifti1Image(volume.astype(np.float32), np.eye(4)).to_filename(path)
+    return str(path)
+
+
+def multi_frame(folder: Path) -> str:
+    return copy("emri_small.dcm", folder)  # 10 frames
+
+
+def png(folder: Path) -> str:
+    """A 2-D picture: a grey disc on black."""
+    import numpy as np
+
+    y, x = np.mgrid[:64, :64]
+    path = folder / "picture.png"
+    Image.fromarray(np.where((x - 32) ** 2 + (y - 28) ** 2 < 400, 180, 0).astype(np.uint8)
+                    ).save(path)
+    return str(path)
+
+
+def assert_per_slice(rows: list[dict], n: int) -> None:
+    """One entry per slice, numbered 0..n-1, each with probabilities summing to 1."""
+    assert [r["slice"] for r in rows] == list(range(n))
+    for r in rows:
+        assert set(r["probabilities"]) == set(SUPPORT)
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
 @pytest.fixture
 def tools(studio):
     return Tools(studio)
@@ -75,9 +110,44 @@ def test_prompts_files_classify_and_explain(studio, tools, tmp_path):
                                         FileData(path=copy("MR_small_padded.dcm", tmp_path)))
     assert probs == pytest.approx(expected, abs=1e-5)
     shutil.copy(saved, prompts)
+    rows = tools.classify_with_prompts(FileData(path=str(prompts)),
+                                       FileData(path=nifti(tmp_path)), slices="all")
+    assert_per_slice(rows, 8)
+    shutil.copy(saved, prompts)
+    middle = tools.classify_with_prompts(FileData(path=str(prompts)),
+                                         FileData(path=nifti(tmp_path)))
+    assert middle == pytest.approx(rows[4]["probabilities"], abs=1e-5)
+    shutil.copy(saved, prompts)
     made = tools.explain(FileData(path=copy("MR_small_padded.dcm", tmp_path)),
                          class_name="computed tomography", prompts=FileData(path=str(prompts)))
     assert Image.open(made.path).size == (224, 224)
+
+
+@pytest.mark.parametrize("scan, n", [(nifti, 8), (multi_frame, 10)])
+def test_a_volume_is_classified_slice_by_slice_or_at_its_middle_slice(tools, tmp_path, scan, n):
+    rows = tools.classify_zero_shot(FileData(path=scan(tmp_path)), CLASSES, slices="all")
+    assert_per_slice(rows, n)
+    assert len({r["probabilities"]["computed tomography"] for r in rows}) > 1  # slices differ
+    middle = tools.classify_zero_shot(FileData(path=scan(tmp_path)), CLASSES)
+    assert middle == pytest.approx(rows[n // 2]["probabilities"], abs=1e-5)
+
+
+@pytest.mark.parametrize("method", ["biomed-dpt", "zero-shot", "tip-adapter", "linear-probe"])
+def test_few_shot_classifies_each_slice_of_a_volume(tools, tmp_path, method):
+    rows = tools.classify_few_shot(FileData(path=support_zip(tmp_path)),
+                                   FileData(path=nifti(tmp_path)), method, slices="all")
+    assert_per_slice(rows, 8)
+    assert len({r["probabilities"]["computed tomography"] for r in rows}) > 1  # slices differ
+    middle = tools.classify_few_shot(FileData(path=support_zip(tmp_path)),
+                                     FileData(path=nifti(tmp_path)), method)
+    assert middle == pytest.approx(rows[4]["probabilities"], abs=1e-5)
+
+
+def test_a_single_picture_is_slice_0_of_all(tools, tmp_path):
+    rows = tools.classify_zero_shot(FileData(path=png(tmp_path)), CLASSES, slices="all")
+    assert_per_slice(rows, 1)
+    alone = tools.classify_zero_shot(FileData(path=png(tmp_path)), CLASSES)
+    assert alone == pytest.approx(rows[0]["probabilities"], abs=1e-5)
 
 
 @pytest.mark.parametrize("call, message", [
@@ -88,6 +158,11 @@ def test_prompts_files_classify_and_explain(studio, tools, tmp_path):
      "not one this app offers"),
     (lambda t, d: t.classify_zero_shot(FileData(path=str(d / "missing.png")), CLASSES),
      "could not be found"),
+    (lambda t, d: t.classify_zero_shot(FileData(path=nifti(d)), CLASSES, slices="every"),
+     'can be "middle" .* or "all" .*, not .*every'),
+    (lambda t, d: t.classify_few_shot(FileData(path=support_zip(d)),
+                                      FileData(path=nifti(d)), "zero-shot", slices="5"),
+     'can be "middle" .* or "all"'),
 ])
 def test_bad_input_is_an_error_a_person_understands(tools, tmp_path, call, message):
     with pytest.raises(gr.Error, match=f"(?i){message}"):
@@ -121,6 +196,9 @@ async def _session_calls(url: str, folder: Path) -> dict:
                 "support_set": data_uri(support_zip(folder), "application/zip"),
                 "image": data_uri(copy("MR_small_padded.dcm", folder), "application/dicom"),
                 "method": "linear-probe"})
+            out["slices"] = await session.call_tool("classify_zero_shot", {
+                "image": data_uri(multi_frame(folder), "application/dicom"),
+                "classes": CLASSES, "slices": "all"})
             out["explain"] = await session.call_tool("explain", {
                 "image": scan, "classes": CLASSES})
             out["bad"] = await session.call_tool("classify_zero_shot", {
@@ -128,8 +206,8 @@ async def _session_calls(url: str, folder: Path) -> dict:
     return out
 
 
-def _payload(result) -> dict:
-    """The tool's answer (Gradio writes a dict result as its Python literal)."""
+def _payload(result) -> dict | list:
+    """The tool's answer (Gradio writes a dict or list result as its Python literal)."""
     import ast
 
     texts = [c.text for c in result.content if getattr(c, "type", "") == "text"]
@@ -148,6 +226,9 @@ def test_an_mcp_client_lists_and_calls_the_tools(mcp_url, tmp_path):
     assert set(zero) == set(SUPPORT) and sum(zero.values()) == pytest.approx(1.0, abs=1e-4)
     few = _payload(out["few"])
     assert set(few) == set(SUPPORT) and sum(few.values()) == pytest.approx(1.0, abs=1e-4)
+    assert '"all"' in tools["classify_zero_shot"].inputSchema["properties"]["slices"].get(
+        "description", "")
+    assert [r["slice"] for r in _payload(out["slices"])] == list(range(10))
     images = [c for c in out["explain"].content if getattr(c, "type", "") == "image"]
     assert images and images[0].mimeType == "image/png"
     picture = Image.open(__import__("io").BytesIO(base64.b64decode(images[0].data)))

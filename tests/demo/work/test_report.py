@@ -169,3 +169,37 @@ def test_the_reports_slice_is_numbered_as_on_the_page(lang, words):
     p.frame, p.n_frames = 3, 10
     facts = report_facts(p, _context(["cyst", "stone"], "cyst", lang=lang), datetime(2026, 1, 2))
     assert facts["view_line"].endswith(words) and facts["frame"] == 3
+
+
+def test_a_volume_predicted_slice_by_slice_carries_its_plot_and_its_numbers(tmp_path):
+    """The report of a volume adds the plot along its slices (lines drawn in each class's
+    colour), and its facts carry each slice's probabilities; the panels above are unchanged.
+    A 4-D file's volume is named."""
+    from demo.work.prediction import VolumePrediction
+    from demo.work.report import PLOT_COLOURS
+
+    p = _prediction({"cyst": 0.9, "stone": 0.1}, {"cyst": 0.5, "stone": 0.5})
+    p.frame, p.n_frames, p.volume, p.volumes = 6, 10, 2, 5
+    rising = [k / 9 for k in range(10)]
+    volume = VolumePrediction(list(range(10)), [{"cyst": r, "stone": 1 - r} for r in rising],
+                              "tuned", "slice", 10, 9, 1, 2)
+    heat = np.zeros((224, 224), np.float32)
+    (tmp_path / "one").mkdir()
+    plain = Image.open(write_report(tmp_path / "one", p, heat, _context(["cyst", "stone"],
+                                                                        "cyst")))
+    page = Image.open(write_report(tmp_path, p, heat, _context(["cyst", "stone"], "cyst"),
+                                   volume=volume))
+    assert page.width == REPORT_SIZE[0] and page.height > REPORT_SIZE[1] + 250
+    top, below = np.asarray(page.convert("RGB")), np.asarray(plain.convert("RGB"))
+    assert np.array_equal(top[200:500], below[200:500])  # the scan, the map, the bars
+    plot = top[REPORT_SIZE[1] - 16:page.height - 30]
+    for colour in PLOT_COLOURS[:2]:  # a line per class
+        assert max(_colour_run(row, colour) for row in plot) > 0
+        assert sum(_colour_run(row, colour) for row in plot) > 300
+    facts = json.loads(page.text["biomed-dpt-report"])
+    assert facts["best_slice"] == 9 and facts["slice_classifier"] == "tuned"
+    assert [r["slice"] for r in facts["slices"]] == list(range(10))
+    assert facts["slices"][3]["probabilities"]["cyst"] == pytest.approx(3 / 9, abs=1e-6)
+    assert (facts["volume"], facts["volumes"]) == (2, 5)
+    assert "slice 6 of 0–9, volume 2 of 0–4" in report_facts(
+        p, _context(["cyst", "stone"], "cyst"), datetime(2026, 1, 2))["view_line"]
