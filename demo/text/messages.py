@@ -71,14 +71,32 @@ EN: dict[str, str] = {
                        "there is room for {room}. Choose a shorter range.",
     "slices_repeated": "{n} of its {total} slices were the same picture as another example, and "
                        "were added once.",
+    "pool_added": "Added {n} scans to the pool ({total} unlabelled in all). Press **Label next** "
+                  "to see which to label first.",
+    "pool_empty": "The pool is empty: add scans without a class first.",
+    "pool_ranked": "The {n} scans (of {total} unlabelled) that labelling would teach most, the most "
+                   "useful first. Confirm the guess or pick the class.",
+    "pool_alike": "Each of the other {n} looks almost the same as one of these to the model: "
+                  "label these first.",
+    "pool_random": "{n} scans (of {total} unlabelled) picked at random, to compare with the "
+                   "ranked ones.",
+    "pool_labelled": "Added to {label} (as {name}); {left} left in the pool. Tune again to use "
+                     "it.",
+    "pool_by_tuned": "the tuned prompts",
+    "pool_by_zero": "zero-shot",
+    "pool_by_probe": "the linear probe",
+    "pool_why_unsure": "Unsure: {guess} {p:.0%} or {runner_up} {q:.0%}.",
+    "pool_why_disagree": "The classifiers disagree: {guess} by {who}, {other_guess} by {other}.",
+    "pool_why_random": "Picked at random (guess: {guess}, {p:.0%}).",
+    "unknown_order": "The order {order} is not one of {orders}.",
+    "pool_scan_gone": "That unlabelled scan is no longer in the pool (it was labelled or the "
+                      "pool was cleared). Take the suggestions again.",
     "range_needs_ends": "Give the first and the last slice of the range (0 or more).",
     "empty_range": "The range from {first} to {last} holds no slice: the first slice must not "
                    "come after the last.",
     "range_note": "**Add examples** will add every slice from {first} to {last} of each chosen "
-                  "file: **{n} examples** of {label} per file (a slice that is the same picture "
-                  "as another is added once).",
-    "range_note_no_class": "every slice from {first} to {last} of each chosen file: **{n} "
-                           "examples** per file, once a class is chosen.",
+                  "file: **{n} examples** per file (a slice that is the same picture as another "
+                  "is added once).",
     "unreadable": "{detail}",
     "ct_window_on_other": "{window} is a CT window (Hounsfield units); this file is not CT, so "
                           "its own window was used.",
@@ -374,13 +392,29 @@ KO: dict[str, str] = {
                        "남은 자리는 {room}개입니다. 범위를 줄이세요.",
     "slices_repeated": "슬라이스 {total}개 중 {n}개는 다른 예시와 같은 영상이라 한 번만 "
                        "추가했습니다.",
+    "pool_added": "모음에 영상 {n}개를 추가했습니다 (미분류 모두 {total}개). **다음에 분류할 영상**을 "
+                  "누르면 먼저 분류할 영상을 보여 줍니다.",
+    "pool_empty": "모음이 비어 있습니다. 먼저 클래스 없이 영상을 추가하세요.",
+    "pool_ranked": "분류하면 가장 많이 배울 영상 {n}개입니다 (미분류 {total}개 중), 가장 유용한 것부터. "
+                   "추측을 확인하거나 클래스를 고르세요.",
+    "pool_alike": "나머지 {n}개는 모델이 보기에 이 중 하나와 거의 같습니다. 이것들을 먼저 분류하세요.",
+    "pool_random": "무작위로 고른 영상 {n}개입니다 (미분류 {total}개 중), 순위와 비교해 보세요.",
+    "pool_labelled": "{label}에 추가했습니다({name}). 모음에 {left}개 남았습니다. 다시 튜닝하면 "
+                     "반영됩니다.",
+    "pool_by_tuned": "튜닝된 프롬프트",
+    "pool_by_zero": "제로샷",
+    "pool_by_probe": "선형 프로브",
+    "pool_why_unsure": "불확실: {guess} {p:.0%} 또는 {runner_up} {q:.0%}.",
+    "pool_why_disagree": "분류기들이 다릅니다: {who} {guess}, {other} {other_guess}.",
+    "pool_why_random": "무작위 선택 (추측: {guess}, {p:.0%}).",
+    "unknown_order": "순서 {order}은(는) {orders} 중 하나가 아닙니다.",
+    "pool_scan_gone": "그 미분류 영상은 더 이상 모음에 없습니다(분류되었거나 모음을 비웠습니다). "
+                      "제안을 다시 받으세요.",
     "range_needs_ends": "범위의 첫 슬라이스와 마지막 슬라이스를 입력하세요 (0 이상).",
     "empty_range": "{first}부터 {last}까지의 범위에는 슬라이스가 없습니다. 첫 슬라이스가 마지막 "
                    "슬라이스보다 뒤에 올 수 없습니다.",
     "range_note": "**예시 추가**를 누르면 고른 파일마다 슬라이스 {first}부터 {last}까지를 모두 "
-                  "추가합니다: 파일마다 {label} **예시 {n}개** (다른 슬라이스와 같은 영상은 한 번만).",
-    "range_note_no_class": "고른 파일마다 슬라이스 {first}부터 {last}까지: 클래스를 고르면 파일마다 "
-                           "**예시 {n}개**.",
+                  "추가합니다: 파일마다 **예시 {n}개** (다른 슬라이스와 같은 영상은 한 번만).",
     "unreadable": "읽을 수 없습니다 — {detail}",
     "ct_window_on_other": "{window}은(는) CT 창(하운스필드 단위)입니다. 이 파일은 CT가 아니어서 "
                           "파일 자체의 창을 사용했습니다.",

@@ -22,6 +22,16 @@ EN = {
     "width": "Window width",
     "frame_slider": "Frame or slice to add",
     "strip": "Slices (click one to choose it)",
+    "pool_heading": "Unlabelled scans: which to label next",
+    "pool_intro": "Add scans without a class. **Label next** ranks them by what labelling would "
+                  "teach: the scans the model is least sure of, or where its classifiers "
+                  "disagree, and no two alike. One click confirms the guess.",
+    "pool_files": "Scans without a class (the pool)",
+    "add_to_pool": "Add to the pool",
+    "pool_order": "Order",
+    "pool_order_info": "ranked: what labelling would teach most · random: to compare",
+    "label_next": "Label next",
+    "pool_other_class": "or another class",
     "volume": "Volume of a 4-D file (0 = the first)",
     "every_slice": "Add every slice from … to … (each an example)",
     "range_first": "From slice",
@@ -130,6 +140,16 @@ KO = {
     "width": "창 폭 (width)",
     "frame_slider": "추가할 프레임 또는 슬라이스",
     "strip": "슬라이스 (클릭하여 고르기)",
+    "pool_heading": "미분류 영상: 다음에 분류할 것",
+    "pool_intro": "클래스 없이 영상을 추가하세요. **다음에 분류할 영상**은 분류하면 가장 많이 배울 "
+                  "영상 순으로 보여 줍니다: 모델이 가장 불확실하거나 분류기들이 다른 영상, 서로 비슷하지 "
+                  "않은 것. 한 번 클릭으로 추측을 확인합니다.",
+    "pool_files": "클래스 없는 영상 (모음)",
+    "add_to_pool": "모음에 추가",
+    "pool_order": "순서",
+    "pool_order_info": "ranked: 가장 많이 배울 순 · random: 비교용",
+    "label_next": "다음에 분류할 영상",
+    "pool_other_class": "또는 다른 클래스",
     "volume": "4차원 파일의 볼륨 (0 = 첫 번째)",
     "every_slice": "…부터 …까지 모든 슬라이스 추가 (각각 예시 하나)",
     "range_first": "시작 슬라이스",

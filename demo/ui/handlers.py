@@ -28,6 +28,7 @@ from demo.text.messages import UserError, language, modality_name, task_title
 from demo.ui.replies import class_table, upload_path
 from demo.ui.steps.evaluate import EvaluateStep
 from demo.ui.steps.examples import ExamplesStep
+from demo.ui.steps.pool import PoolStep
 from demo.ui.steps.predict import PredictStep
 from demo.ui.steps.prompts import PromptsStep
 from demo.ui.steps.task import WINDOWS, TaskStep
@@ -55,7 +56,7 @@ IDLE_S = 30 * 60.0  # a session unused this long is cleared (the page says 30 mi
 IDLE_SWEEP_S = 60.0
 
 
-class Studio(TaskStep, ExamplesStep, TuneStep, PredictStep, EvaluateStep,
+class Studio(TaskStep, ExamplesStep, PoolStep, TuneStep, PredictStep, EvaluateStep,
              PromptsStep, WorkspaceStep):
     """The app's handlers around one shared model (`ModelHost`). The handlers never touch the
     model: they hand plain data to `demo.runtime.compute` through the sessions."""

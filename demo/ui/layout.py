@@ -24,6 +24,8 @@ from demo.ui.handlers import LOAD_OUTPUTS, Studio
 from demo.ui.replies import AUTO_WINDOW, MANUAL_WINDOW, by_name, window_choices
 from demo.ui.steps.evaluate import CELL_OUTPUTS, EVALUATE_OUTPUTS, PROMOTE_OUTPUTS, TEST_OUTPUTS
 from demo.ui.steps.examples import ADD_OUTPUTS, RANGE_OUTPUTS, REMOVE_OUTPUTS, VIEW_OUTPUTS
+from demo.ui.steps.pool import LABEL_OUTPUTS, POOL_OUTPUTS, SUGGEST_OUTPUTS
+from demo.work.pool import ORDERS, RANKED
 from demo.ui.steps.predict import PREDICT_OUTPUTS, SLICE_OUTPUTS, STRIP_OUTPUTS, VOLUME_OUTPUTS
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
 from demo.ui.steps.task import PRESET_OUTPUTS, TASK_OUTPUTS
@@ -114,8 +116,8 @@ def _class_card(studio: Studio, i: int, card: dict, session, status, counts, gal
         # a card takes the window; each file's frame or slice is its middle one (the slice
         # box belongs to the file in the viewer above), and the result is said where the
         # user is looking, as a toast
-        return studio.add_examples(current, files, name, window, level, width, -1, request,
-                                   toast=True)
+        return studio.add_examples(current, files, name, window, level, width, -1,
+                                   request=request, toast=True)
 
     def remove_mine(current, request: gr.Request = None):
         return studio.remove_selected(current, request, label=name)
@@ -238,7 +240,9 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
                          for i, card in enumerate(cards)]
             _selecting(studio, [card["name"] for card in cards], galleries, session,
                        example_status)
-    return SimpleNamespace(example_class=example_class, window=window, level=level, width=width,
+
+        pool = _pool_section(studio, session, example_status, counts, gallery, cards_rev)
+    return SimpleNamespace(**vars(pool), example_class=example_class, window=window, level=level, width=width,
                            index=index, add=add, example_status=example_status,
                            features_status=features_status, counts=counts, gallery=gallery,
                            remove=remove, cards_rev=cards_rev, files=files, preview=preview,
@@ -246,6 +250,72 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
                            strip_slices=strip_slices, range_row=range_row,
                            every_slice=every_slice, range_first=range_first,
                            range_last=range_last, range_note=range_note)
+
+
+def _pool_section(studio: Studio, session: gr.State, example_status, counts, gallery,
+                  cards_rev) -> SimpleNamespace:
+    """The unlabelled pool: scans added without a class, the ones to label next as cards
+    (the model's guess, why each is suggested), each labelled with one click."""
+    with gr.Accordion(t("pool_heading"), open=True, elem_id="pool"):
+        gr.Markdown(t("pool_intro"))
+        pool_files = gr.File(file_count="multiple", type="filepath", label=t("pool_files"),
+                             elem_id="pool-files")
+        add_to_pool = gr.Button(t("add_to_pool"), elem_id="add-to-pool")
+        with gr.Row():
+            pool_order = gr.Radio(list(ORDERS), value=RANKED, label=t("pool_order"),
+                                  info=t("pool_order_info"), elem_id="pool-order", scale=2)
+            with gr.Column(scale=1):
+                label_next = gr.Button(t("label_next"), variant="primary",
+                                       elem_id="label-next")
+        pool_status = gr.Markdown(elem_id="pool-status")
+        suggestions = gr.JSON(visible=False)  # the API's answer; the page shows cards
+        # the API's /label_pool_scan (uid, class); the cards label with one click of their own
+        pool_uid = gr.Number(visible=False, precision=0)
+        pool_label = gr.Textbox(visible=False)
+        label_pool = gr.Button(visible=False)
+        labelled = {"session": session, "suggestions": suggestions, "pool_status": pool_status,
+                    "example_status": example_status, "counts": counts, "gallery": gallery}
+
+        @gr.render(inputs=[suggestions, session], triggers=[suggestions.change])
+        def suggestion_cards(rows, current):
+            classes = list(getattr(current, "classes", []) or [])
+            with gr.Row(elem_classes="pool-cards"):
+                for i, row in enumerate(rows or []):
+                    _suggestion_card(studio, i, row, classes, session, suggestions, labelled,
+                                     cards_rev)
+    return SimpleNamespace(pool_files=pool_files, add_to_pool=add_to_pool,
+                           pool_order=pool_order, label_next=label_next,
+                           pool_status=pool_status, suggestions=suggestions, pool_uid=pool_uid,
+                           pool_label=pool_label, label_pool=label_pool)
+
+
+def _suggestion_card(studio: Studio, i: int, row: dict, classes: list[str], session,
+                     suggestions, labelled: dict, cards_rev) -> None:
+    """One suggestion: its picture, why it is suggested, a button confirming the guess and a
+    choice of another class; either labels it at once."""
+    uid, guess = row["uid"], row["guess"]
+    with gr.Column(min_width=170, elem_classes="pool-card", elem_id=f"pool-card-{i}"):
+        gr.Image(row["picture"], show_label=False, interactive=False, height=150, buttons=[],
+                 container=False, alt_text=row["name"])
+        gr.Markdown(row["why"], elem_classes="pool-why")
+        confirm = gr.Button(f"✓ {guess}", size="sm", variant="primary",
+                            elem_id=f"pool-confirm-{i}")
+        other = gr.Dropdown([c for c in classes if c != guess], value=None,
+                            label=t("pool_other_class"), elem_id=f"pool-other-{i}")
+
+    def as_guess(current, rows, request: gr.Request = None):
+        return studio.label_pool_scan(current, uid, guess, rows, request)
+
+    def as_chosen(current, label, rows, request: gr.Request = None):
+        return studio.label_pool_scan(current, uid, label, rows, request)
+
+    names = list(labelled.values())
+    confirm.click(by_name(as_guess, labelled), [session, suggestions], names,
+                  api_visibility="private").then(_bump, cards_rev, cards_rev, queue=False,
+                                                 api_visibility="private")
+    other.input(by_name(as_chosen, labelled), [session, other, suggestions], names,
+                api_visibility="private").then(_bump, cards_rev, cards_rev, queue=False,
+                                               api_visibility="private")
 
 
 def _tune_tab(first) -> SimpleNamespace:
@@ -507,7 +577,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
         shown = by_name(studio.preview, view)
         ranged = _outputs(ui, session, RANGE_OUTPUTS)
         range_inputs = [ui.every_slice, ui.range_first, ui.range_last, ui.index,
-                        ui.strip_slices, ui.example_class]
+                        ui.strip_slices]
         # other files in the viewer: their own frame or slice (the middle one) of their first
         # volume, never the numbers left from the files before
         viewed = _outputs(ui, session, (*VIEW_OUTPUTS, *RANGE_OUTPUTS, "index", "every_slice"))
@@ -531,8 +601,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
             shown, view_inputs, list(view.values()), concurrency_id="infer",
             concurrency_limit=INFER_CONCURRENCY, api_visibility="private")
         # every slice from ... to ...: its count said before anything is added
-        for trigger in (ui.every_slice.input, ui.range_first.input, ui.range_last.input,
-                        ui.example_class.change):
+        for trigger in (ui.every_slice.input, ui.range_first.input, ui.range_last.input):
             trigger(by_name(studio.range_said, ranged), range_inputs, list(ranged.values()),
                     queue=False, api_visibility="private", show_progress="hidden")
         added = _outputs(ui, session, ADD_OUTPUTS)
@@ -549,6 +618,25 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
         ui.cards_rev.change(by_name(studio.prepare_features, prepared), session,
                             list(prepared.values()), concurrency_id="encode",
                             concurrency_limit=ENCODE_CONCURRENCY, api_visibility="private")
+        # the unlabelled pool: its features prepared in the background as the examples' are
+        pooled = _outputs(ui, session, POOL_OUTPUTS)
+        ui.add_to_pool.click(
+            by_name(studio.add_to_pool, pooled),
+            [session, ui.pool_files, ui.window, ui.level, ui.width, ui.index, ui.volume],
+            list(pooled.values()), api_name="add_to_pool", concurrency_id="infer",
+            concurrency_limit=INFER_CONCURRENCY).then(
+            by_name(studio.prepare_features, prepared), session, list(prepared.values()),
+            concurrency_id="encode", concurrency_limit=ENCODE_CONCURRENCY,
+            api_visibility="private")
+        suggested = _outputs(ui, session, SUGGEST_OUTPUTS)
+        ui.label_next.click(by_name(studio.suggest, suggested), [session, ui.pool_order],
+                            list(suggested.values()), api_name="suggest",
+                            concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY)
+        labelled = _outputs(ui, session, LABEL_OUTPUTS)
+        ui.label_pool.click(by_name(studio.label_pool_scan, labelled),
+                            [session, ui.pool_uid, ui.pool_label, ui.suggestions],
+                            list(labelled.values()), api_name="label_pool_scan").then(
+            _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private")
         removed = _outputs(ui, session, REMOVE_OUTPUTS)
         ui.remove.click(by_name(studio.remove_selected, removed), session, list(removed.values()),
                         api_name="remove_selected").then(_bump, ui.cards_rev, ui.cards_rev,

@@ -103,6 +103,11 @@ _CARDS = """
 /* a volume's strip of slices is as tall as its thumbnails (no empty gallery space below) */
 #example-strip .grid-wrap, #predict-strip .grid-wrap {min-height: 0; height: auto;}
 .strip .thumbnail-item, .strip button {max-width: 100px; max-height: 100px;}
+/* the suggestions to label: cards side by side, wrapping on a phone */
+.pool-cards {flex-wrap: wrap; gap: 10px;}
+.pool-card {flex: 0 1 200px !important; border: 1px solid #d5d9e6; border-radius: 8px;
+            padding: 6px;}
+.pool-why p {font-size: var(--text-sm); margin: 0;}
 """
 # A toast's heading is Gradio's own word for its kind ("Warning", "Info"), in English whatever
 # title the server gives; the page tells its language (HEAD), and Korean pages show Korean.

@@ -76,11 +76,12 @@ class Encoding:
 
     def encode_examples(self, info: ModelInfo, precision: str = "auto", stop: str | None = None
                         ) -> Iterator[Counted | Finished]:
-        """Encode every example not yet cached, with and without the vision prompts (tuning
-        uses the first, zero-shot, the baselines and the nearest examples the second). Yields
-        `Counted` over both, then `Finished(False)` if stopped (`stop`: the run's stop file),
-        else `Finished(True)`."""
-        examples = list(self.examples)
+        """Encode every example and unlabelled pool scan not yet cached, with and without the
+        vision prompts (tuning and the tuned prompts' guesses use the first; zero-shot, the
+        baselines, the nearest examples and the pool's ranking the second). Yields `Counted`
+        over both, then `Finished(False)` if stopped (`stop`: the run's stop file), else
+        `Finished(True)`."""
+        examples = list(self.examples) + list(getattr(self, "pool", []))
         n = len(examples)
         for k, prompts in enumerate((self.prompt_config().n_vision_prompts, 0)):
             for event in self.feature_stream(info, examples, prompts, precision, stop=stop,

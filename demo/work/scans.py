@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -57,16 +57,17 @@ class Problem:
 
 
 def read_scans(target: list[Example], kind: str, items, window, index,
-               name: Callable[[str, list[Example]], str], volume: int = 0
-               ) -> tuple[int, list[Problem]]:
+               name: Callable[[str, list[Example]], str], volume: int = 0,
+               also: Sequence[Example] = ()) -> tuple[int, list[Problem]]:
     """Read (class, path, where) items into `target` (the examples, or the test scans): only
     the decoded pictures are kept, the same picture twice is skipped, and a file that cannot
     be read is reported by `where` and loses nothing else. `index`: the frame or slice (None:
     the middle one), or a `range` of them, each its own picture (of a file with several;
     a single picture is itself); `volume`: of a 4-D file. `name(label, target)` names each
-    new one. Returns how many were added, and the problems."""
+    new one; a picture in `also` (another set) counts as there already. Returns how many were
+    added, and the problems."""
     added, problems = 0, []
-    seen = {e.digest: e for e in target}
+    seen = {e.digest: e for e in [*also, *target]}
     for label, path, where in paired(items):
         try:
             if len(target) >= MAX_EXAMPLES:

@@ -27,6 +27,7 @@ from demo.text.messages import UserError
 from demo.work.encoding import Encoding
 from demo.work.evaluation import Evaluating
 from demo.work.labelled import LabelledScans
+from demo.work.pool import Pool
 from demo.work.prediction import Predicting, Prediction, VolumePrediction
 from demo.work.scans import Example
 from demo.work.task import Task, TaskChange, follow_classes
@@ -34,7 +35,7 @@ from demo.work.tuning import TunedPrompts, Tuning
 
 
 @dataclass
-class Session(LabelledScans, Encoding, Predicting, Evaluating):
+class Session(LabelledScans, Pool, Encoding, Predicting, Evaluating):
     """Everything one user has done; lives in a `gr.State`, invisible to other users."""
 
     task: Task = field(default_factory=Task)
@@ -45,6 +46,7 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
     volume: VolumePrediction | None = None  # the last volume predicted slice by slice
     runs: Runs = field(default_factory=Runs)  # long work going on, each with its own stop
     test_set: list[Example] = field(default_factory=list)  # labelled scans for evaluation
+    pool: list[Example] = field(default_factory=list)  # scans without a class, to label
     features: FeatureCache = field(default_factory=FeatureCache)  # image features, re-used
     owner: str = ""  # the browser session's id: whose files are whose
     evaluated: tuple | None = None  # (test scans, results) of the last evaluation
@@ -170,6 +172,7 @@ class Session(LabelledScans, Encoding, Predicting, Evaluating):
         """Forget everything (the browser tab was closed)."""
         self.examples.clear()
         self.test_set.clear()
+        self.pool.clear()
         self.features = FeatureCache()
         self.prompts.clear()
         self.prediction = self._zero = self.evaluated = self.volume = None

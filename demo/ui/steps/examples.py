@@ -50,10 +50,7 @@ class ExamplesStep:
         status line may be out of view); with `toast`, so is the whole result."""
         lang = language(request)
         session = self._session(session, request)
-        uploads = uploads_of(files)
-        self._keep(session, [p for p, _ in uploads])
-        if not uploads:
-            raise UserError("choose_files")
+        uploads = self._chosen_files(session, files)
         chosen = slice_range(first, last) if every_slice else slice_value(index)
         added, problems = session.add_examples(uploads, label, window_value(window, level, width),
                                                chosen, volume=volume_value(volume))
@@ -66,6 +63,15 @@ class ExamplesStep:
             gr.Info(message, title=text(lang, "toast_done"), duration=4)
         return {"session": session, "files": None, "example_status": message,
                 **self._examples_view(session, lang)}
+
+    def _chosen_files(self, session, files) -> list[tuple[str, str]]:
+        """The uploaded files (path, name as uploaded), kept as the session's; or the reason
+        there are none."""
+        uploads = uploads_of(files)
+        self._keep(session, [p for p, _ in uploads])
+        if not uploads:
+            raise UserError("choose_files")
+        return uploads
 
     @answers(FEATURES_OUTPUTS, status="features_status")
     def prepare_features(self, session: Any, request: gr.Request = None):
@@ -177,7 +183,7 @@ class ExamplesStep:
         return slices[evt.index] if 0 <= evt.index < len(slices) else gr.skip()
 
     @staticmethod
-    def range_said(every_slice: bool, first, last, index, strip_slices, label,
+    def range_said(every_slice: bool, first, last, index, strip_slices,
                    request: gr.Request = None) -> dict:
         """When every slice from … to … is chosen: its ends (at first around the slice shown)
         and, before anything is added, how many examples it makes."""
@@ -191,8 +197,7 @@ class ExamplesStep:
         first = int(first) if first is not None and first >= 0 else max(0, shown - 4)
         last = int(last) if last is not None and last >= 0 else min(frames - 1, shown + 4)
         n = max(0, last - first + 1)
-        note = (text(lang, "range_note", first=first, last=last, n=n, label=label) if label
-                else text(lang, "range_note_no_class", first=first, last=last, n=n))
+        note = text(lang, "range_note", first=first, last=last, n=n)
         return {"range_first": gr.update(value=first, visible=True, maximum=frames - 1),
                 "range_last": gr.update(value=last, visible=True, maximum=frames - 1),
                 "range_note": note}

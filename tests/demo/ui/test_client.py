@@ -298,3 +298,25 @@ def test_a_slice_range_and_a_4d_volume_through_the_api(app_url, tmp_path):
     rows = client.predict(handle_file(functional), AUTO, 40, 400, 0, 0.45, "jet", 7,
                           api_name="/predict_volume")[0]
     assert rows[1]["probabilities"] == pytest.approx(zero, abs=1e-6)
+
+
+def test_the_pool_through_the_api(app_url, tmp_path):
+    """/add_to_pool, /suggest (order) and /label_pool_scan (uid, class): the suggestions as
+    a list of {uid, guess, probability, reason, why, ...}; labelling one moves it."""
+    client = Client(app_url, verbose=False)
+    set_task(client, ROWS)
+    for (label, _), names in zip(ROWS, (CT_FILES, MR_FILES)):
+        add(client, [handle_file(real_scan(n, tmp_path)) for n in names], label)
+    pool = ["JPEG2000.dcm", "SC_rgb.dcm", "US1_J2KR.dcm", "RG1_J2KR.dcm", "liver.dcm"]
+    said = client.predict([handle_file(real_scan(n, tmp_path)) for n in pool],
+                          api_name="/add_to_pool")
+    assert "Added 5 scans to the pool" in said[1]
+    rows, status = client.predict("ranked", api_name="/suggest")
+    assert 1 <= len(rows) <= 5 and "teach most" in status
+    assert {"uid", "guess", "probability", "reason", "why"} <= set(rows[0])
+    other = next(name for name, _ in ROWS if name != rows[0]["guess"])
+    out = client.predict(rows[0]["uid"], other, rows, api_name="/label_pool_scan")
+    assert [r["uid"] for r in out[0]] == [r["uid"] for r in rows[1:]]
+    assert "4 left in the pool" in out[1] and f"**{other}**: 4" in out[3]
+    random_rows = client.predict("random", api_name="/suggest")[0]
+    assert {r["reason"] for r in random_rows} == {"random"} and len(random_rows) == 4
