@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -182,6 +182,7 @@ class History:
     encode_s: float = 0.0
     train_s: float = 0.0
     total_s: float = 0.0
+    warm: bool = False  # started from prompts tuned before (`warm_config`), not the template
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -197,6 +198,25 @@ class History:
             raise TrainingError("This training history is not one the app wrote.")
         values["config"] = TrainConfig.from_dict(values["config"])
         return cls(**values)
+
+
+WARM_CONVERGE_MIN = 8  # a warm start is near its end already: it may stop this early
+WARM_LR = 0.5  # of the recipe's learning rate: steps from a good start, not a kick
+WARM_STEPS = 0.2  # of the recipe's steps, at most: a warm run's budget
+
+
+def warm_config(cfg: TrainConfig) -> TrainConfig:
+    """The recipe for a warm start (tuning continued from prompts tuned before, on examples
+    that changed a little): half the learning rate (a fresh optimiser at the full rate would
+    first throw the context away from where it was) and, for a step-based recipe, a fifth of
+    its steps (at least twice `WARM_CONVERGE_MIN`), its convergence rule free to stop it
+    after `WARM_CONVERGE_MIN`: it starts near where a cold start ends. An epoch-based recipe
+    keeps its epochs."""
+    warm = replace(cfg, lr=cfg.lr * WARM_LR, warmup_lr=cfg.warmup_lr * WARM_LR)
+    if cfg.steps is None:
+        return warm
+    steps = min(cfg.steps, max(2 * WARM_CONVERGE_MIN, round(cfg.steps * WARM_STEPS)))
+    return replace(warm, steps=steps, converge_min=min(cfg.converge_min, WARM_CONVERGE_MIN))
 
 
 def fit(dp: DualPrompt, images: Sequence[Image.Image] | torch.Tensor, labels: Sequence[int],

@@ -82,6 +82,9 @@ EN = {
     "gallery": "Examples",
     "remove_selected": "Remove selected example",
     "recipe": "Recipe",
+    "cold_start": "Start again from the template's words",
+    "cold_start_info": "Unticked, tuning again with the same classes continues from the prompts "
+                       "tuned before (seconds); ticked, it starts afresh, as a first run does.",
     "recipe_info": "fast: seconds, for exploring · paper: the published recipe, minutes",
     "advanced": "Advanced settings",
     "lambda_l1": "lambda1 (L1 to the teacher)",
@@ -199,6 +202,9 @@ KO = {
     "gallery": "예시 (클릭하여 선택)",
     "remove_selected": "선택한 예시 삭제",
     "recipe": "학습 방식",
+    "cold_start": "템플릿 단어에서 다시 시작",
+    "cold_start_info": "체크하지 않으면 같은 클래스로 다시 튜닝할 때 이전 프롬프트에서 이어 갑니다(몇 초). "
+                       "체크하면 첫 튜닝처럼 처음부터 시작합니다.",
     "recipe_info": "fast: 몇 초, 탐색용 · paper: 논문 방식, 몇 분",
     "advanced": "고급 설정",
     "lambda_l1": "lambda1 (교사와의 L1)",

@@ -322,6 +322,8 @@ def _tune_tab(first) -> SimpleNamespace:
     """Step 3: the recipe, its settings, Tune and Stop, and the live curve."""
     with gr.Tab(t("tab_tune")):
         recipe = gr.Radio(["fast", "paper"], value="fast", label=t("recipe"), info=t("recipe_info"))
+        cold_start = gr.Checkbox(False, label=t("cold_start"), info=t("cold_start_info"),
+                                 elem_id="cold-start")
         with gr.Accordion(t("advanced"), open=False):
             with gr.Row():
                 lambda_l1 = gr.Number(first.lambda_l1, label=t("lambda_l1"), minimum=0)
@@ -337,7 +339,8 @@ def _tune_tab(first) -> SimpleNamespace:
         swap = gr.Button(visible=False, size="sm", variant="secondary", elem_id="swap-prompts")
         estimate_status = gr.Markdown(elem_id="estimate-status")
         curve = gr.Plot(label=t("progress"), elem_id="training-curve", format="png")
-    return SimpleNamespace(recipe=recipe, tune_status=tune_status, curve=curve, tune=tune,
+    return SimpleNamespace(recipe=recipe, cold_start=cold_start, tune_status=tune_status,
+                           curve=curve, tune=tune,
                            stop=stop, lambda_l1=lambda_l1, lambda_kl=lambda_kl, steps=steps,
                            epochs=epochs, seed=seed, swap=swap, estimate_status=estimate_status)
 
@@ -648,7 +651,7 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
         estimate = _outputs(ui, session, ESTIMATE_OUTPUTS)
         ui.tune.click(by_name(studio.tune, tuned),
                       [session, ui.recipe, ui.lambda_l1, ui.lambda_kl, ui.steps, ui.epochs,
-                       ui.seed], list(tuned.values()), api_name="tune",
+                       ui.seed, ui.cold_start], list(tuned.values()), api_name="tune",
                       concurrency_id="tune", concurrency_limit=TUNING_SESSIONS,
                       show_progress_on=[ui.tune_status], trigger_mode="multiple").then(
             by_name(studio.estimate, estimate), session, list(estimate.values()),

@@ -148,16 +148,32 @@ class Session(LabelledScans, Pool, Encoding, Predicting, Evaluating):
             raise UserError("need_task")
 
     # ---- tuning -------------------------------------------------------------------------------
-    def tuning_task(self, info: ModelInfo, lambdas: tuple[float, float] | None = None
-                    ) -> PromptState:
-        """The untrained prompts of the task (with the given lambdas), reusing the frozen text
-        targets of an earlier run on the same task."""
+    def tuning_task(self, info: ModelInfo, lambdas: tuple[float, float] | None = None,
+                    warm: bool = False) -> PromptState:
+        """The prompts to tune for the task (with the given lambdas), reusing the frozen text
+        targets of an earlier run on the same task: untrained (a cold start, from the
+        template's words), or with `warm` and `can_start_warm`, starting from the current tuned
+        prompts' context."""
         task = self.task if lambdas is None else self.task.with_lambdas(lambdas)
         cfg = task.config()
         targets = self._targets[1] if self._targets and self._targets[0] == self.task.key \
             else {}
-        return PromptState.untrained(self.classes, self.descriptions, cfg, info.name,
-                                     info.fingerprint, targets)
+        state = PromptState.untrained(self.classes, self.descriptions, cfg, info.name,
+                                      info.fingerprint, targets)
+        if warm and self.can_start_warm(info):
+            state = replace(state, ctx=self.tuned.ctx.clone())
+        return state
+
+    def can_start_warm(self, info: ModelInfo) -> bool:
+        """Whether tuning can continue from the current prompts: there are some, tuned (not
+        only loaded) on this model for the same classes, template and prompt layout (the
+        lambdas may differ: they weigh the loss, not the context)."""
+        tuned = self.tuned
+        if tuned is None or tuned.ctx is None or tuned.fingerprint != info.fingerprint:
+            return False
+        mine = self.task.config()
+        same = replace(tuned.cfg, lambda_l1=mine.lambda_l1, lambda_kl=mine.lambda_kl) == mine
+        return same and list(tuned.classnames) == list(self.classes)
 
     def remember_targets(self, state: PromptState) -> None:
         """The frozen text targets a run computed, for the next run on the same task."""

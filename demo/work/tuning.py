@@ -111,16 +111,22 @@ class TunedPrompts:
         self.other_is = other_is if other is not None else None
 
 
-def tuning_run(session, info, cfg, lambdas, run) -> Iterator[Stepped | Finished]:
+def tuning_run(session, info, cfg, lambdas, run, warm: bool = False
+               ) -> Iterator[Stepped | Finished]:
     """One tuning run of `session`'s examples: encode what is missing of the views the recipe
-    needs (through the session's feature cache), then tune in one compute call. Yields
-    `Stepped` (encoding batches, then steps), then `Finished(Tuning)`, or `Finished(None)`
-    when it was stopped before its first step. `run` (`demo.runtime.runs.Run`) is its stop."""
-    from core.train import Progress
+    needs (through the session's feature cache), then tune in one compute call. With `warm`
+    (and the task unchanged: `Session.can_start_warm`), it starts from the current prompts
+    and may stop sooner (`core.train.warm_config`); its history says so. Yields `Stepped`
+    (encoding batches, then steps), then `Finished(Tuning)`, or `Finished(None)` when it was
+    stopped before its first step. `run` (`demo.runtime.runs.Run`) is its stop."""
+    from core.train import Progress, warm_config
     from demo.runtime import compute
 
     examples, labels = session.training_set()
-    task = session.tuning_task(info, lambdas)
+    warm = warm and session.can_start_warm(info)
+    task = session.tuning_task(info, lambdas, warm)
+    if warm:
+        cfg = warm_config(cfg)
     started = time.perf_counter()
     features = None
     for event in session.feature_stream(info, examples, task.cfg.n_vision_prompts,
@@ -149,5 +155,6 @@ def tuning_run(session, info, cfg, lambdas, run) -> Iterator[Stepped | Finished]
         return
     history.encode_s = encode_s
     history.total_s += encode_s
+    history.warm = warm
     session.remember_targets(prompts)
     yield Finished(Tuning(prompts, history))

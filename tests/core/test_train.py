@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -298,3 +299,18 @@ def test_a_history_reads_back_from_json_as_it_was():
         TrainConfig.from_dict({**TrainConfig.fast().to_dict(), "magic": 1})
     with pytest.raises(TrainingError):
         History.from_dict({"steps": []})
+
+
+def test_a_warm_start_may_stop_sooner_and_an_epoch_recipe_is_left_as_it_is():
+    from core.train import WARM_CONVERGE_MIN, WARM_LR, warm_config
+
+    fast = TrainConfig.fast(steps=100)
+    warm = warm_config(fast)
+    assert warm.converge_min == WARM_CONVERGE_MIN < fast.converge_min
+    assert warm.lr == pytest.approx(WARM_LR * fast.lr) and warm.steps == 20
+    assert replace(warm, converge_min=fast.converge_min, lr=fast.lr, steps=fast.steps,
+                   warmup_lr=fast.warmup_lr) == fast  # nothing else changes
+    assert warm_config(TrainConfig.fast(steps=40)).steps == 2 * WARM_CONVERGE_MIN
+    assert warm_config(TrainConfig.fast(steps=10)).steps == 10
+    paper = TrainConfig.paper(epochs=5)
+    assert replace(warm_config(paper), lr=paper.lr, warmup_lr=paper.warmup_lr) == paper

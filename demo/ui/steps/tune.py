@@ -36,7 +36,11 @@ class TuneStep:
 
     @answers(TUNE_OUTPUTS, status="tune_status")
     def tune(self, session: Any, recipe: str, lambda_l1: float, lambda_kl: float, steps,
-             epochs, seed, request: gr.Request = None, progress=gr.Progress()):
+             epochs, seed, cold: bool = False, request: gr.Request = None,
+             progress=gr.Progress()):
+        """A tuning run in its turn. With prompts tuned before for the same classes, it starts
+        from them (a warm start, which stops as soon as the loss settles); `cold` starts from
+        the template's words instead, as a first run does."""
         lang = language(request)
         session = self._session(session, request)
         if session.runs.busy(TUNE):  # a second click while a run goes: said, nothing changes
@@ -54,7 +58,7 @@ class TuneStep:
                 return
             try:
                 yield from self._tune_now(session, info, cfg, (lambda_l1, lambda_kl), lang,
-                                          progress, run)
+                                          progress, run, warm=not cold)
             finally:
                 self.line.leave(waited)
 
@@ -85,7 +89,8 @@ class TuneStep:
         return text(lang, "stopped_early_kept" if session.tuned is not None
                     else "stopped_early_none")
 
-    def _tune_now(self, session, info, cfg, lambdas, lang, progress, run) -> Iterator[dict]:
+    def _tune_now(self, session, info, cfg, lambdas, lang, progress, run, warm: bool = False
+                  ) -> Iterator[dict]:
         """The run (`demo.work.tuning.tuning_run`), its curve growing as it goes; then its prompts
         are kept, or (stopped by the user, with prompts already tuned) offered beside them."""
         from demo.work.report import training_curve
@@ -94,7 +99,7 @@ class TuneStep:
         total, tuning = 1, None
         points: list[dict] = []
         try:
-            for event in tuning_run(session, info, cfg, lambdas, run):
+            for event in tuning_run(session, info, cfg, lambdas, run, warm):
                 if isinstance(event, Finished):
                     tuning = event.value
                     continue
@@ -268,10 +273,11 @@ def _summary(history, dp, lang: str) -> str:
     final = history.final
     how = {None: "how_finished", "user": "how_user", "time budget": "how_budget",
            "converged": "how_converged"}
-    return text(lang, "summary", how=text(lang, how[history.stopped]), steps=len(history.steps),
+    said = text(lang, "summary", how=text(lang, how[history.stopped]), steps=len(history.steps),
                 seconds=history.total_s, precision=history.precision,
                 accuracy=final.get("accuracy", 0.0), loss=final.get("loss", float("nan")),
                 classes=", ".join(dp.classnames)) + " " + text(lang, "train_accuracy_note")
+    return said + (" " + text(lang, "warm_started") if getattr(history, "warm", False) else "")
 
 
 def estimate_text(lang: str, held_out: dict | None, n: int,

@@ -1145,3 +1145,35 @@ def test_the_pool_suggests_what_to_label_and_one_click_labels_it(studio, tmp_pat
     shuffled = studio.suggest(session, "random")
     assert {r["reason"] for r in shuffled["suggestions"]} == {"random"}
     assert "picked at random" in shuffled["pool_status"]
+
+
+def test_tuning_again_starts_warm_from_the_prompts_before_and_cold_is_one_switch_away(
+        studio, tmp_path):
+    """With the classes unchanged, a second run continues from the tuned prompts (its first
+    loss is the last run's level, not a fresh start's) and may stop early; ticking cold
+    starts from the template's words; a changed class list starts cold whatever is asked.
+    Each run's history says which it was."""
+    session = ready_session(studio, tmp_path, tune=False)
+    settings = ("fast", 12.5, 0.25, 60, 1, 1)
+    tuned(studio, session, *settings, estimate=False)
+    cold = session.prompts.current.history
+    assert cold.warm is False
+    studio.add_examples(session, [real_scan("emri_small.dcm", tmp_path)], ROWS[1][0],
+                        AUTO_WINDOW)
+    updates = tuned(studio, session, *settings, estimate=False)
+    warm = session.prompts.current.history
+    assert warm.warm is True and "continued from the prompts tuned before" in updates[-1][
+        "tune_status"]
+    assert warm.steps[0]["loss"] < cold.steps[0]["loss"]  # it starts where the last one ended
+    assert len(warm.steps) < len(cold.steps)
+    assert warm.to_dict()["warm"] is True
+    tuned(studio, session, *settings, True, estimate=False)  # cold: from the template's words
+    again = session.prompts.current.history
+    assert again.warm is False and again.steps[0]["loss"] == pytest.approx(
+        cold.steps[0]["loss"], rel=0.2)
+    # another class list: the prompts before do not fit, so the run starts cold
+    studio.set_task(session, "CT", "abdomen", "a {} photo.", ROWS + [["bone", "a bone"]],
+                    12.5, 0.25)
+    studio.add_examples(session, [real_scan("JPEG2000.dcm", tmp_path)], "bone", AUTO_WINDOW)
+    tuned(studio, session, *settings, estimate=False)
+    assert session.prompts.current.history.warm is False
