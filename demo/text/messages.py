@@ -131,6 +131,10 @@ EN: dict[str, str] = {
                       "steps.",
     "features_stopped": "Preparing the features was interrupted; tuning will finish it.",
     "how_converged": "finished (the loss had settled)",
+    "paying_tuned": "tuned prompts (held-out estimate ± spread)",
+    "paying_baseline": "best baseline of each run",
+    "paying_examples": "examples",
+    "paying_accuracy": "held-out accuracy",
     "warm_started": "It continued from the prompts tuned before (the classes are the same); "
                     "tick *Start again from the template's words* for a fresh start.",
     "train_accuracy_note": "This is the accuracy on the examples the prompts were tuned on, "
@@ -447,6 +451,10 @@ KO: dict[str, str] = {
     "features_ready": "모든 예시의 특징이 준비되었습니다. 이제 튜닝은 텍스트 스텝만 계산합니다.",
     "features_stopped": "특징 준비가 중단되었습니다. 튜닝할 때 마저 준비합니다.",
     "how_converged": "완료 (손실이 수렴함)",
+    "paying_tuned": "튜닝된 프롬프트 (보류 추정 ± 편차)",
+    "paying_baseline": "각 실행의 가장 좋은 기준선",
+    "paying_examples": "예시 수",
+    "paying_accuracy": "보류 정확도",
     "warm_started": "이전에 튜닝한 프롬프트에서 이어서 튜닝했습니다(클래스가 같음). 처음부터 하려면 "
                     "*템플릿 단어에서 다시 시작*을 체크하세요.",
     "train_accuracy_note": "이 정확도는 프롬프트를 튜닝한 예시에서 잰 것으로, 새 영상에서의 성능을 "

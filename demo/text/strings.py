@@ -82,6 +82,7 @@ EN = {
     "gallery": "Examples",
     "remove_selected": "Remove selected example",
     "recipe": "Recipe",
+    "paying_plot": "Is labelling still paying? (each run's held-out estimate)",
     "cold_start": "Start again from the template's words",
     "cold_start_info": "Unticked, tuning again with the same classes continues from the prompts "
                        "tuned before (seconds); ticked, it starts afresh, as a first run does.",
@@ -202,6 +203,7 @@ KO = {
     "gallery": "예시 (클릭하여 선택)",
     "remove_selected": "선택한 예시 삭제",
     "recipe": "학습 방식",
+    "paying_plot": "분류를 더 할 가치가 있나요? (각 실행의 보류 추정)",
     "cold_start": "템플릿 단어에서 다시 시작",
     "cold_start_info": "체크하지 않으면 같은 클래스로 다시 튜닝할 때 이전 프롬프트에서 이어 갑니다(몇 초). "
                        "체크하면 첫 튜닝처럼 처음부터 시작합니다.",

@@ -84,6 +84,7 @@ def _show_work(event, studio: Studio, ui: SimpleNamespace, session: gr.State):
     private = dict(queue=False, api_visibility="private")
     return event.then(_bump, ui.cards_rev, ui.cards_rev, **private).then(
         _shown_if_any, ui.workspace_file, ui.workspace_box, **private).then(
+        studio.paying_plot, session, ui.paying_plot, **private).then(
         studio.report, [session, ui.map_class, ui.alpha, ui.cmap], ui.report,
         api_name="report_on_return", **private)
 
@@ -242,7 +243,8 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
                        example_status)
 
         pool = _pool_section(studio, session, example_status, counts, gallery, cards_rev)
-    return SimpleNamespace(**vars(pool), example_class=example_class, window=window, level=level, width=width,
+    return SimpleNamespace(**vars(pool), example_class=example_class, window=window, level=level,
+                           width=width,
                            index=index, add=add, example_status=example_status,
                            features_status=features_status, counts=counts, gallery=gallery,
                            remove=remove, cards_rev=cards_rev, files=files, preview=preview,
@@ -339,7 +341,10 @@ def _tune_tab(first) -> SimpleNamespace:
         swap = gr.Button(visible=False, size="sm", variant="secondary", elem_id="swap-prompts")
         estimate_status = gr.Markdown(elem_id="estimate-status")
         curve = gr.Plot(label=t("progress"), elem_id="training-curve", format="png")
+        paying_plot = gr.Plot(label=t("paying_plot"), elem_id="paying-plot", format="png",
+                              visible=False)
     return SimpleNamespace(recipe=recipe, cold_start=cold_start, tune_status=tune_status,
+                           paying_plot=paying_plot,
                            curve=curve, tune=tune,
                            stop=stop, lambda_l1=lambda_l1, lambda_kl=lambda_kl, steps=steps,
                            epochs=epochs, seed=seed, swap=swap, estimate_status=estimate_status)
@@ -656,7 +661,8 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                       show_progress_on=[ui.tune_status], trigger_mode="multiple").then(
             by_name(studio.estimate, estimate), session, list(estimate.values()),
             api_name="estimate", concurrency_id="tune", concurrency_limit=TUNING_SESSIONS,
-            show_progress_on=[ui.estimate_status])
+            show_progress_on=[ui.estimate_status]).then(
+            studio.paying_plot, session, ui.paying_plot, queue=False, api_visibility="private")
         # Save with nothing tuned says why instead of doing nothing
         ui.save.click(studio.save_clicked, session, None, api_visibility="private",
                       concurrency_limit=None, show_progress="hidden")
@@ -668,7 +674,8 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                       concurrency_limit=INFER_CONCURRENCY).then(
             by_name(studio.estimate, estimate), session, list(estimate.values()),
             api_visibility="private", concurrency_id="tune", concurrency_limit=TUNING_SESSIONS,
-            show_progress_on=[ui.estimate_status])
+            show_progress_on=[ui.estimate_status]).then(
+            studio.paying_plot, session, ui.paying_plot, queue=False, api_visibility="private")
 
         ui.sample_scan.click(studio.sample_scan, session, ui.scan, api_visibility="private",
                              concurrency_limit=None)

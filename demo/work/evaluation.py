@@ -23,6 +23,23 @@ COMPARED = names(ZERO_SHOT, FITTED)  # baselines in Evaluate and the estimate
 FOLDS = 4
 
 
+def paying_point(counts: dict[str, int], held_out: dict, warm: bool = False) -> dict | None:
+    """One point of "is labelling still paying?": the examples a tuning run had (in all and
+    per class) and its held-out estimate (accuracy and spread over the folds) for the tuned
+    prompts and the best baseline. None when the estimate has no figures (too few examples)."""
+    methods = held_out.get("methods") or {}
+    if "tuned" not in methods:
+        return None
+    others = {k: v for k, v in methods.items() if k != "tuned"}
+    best = max(others, key=lambda k: others[k]["accuracy"]) if others else None
+    return {"examples": int(sum(counts.values())), "per_class": dict(counts), "warm": warm,
+            "tuned": round(float(methods["tuned"]["accuracy"]), 6),
+            "tuned_std": round(float(methods["tuned"]["std"]), 6),
+            "baseline": best,
+            "baseline_accuracy": round(float(others[best]["accuracy"]), 6) if best else None,
+            "baseline_std": round(float(others[best]["std"]), 6) if best else None}
+
+
 class Evaluating:
     """Estimate and evaluation of a `Session` (its examples, test set, tuned prompts)."""
 

@@ -285,6 +285,36 @@ def _plot_picture(volume, prediction: Prediction, lang: str) -> Image.Image:
     return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
 
 
+def labelling_plot(points: Sequence[dict], lang: str = "en") -> Figure:
+    """Is labelling still paying? The held-out accuracy (%) of each estimated run against its
+    number of examples, with its spread over the folds, for the tuned prompts and the best
+    baseline of each run: a line still climbing says more labels help."""
+    fig = Figure(figsize=(8, 3.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    order = sorted(range(len(points)), key=lambda i: (points[i]["examples"], i))
+    xs = [points[i]["examples"] for i in order]
+    for key, colour, label in (("tuned", TUNED_COLOUR, text(lang, "paying_tuned")),
+                               ("baseline_accuracy", ACCURACY_COLOUR,
+                                text(lang, "paying_baseline"))):
+        std = "tuned_std" if key == "tuned" else "baseline_std"
+        ys = [points[i][key] for i in order]
+        kept = [(x, 100 * y, 100 * (points[i][std] or 0)) for x, y, i in zip(xs, ys, order)
+                if y is not None]
+        if kept:
+            ax.errorbar([k[0] for k in kept], [k[1] for k in kept], yerr=[k[2] for k in kept],
+                        color=colour, marker="o", linewidth=2, capsize=4, label=label)
+    ax.set_xlabel(text(lang, "paying_examples"))
+    ax.set_ylabel(text(lang, "paying_accuracy") + " (%)")
+    ax.set_ylim(0, 105)
+    low, high = min(xs), max(xs)
+    ax.set_xlim(low - max(1, (high - low) * 0.08), high + max(1, (high - low) * 0.08))
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=8,
+              frameon=False)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def slice_plot(volume, shown: int | None, lang: str = "en",
                size: tuple[float, float] = (8, 3.6)) -> Figure:
     """A volume's probabilities slice by slice: the slice on the x axis, one line per class,

@@ -47,6 +47,8 @@ class Session(LabelledScans, Pool, Encoding, Predicting, Evaluating):
     runs: Runs = field(default_factory=Runs)  # long work going on, each with its own stop
     test_set: list[Example] = field(default_factory=list)  # labelled scans for evaluation
     pool: list[Example] = field(default_factory=list)  # scans without a class, to label
+    # each estimated run's examples and held-out estimate: is labelling still paying?
+    labelling: list[dict] = field(default_factory=list)
     features: FeatureCache = field(default_factory=FeatureCache)  # image features, re-used
     owner: str = ""  # the browser session's id: whose files are whose
     evaluated: tuple | None = None  # (test scans, results) of the last evaluation
@@ -189,6 +191,7 @@ class Session(LabelledScans, Pool, Encoding, Predicting, Evaluating):
         self.examples.clear()
         self.test_set.clear()
         self.pool.clear()
+        self.labelling = []
         self.features = FeatureCache()
         self.prompts.clear()
         self.prediction = self._zero = self.evaluated = self.volume = None

@@ -94,7 +94,7 @@ def write_workspace(session: Session, info: ModelInfo, folder: Path, app_version
     path = folder / (name + SUFFIX if name else workspace_name(session))
     to_predict = offered_scans(session)
     pictures: dict[str, Image.Image] = {}
-    for e in [*session.examples, *session.test_set, *to_predict]:
+    for e in [*session.examples, *session.test_set, *session.pool, *to_predict]:
         pictures.setdefault(e.digest, e.image)
     manifest: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "app_version": app_version,
@@ -104,6 +104,8 @@ def write_workspace(session: Session, info: ModelInfo, folder: Path, app_version
         "examples": [_scan_dict(e) for e in session.examples],
         "test_set": [_scan_dict(e) for e in session.test_set],
         "to_predict": [{"name": e.name, "digest": e.digest} for e in to_predict],
+        "pool": [_scan_dict(e) for e in session.pool],
+        "labelling": _jsonable(session.labelling),
         "prompts": {}, "evaluation": _evaluation_dict(session),
     }
     with tempfile.TemporaryDirectory(prefix="workspace-") as scratch, \
@@ -342,11 +344,14 @@ def _session_of(manifest: dict, reader: _Reader, info: ModelInfo, owner: str,
     session.examples = _scans(manifest, "examples", reader, session.classes)
     session.test_set = _scans(manifest, "test_set", reader, session.classes)
     session.to_predict = _offered(manifest, reader)
+    if "pool" in manifest:  # files that predate the pool have none
+        session.pool = _scans(manifest, "pool", reader, [""])
+    session.labelling = _labelling(manifest.get("labelling") or [], reader)
     same_model = (manifest.get("model") or {}).get("fingerprint") == info.fingerprint
     other_model = str((manifest.get("model") or {}).get("name") or "?")
     if reader.has(FEATURES):
-        found = _read_features(reader, scratch, info,
-                               {e.digest for e in [*session.examples, *session.test_set]})
+        found = _read_features(reader, scratch, info, {e.digest for e in [
+            *session.examples, *session.test_set, *session.pool]})
         for key, value in found.items():
             session.features.put(key, value)
         if not found and not same_model:
@@ -385,6 +390,20 @@ def _scans(manifest: dict, key: str, reader: _Reader, classes: list[str]) -> lis
         picture = reader.picture(digest)
         out.append(Example(new_uid(), label, picture, thumbnail(picture), shown[:MAX_NAME],
                            digest))
+    return out
+
+
+def _labelling(points: Any, reader: _Reader) -> list[dict]:
+    """The "is labelling still paying?" points, checked: numbers where numbers are."""
+    if not isinstance(points, list) or len(points) > MAX_EXAMPLES:
+        reader.damaged("its labelling record is not one the app wrote")
+    out = []
+    for point in points:
+        numbers = [point.get(k) for k in ("examples", "tuned", "tuned_std")] \
+            if isinstance(point, dict) else [None]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            reader.damaged("its labelling record is not one the app wrote")
+        out.append(dict(point))
     return out
 
 

@@ -225,9 +225,26 @@ class TuneStep:
             finally:
                 self.line.leave(ticket)
         if held_out is not None:
+            from demo.work.evaluation import paying_point
+
             session.prompts.estimated(tuning, held_out)
+            point = paying_point(session.counts(), held_out, tuning.history.warm)
+            if point is not None:
+                session.labelling.append(point)
         reason = "estimate_replaced" if run.stopped_by == BY_NEW_RUN else "estimate_stopped"
         yield {"estimate_status": estimate_text(lang, held_out, len(session.examples), reason)}
+
+    @staticmethod
+    def paying_plot(session: Any, request: gr.Request = None):
+        """"Is labelling still paying?": each estimated run's held-out accuracy against its
+        number of examples, for the tuned prompts and the best baseline (hidden before the
+        first estimate)."""
+        from demo.work.report import labelling_plot
+
+        points = list(getattr(session, "labelling", None) or [])
+        if not points:
+            return gr.update(value=None, visible=False)
+        return gr.update(value=labelling_plot(points, language(request)), visible=True)
 
     def _prompts_file(self, session, dp) -> str:
         """The tuned prompts as the file the download button offers (made with the result it

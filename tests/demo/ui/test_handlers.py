@@ -1177,3 +1177,29 @@ def test_tuning_again_starts_warm_from_the_prompts_before_and_cold_is_one_switch
     studio.add_examples(session, [real_scan("JPEG2000.dcm", tmp_path)], "bone", AUTO_WINDOW)
     tuned(studio, session, *settings, estimate=False)
     assert session.prompts.current.history.warm is False
+
+
+def test_each_estimate_adds_a_point_to_is_labelling_still_paying(studio, tmp_path):
+    """After each run's held-out estimate, its examples and accuracies are a point; the plot
+    draws both lines with their spread; none before the first estimate."""
+    from demo.ui.steps.tune import TuneStep
+
+    session = ready_session(studio, tmp_path, tune=False)
+    assert TuneStep.paying_plot(session)["visible"] is False
+    tuned(studio, session, "fast", 12.5, 0.25, 20, 1, 1)
+    first = session.labelling[-1]
+    assert first["examples"] == 6 and first["per_class"] == {c: 3 for c in session.classes}
+    held = session.prompts.current.held_out["methods"]
+    assert first["tuned"] == pytest.approx(held["tuned"]["accuracy"], abs=1e-6)
+    best = max((k for k in held if k != "tuned"), key=lambda k: held[k]["accuracy"])
+    assert first["baseline"] == best and first["warm"] is False
+    studio.add_examples(session, [real_scan("emri_small.dcm", tmp_path)], ROWS[1][0],
+                        AUTO_WINDOW)
+    tuned(studio, session, "fast", 12.5, 0.25, 20, 1, 1)
+    assert [p["examples"] for p in session.labelling] == [6, 7]
+    assert session.labelling[-1]["warm"] is True
+    plot = TuneStep.paying_plot(session)
+    assert plot["visible"] is True
+    ax = plot["value"].axes[0]
+    assert [list(line.get_xdata()) for line in ax.lines[:1]] == [[6, 7]]
+    assert len([c for c in ax.containers]) == 2  # two error-bar series

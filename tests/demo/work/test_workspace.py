@@ -284,3 +284,32 @@ def test_the_last_predicted_scan_and_a_lessons_scans_are_offered_again(studio, w
     with zipfile.ZipFile(saved) as zf:
         manifest = json.loads(zf.read(MANIFEST))
     assert "MR_small" not in json.dumps(manifest)  # the uploaded file's name never enters it
+
+
+def test_the_pool_and_the_labelling_record_come_back(studio, tmp_path):
+    """The unlabelled pool (its pictures, and their features) and the "is labelling still
+    paying?" points are part of the work; a forged record is refused."""
+    session = ready_session(studio, tmp_path, tune=False)
+    tuned(studio, session, "fast", 12.5, 0.25, 8, 1, 1)
+    session.add_to_pool([(real_scan(n, tmp_path), n) for n in ("JPEG2000.dcm", "SC_rgb.dcm")])
+    info = studio.model_info()
+    before = session.suggestions(info)
+    path = write_workspace(session, info, tmp_path / "saved")
+    opened = read_workspace(path, info).session
+    assert [e.digest for e in opened.pool] == [e.digest for e in session.pool]
+    assert all(e.label == "" for e in opened.pool)
+    assert opened.labelling == session.labelling and len(opened.labelling) == 1
+    key = feature_key(info, opened.pool[0].digest, EVAL_VIEW, 0, info.precision)
+    assert key in opened.features  # no encoding needed to rank them again
+    again = opened.suggestions(info)
+    assert [s.example.digest for s in again] == [s.example.digest for s in before]
+    assert [s.probability for s in again] == pytest.approx([s.probability for s in before],
+                                                           abs=1e-6)
+    def forge(name: str, data: bytes) -> bytes:
+        if name != MANIFEST:
+            return data
+        manifest = json.loads(data)
+        manifest["labelling"] = [{"examples": "many"}]
+        return json.dumps(manifest).encode()
+
+    _refused(_rewritten(path, tmp_path / "forged.zip", change=forge), studio, "workspace_damaged")
