@@ -76,6 +76,22 @@ EN: dict[str, str] = {
     "pool_empty": "The pool is empty: add scans without a class first.",
     "pool_ranked": "The {n} scans (of {total} unlabelled) that labelling would teach most, the most "
                    "useful first. Confirm the guess or pick the class.",
+    "map_empty": "Add examples first: the map shows them.",
+    "map_drawn": "{examples} examples, {tests} test scans and {pool} unlabelled scans, by their "
+                 "image features (the two directions they vary most). Click a point to see its "
+                 "scan.",
+    "map_with_shown": "The star is the scan predicted in step 4: far from every example, the "
+                      "model has seen nothing like it.",
+    "map_nothing": "No scan there: click on a point.",
+    "map_gone": "That scan is no longer there: draw the map again.",
+    "map_is_shown": "The scan predicted in step 4.",
+    "map_is_example": "an example of {label}",
+    "map_is_test": "a test scan of {label}",
+    "map_is_pool": "unlabelled (in the pool)",
+    "map_test": "test scans",
+    "map_pool": "unlabelled (pool)",
+    "map_shown": "the scan in step 4",
+    "map_axis": "direction {k} (PCA of the image features)",
     "pool_alike": "Each of the other {n} looks almost the same as one of these to the model: "
                   "label these first.",
     "pool_random": "{n} scans (of {total} unlabelled) picked at random, to compare with the "
@@ -403,6 +419,21 @@ KO: dict[str, str] = {
     "pool_empty": "모음이 비어 있습니다. 먼저 클래스 없이 영상을 추가하세요.",
     "pool_ranked": "분류하면 가장 많이 배울 영상 {n}개입니다 (미분류 {total}개 중), 가장 유용한 것부터. "
                    "추측을 확인하거나 클래스를 고르세요.",
+    "map_empty": "먼저 예시를 추가하세요. 지도는 예시를 보여 줍니다.",
+    "map_drawn": "예시 {examples}개, 테스트 영상 {tests}개, 미분류 영상 {pool}개를 영상 특징으로(가장 크게 "
+                 "변하는 두 방향) 그렸습니다. 점을 클릭하면 그 영상이 보입니다.",
+    "map_with_shown": "별은 4단계에서 예측한 영상입니다. 모든 예시와 멀리 있으면 모델이 그와 비슷한 것을 본 적이 "
+                      "없습니다.",
+    "map_nothing": "그곳에는 영상이 없습니다. 점을 클릭하세요.",
+    "map_gone": "그 영상은 더 이상 없습니다. 지도를 다시 그리세요.",
+    "map_is_shown": "4단계에서 예측한 영상입니다.",
+    "map_is_example": "{label}의 예시",
+    "map_is_test": "{label}의 테스트 영상",
+    "map_is_pool": "미분류 (모음에 있음)",
+    "map_test": "테스트 영상",
+    "map_pool": "미분류 (모음)",
+    "map_shown": "4단계의 영상",
+    "map_axis": "방향 {k} (영상 특징의 PCA)",
     "pool_alike": "나머지 {n}개는 모델이 보기에 이 중 하나와 거의 같습니다. 이것들을 먼저 분류하세요.",
     "pool_random": "무작위로 고른 영상 {n}개입니다 (미분류 {total}개 중), 순위와 비교해 보세요.",
     "pool_labelled": "{label}에 추가했습니다({name}). 모음에 {left}개 남았습니다. 다시 튜닝하면 "

@@ -22,6 +22,9 @@ EN = {
     "width": "Window width",
     "frame_slider": "Frame or slice to add",
     "strip": "Slices (click one to choose it)",
+    "map_heading": "A map of the examples",
+    "draw_map": "Draw the map",
+    "map_picked": "The scan of the point clicked",
     "pool_heading": "Unlabelled scans: which to label next",
     "pool_intro": "Add scans without a class. **Label next** ranks them by what labelling would "
                   "teach: the scans the model is least sure of, or where its classifiers "
@@ -144,6 +147,9 @@ KO = {
     "width": "창 폭 (width)",
     "frame_slider": "추가할 프레임 또는 슬라이스",
     "strip": "슬라이스 (클릭하여 고르기)",
+    "map_heading": "예시 지도",
+    "draw_map": "지도 그리기",
+    "map_picked": "클릭한 점의 영상",
     "pool_heading": "미분류 영상: 다음에 분류할 것",
     "pool_intro": "클래스 없이 영상을 추가하세요. **다음에 분류할 영상**은 분류하면 가장 많이 배울 "
                   "영상 순으로 보여 줍니다: 모델이 가장 불확실하거나 분류기들이 다른 영상, 서로 비슷하지 "

@@ -24,7 +24,7 @@ from demo.ui.handlers import LOAD_OUTPUTS, Studio
 from demo.ui.replies import AUTO_WINDOW, MANUAL_WINDOW, by_name, window_choices
 from demo.ui.steps.evaluate import CELL_OUTPUTS, EVALUATE_OUTPUTS, PROMOTE_OUTPUTS, TEST_OUTPUTS
 from demo.ui.steps.examples import ADD_OUTPUTS, RANGE_OUTPUTS, REMOVE_OUTPUTS, VIEW_OUTPUTS
-from demo.ui.steps.pool import LABEL_OUTPUTS, POOL_OUTPUTS, SUGGEST_OUTPUTS
+from demo.ui.steps.pool import LABEL_OUTPUTS, MAP_OUTPUTS, POOL_OUTPUTS, SUGGEST_OUTPUTS
 from demo.work.pool import ORDERS, RANKED
 from demo.ui.steps.predict import PREDICT_OUTPUTS, SLICE_OUTPUTS, STRIP_OUTPUTS, VOLUME_OUTPUTS
 from demo.ui.steps.prompts import PROMPTS_OUTPUTS
@@ -285,7 +285,19 @@ def _pool_section(studio: Studio, session: gr.State, example_status, counts, gal
                 for i, row in enumerate(rows or []):
                     _suggestion_card(studio, i, row, classes, session, suggestions, labelled,
                                      cards_rev)
-    return SimpleNamespace(pool_files=pool_files, add_to_pool=add_to_pool,
+    with gr.Accordion(t("map_heading"), open=False, elem_id="map-of-examples"):
+        draw_map = gr.Button(t("draw_map"), elem_id="draw-map")
+        with gr.Row():
+            feature_map = gr.Image(type="filepath", show_label=False, interactive=False,
+                                   buttons=[], elem_id="feature-map", scale=3,
+                                   alt_text=t("map_heading"))
+            map_pick = gr.Image(type="filepath", label=t("map_picked"), interactive=False,
+                                buttons=[], height=180, elem_id="map-pick", scale=1)
+        map_status = gr.Markdown(elem_id="map-status")
+        map_points = gr.State([])  # where each scan is drawn, for a click
+    return SimpleNamespace(draw_map=draw_map, feature_map=feature_map, map_pick=map_pick,
+                           map_status=map_status, map_points=map_points,
+                           pool_files=pool_files, add_to_pool=add_to_pool,
                            pool_order=pool_order, label_next=label_next,
                            pool_status=pool_status, suggestions=suggestions, pool_uid=pool_uid,
                            pool_label=pool_label, label_pool=label_pool)
@@ -645,6 +657,16 @@ def build_demo(studio: Studio, mcp: bool = False) -> gr.Blocks:
                             [session, ui.pool_uid, ui.pool_label, ui.suggestions],
                             list(labelled.values()), api_name="label_pool_scan").then(
             _bump, ui.cards_rev, ui.cards_rev, queue=False, api_visibility="private")
+        mapped = _outputs(ui, session, MAP_OUTPUTS)
+        ui.draw_map.click(by_name(studio.draw_feature_map, mapped), session,
+                          list(mapped.values()), api_visibility="private",
+                          concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY)
+        ui.cards_rev.change(by_name(studio.map_again, mapped), [session, ui.map_points],
+                            list(mapped.values()), api_visibility="private",
+                            concurrency_id="infer", concurrency_limit=INFER_CONCURRENCY)
+        picked = _outputs(ui, session, ("map_status", "map_pick"))
+        ui.feature_map.select(by_name(studio.map_clicked, picked), [session, ui.map_points],
+                              list(picked.values()), api_visibility="private", queue=False)
         removed = _outputs(ui, session, REMOVE_OUTPUTS)
         ui.remove.click(by_name(studio.remove_selected, removed), session, list(removed.values()),
                         api_name="remove_selected").then(_bump, ui.cards_rev, ui.cards_rev,

@@ -92,7 +92,7 @@ _HEADINGS = f"""
 {_GALLERY} > label {{max-width: calc(100% - 40px);}}
 {_GALLERY} > .gallery-container, {_GALLERY} .grid-wrap {{position: static;}}
 {_GALLERY} .icon-button-wrapper.top-panel {{top: 6px; right: 6px;}}
-#volume-plot > {_HEADING}, #training-curve > {_HEADING} {{
+#volume-plot > {_HEADING}, #training-curve > {_HEADING}, #paying-plot > {_HEADING} {{
   position: static; margin: 0 0 6px 0; width: fit-content;
 }}
 """

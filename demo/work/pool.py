@@ -117,6 +117,23 @@ class Pool:
         self.examples.append(example)
         return example
 
+    def feature_map(self, info: ModelInfo, lang: str = "en", precision: str = "auto"):
+        """The map of the examples (`demo.work.feature_map.draw_map`): every example, test
+        and pool scan by its plain image features, the scan last predicted marked. None when
+        the encoding was stopped."""
+        from demo.work.feature_map import draw_map
+
+        groups = [("example", list(self.examples)), ("test", list(self.test_set)),
+                  ("pool", list(self.pool))]
+        scans = [e for _, group in groups for e in group]
+        if not scans:
+            raise UserError("map_empty")
+        feats = self.features_of(info, scans, 0, precision)
+        if feats is None:
+            return None
+        shown = self.prediction.plain if self.prediction is not None else None
+        return draw_map(groups, feats, list(self.classes), lang, shown)
+
     def clear_pool(self) -> int:
         """Forget the unlabelled scans; how many there were."""
         n = len(self.pool)

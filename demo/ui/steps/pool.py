@@ -12,6 +12,7 @@ from demo.work.pool import SUGGESTIONS
 
 POOL_OUTPUTS = ("session", "pool_files", "pool_status")
 SUGGEST_OUTPUTS = ("session", "suggestions", "pool_status")
+MAP_OUTPUTS = ("feature_map", "map_points", "map_status", "map_pick")
 LABEL_OUTPUTS = ("session", "suggestions", "pool_status", "example_status", "counts", "gallery")
 
 
@@ -84,3 +85,56 @@ class PoolStep:
                 "reason": s.reason, "classifier": s.classifier, "why": why,
                 "picture": self._picture(session.owner, s.example.thumbnail,
                                          f"thumb-{s.example.uid}")}
+
+    @answers(MAP_OUTPUTS, status="map_status", interactive=True)
+    def draw_feature_map(self, session: Any, request: gr.Request = None) -> dict:
+        """The map of the examples: each scan by its plain image features (PCA), the
+        examples by class, test and pool scans in grey, the scan predicted in step 4 marked."""
+        from dataclasses import asdict
+
+        lang = language(request)
+        session = self._session(session, request)
+        drawn = session.feature_map(self.model_info(), lang, self.precision)
+        if drawn is None:
+            return {"map_status": text(lang, "features_stopped")}
+        picture, points = drawn
+        counts = {kind: sum(p.kind == kind for p in points) for kind in ("example", "test",
+                                                                          "pool")}
+        said = text(lang, "map_drawn", examples=counts["example"], tests=counts["test"],
+                    pool=counts["pool"])
+        if any(p.kind == "shown" for p in points):
+            said += " " + text(lang, "map_with_shown")
+        return {"feature_map": self._picture(session.owner, picture, "map-of-examples"),
+                "map_points": [asdict(p) for p in points], "map_status": said,
+                "map_pick": None}
+
+    def map_again(self, session: Any, points, request: gr.Request = None) -> dict:
+        """The map drawn again after the examples changed, if it was drawn (it follows the
+        labelling); nothing otherwise."""
+        return self.draw_feature_map(session, request) if points else {}
+
+    @answers(("map_status", "map_pick"), status="map_status")
+    def map_clicked(self, session: Any, points, evt: gr.SelectData,
+                    request: gr.Request = None) -> dict:
+        """A click on the map: the scan of the point nearest to it, with what it is."""
+        from demo.work.feature_map import MapPoint, nearest_point
+
+        lang = language(request)
+        x, y = (evt.index or [0, 0])[:2]
+        point = nearest_point([MapPoint(**p) for p in points or []], float(x), float(y))
+        if point is None:
+            return {"map_status": text(lang, "map_nothing"), "map_pick": None}
+        if point.kind == "shown":
+            picture = session.prediction.view if session.prediction is not None else None
+            return {"map_status": text(lang, "map_is_shown"),
+                    "map_pick": self._picture(session.owner, picture, "map-pick")}
+        scans = {"example": session.examples, "test": session.test_set,
+                 "pool": session.pool}[point.kind]
+        found = next((e for e in scans if e.uid == point.uid), None)
+        if found is None:
+            return {"map_status": text(lang, "map_gone"), "map_pick": None}
+        what = {"example": text(lang, "map_is_example", label=found.label),
+                "test": text(lang, "map_is_test", label=found.label),
+                "pool": text(lang, "map_is_pool")}[point.kind]
+        return {"map_status": f"**{found.name}**: {what}",
+                "map_pick": self._picture(session.owner, found.thumbnail, f"thumb-{found.uid}")}

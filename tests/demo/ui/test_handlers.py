@@ -1203,3 +1203,27 @@ def test_each_estimate_adds_a_point_to_is_labelling_still_paying(studio, tmp_pat
     ax = plot["value"].axes[0]
     assert [list(line.get_xdata()) for line in ax.lines[:1]] == [[6, 7]]
     assert len([c for c in ax.containers]) == 2  # two error-bar series
+
+
+def test_the_map_of_the_examples_is_drawn_and_a_click_shows_its_scan(studio, tmp_path):
+    from gradio import SelectData
+
+    session = ready_session(studio, tmp_path, tune=False)
+    studio.add_to_pool(session, [real_scan("JPEG2000.dcm", tmp_path)])
+    drawn = studio.draw_feature_map(session)
+    assert "6 examples, 0 test scans and 1 unlabelled scans" in drawn["map_status"]
+    assert Image.open(drawn["feature_map"]).size[0] >= 600
+    points = drawn["map_points"]
+    assert [p["kind"] for p in points] == ["example"] * 6 + ["pool"]
+    target = points[4]
+    clicked = studio.map_clicked(session, points, SelectData(
+        None, {"index": [target["x"] + 2, target["y"] + 1], "value": None}))
+    assert clicked["map_status"].startswith(f"**{session.examples[4].name}**: an example of")
+    assert Image.open(clicked["map_pick"]).size == session.examples[4].thumbnail.size
+    missed = studio.map_clicked(session, points, SelectData(None, {"index": [1, 1],
+                                                                   "value": None}))
+    assert "No scan there" in missed["map_status"] and missed["map_pick"] is None
+    assert studio.map_again(session, []) == {}  # never drawn: not drawn on a change
+    studio.predict(session, real_scan("MR_small.dcm", tmp_path), AUTO_WINDOW)
+    again = studio.map_again(session, points)
+    assert again["map_points"][-1]["kind"] == "shown" and "The star" in again["map_status"]
