@@ -815,3 +815,92 @@ def test_volumes_are_seen_whole_added_by_range_and_predicted_whole(app_url, tmp_
         assert (facts["volume"], facts["volumes"]) == (1, 2) and len(facts["slices"]) == 24
         shot(page, "volumes-8-4d-predicted-whole")
         browser.close()
+
+
+POOL_FILES = ["693_J2KR.dcm", "CT_small.dcm", "JPEG-LL.dcm", "JPEG2000.dcm",
+              "MR-SIEMENS-DICOM-WithOverlays.dcm", "MR2_J2KR.dcm", "MR_small.dcm",
+              "OBXXXX1A.dcm", "OT-PAL-8-face.dcm", "RG1_J2KR.dcm", "RG3_J2KR.dcm", "SC_rgb.dcm",
+              "US1_J2KR.dcm", "color-pl.dcm", "emri_small.dcm", "examples_ybr_color.dcm",
+              "explicit_VR-UN.dcm", "gdcm-US-ALOKA-16.dcm", "liver.dcm", "mlut_18.dcm"]
+
+
+def _click_colour(page, selector: str, colour: str) -> None:
+    """Click the middle of the pixels of `colour` in the picture of `selector` (a dot of a
+    class on the map), scaled from the picture to the page."""
+    import numpy as np
+
+    picture = picture_in(page, selector)
+    rgb = np.array(Image.new("RGB", (1, 1), colour)).reshape(3)
+    pixels = np.asarray(picture.convert("RGB")).astype(int)
+    ys, xs = np.nonzero(np.abs(pixels - rgb).sum(axis=2) < 30)
+    assert len(xs), f"no {colour} on the map"
+    # one dot: the pixels nearest to the first one found
+    near = (np.abs(xs - xs[0]) < 8) & (np.abs(ys - ys[0]) < 8)
+    img = page.locator(f"{selector} img")
+    box = img.bounding_box()
+    scale = box["width"] / picture.width
+    img.click(position={"x": float(xs[near].mean()) * scale, "y": float(ys[near].mean()) * scale})
+
+
+def test_the_labelling_loop_in_the_browser(app_url, tmp_path):
+    """A pool of 20 real scans: the map shows them, Label next suggests which to label, four
+    are labelled with one click each, the map follows, a warm re-tune says so, and "is
+    labelling still paying?" gains its second point."""
+    from playwright.sync_api import sync_playwright
+
+    from demo.work.report import PLOT_COLOURS
+
+    with sync_playwright() as p:
+        browser, context, page = _browser(p, "en-US")
+        page.goto(app_url)
+        use_sample_scans(page)
+        page.get_by_role("tab", name="3 · Tune").click()
+        page.get_by_role("button", name="Tune prompts").click()
+        wait_text(page, "#estimate-status", "Held-out", 120_000)
+        page.locator("#paying-plot img").wait_for()
+        first_plot = picture_in(page, "#paying-plot")
+        old_src = page.locator("#paying-plot img").get_attribute("src")
+
+        page.get_by_role("tab", name="2 · Examples").click()
+        page.locator("#pool-files input[type=file]").set_input_files(
+            [real_scan(n, tmp_path) for n in POOL_FILES])
+        page.locator("#add-to-pool").click()
+        assert "Added 20 scans to the pool" in wait_text(page, "#pool-status", "Added")
+        page.locator("#map-of-examples").get_by_text("A map of the examples").click()
+        page.locator("#draw-map").click()
+        wait_text(page, "#map-status", "8 examples, 0 test scans and 20 unlabelled scans")
+        shot(page, "labelling-1-map")
+        page.locator("#label-next").click()
+        said = wait_text(page, "#pool-status", "teach most")
+        page.locator("#pool-card-3").wait_for()
+        assert page.locator(".pool-card").count() >= 4
+        assert "Unsure" in text_of(page, "#pool-card-0") or "disagree" in text_of(
+            page, "#pool-card-0")
+        shot(page, "labelling-2-suggestions")
+        for left in (19, 18, 17, 16):
+            card = page.locator("#pool-card-0").inner_text()
+            guess = page.locator("#pool-confirm-0").inner_text().replace("✓", "").strip()
+            page.locator("#pool-confirm-0").click()
+            status = wait_text(page, "#pool-status", f"{left} left in the pool")
+            assert f"Added to {guess}" in status
+            page.wait_for_function(  # the labelled card leaves; the next one comes first
+                "(old) => document.querySelector('#pool-card-0')?.innerText !== old",
+                arg=card)
+        wait_text(page, "#map-status", "12 examples, 0 test scans and 16 unlabelled scans")
+        shot(page, "labelling-3-four-labelled")
+        _click_colour(page, "#feature-map", PLOT_COLOURS[0])  # a dot of the first class
+        wait_text(page, "#map-status", "an example of")
+        page.locator("#map-pick img").wait_for()
+
+        page.get_by_role("tab", name="3 · Tune").click()
+        page.get_by_role("button", name="Tune prompts").click()
+        wait_text(page, "#tune-status", "continued from the prompts tuned before", 120_000)
+        wait_text(page, "#estimate-status", "on your 12 examples", 120_000)
+        page.wait_for_function(
+            "(old) => document.querySelector('#paying-plot img')?.src !== old",
+            arg=old_src, timeout=30_000)
+        second_plot = picture_in(page, "#paying-plot")
+        assert second_plot.tobytes() != first_plot.tobytes()
+        assert colour_share(second_plot, "#1f77b4") > colour_share(first_plot, "#1f77b4")
+        shot(page, "labelling-4-warm-and-paying")
+        browser.close()
