@@ -424,6 +424,8 @@ def test_each_run_owns_its_stop_and_no_prompts_are_lost(app_url, tmp_path):
         steps = int(finished.split(" after ")[1].split(" steps")[0])
 
         # Tune, then Stop at once: the finished run's prompts stay, the stopped ones are offered
+        # (a cold start: a warm one, from the prompts just tuned, would end before the Stop)
+        page.locator("#cold-start input").check()
         tune.click()
         wait_text(page, "#tune-status", "Step ", timeout=60_000)
         stop.click()
