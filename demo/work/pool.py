@@ -133,9 +133,3 @@ class Pool:
             return None
         shown = self.prediction.plain if self.prediction is not None else None
         return draw_map(groups, feats, list(self.classes), lang, shown)
-
-    def clear_pool(self) -> int:
-        """Forget the unlabelled scans; how many there were."""
-        n = len(self.pool)
-        self.pool.clear()
-        return n
