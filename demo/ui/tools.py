@@ -118,11 +118,12 @@ class Tools:
         return session.predict(self.studio.model_info(), _scan_path(image), None, None,
                                self.studio.precision)
 
-    def _predict_volume(self, session, image: Any):
+    def _predict_volume(self, session, image: Any, scan=None):
         """Each slice classified by the session's tuned prompts, else zero-shot (every slice
-        up to `MAX_SLICES`, then evenly spaced ones; a single picture is slice 0)."""
+        up to `MAX_SLICES`, then evenly spaced ones; a single picture is slice 0; `scan`: the
+        file, read already)."""
         return session.predict_volume(self.studio.model_info(), _scan_path(image), None, None,
-                                      self.studio.precision)
+                                      self.studio.precision, scan=scan)
 
     def _baseline_rows(self, session, image: Any, method: str) -> PerSlice:
         """Each slice classified by a baseline fitted on the session's examples: the slices
@@ -133,10 +134,11 @@ class Tools:
         from core.imaging import load_scan
         from demo.work.prediction import slice_pictures
 
-        volume = self._predict_volume(session, image)
+        scan = load_scan(_scan_path(image))  # read once, for both
+        volume = self._predict_volume(session, image, scan)
         info = self.studio.model_info()
         # the pictures `predict_volume` made: their features are found by their digest
-        slices = slice_pictures(load_scan(_scan_path(image)), None, volume.slices)
+        slices = slice_pictures(scan, None, volume.slices)
         features = session.features_of(info, slices, 0, self.studio.precision)
         baseline = session.baseline(info, method)
         if baseline is None:  # a class whose scans could not be read

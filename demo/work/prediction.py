@@ -109,15 +109,15 @@ class Predicting:
 
     def predict_volume(self, info: ModelInfo, path: str, window=None, step: int | None = None,
                        precision: str = "auto", stop: str | None = None,
-                       progress=None, volume: int = 0) -> VolumePrediction | None:
+                       progress=None, volume: int = 0, scan=None) -> VolumePrediction | None:
         """Classify every slice of a volume (every `step`-th; by default every slice up to
         `MAX_SLICES`, past that as many evenly spaced ones) with the tuned prompts (zero-shot
         before any tuning), in one compute call; then the slice the model is most confident
         about is predicted as one scan, with its map. None when stopped (`stop`: the run's
         stop file); `progress(done, total)` counts the slices encoded; `volume`: of a 4-D
-        file."""
+        file (`scan`: the file, read already)."""
         self.require_task()
-        scan = load_scan(path, volume=volume)
+        scan = load_scan(path, volume=volume) if scan is None else scan
         n = scan.n_frames
         step = max(1, int(step)) if step else max(1, math.ceil(n / MAX_SLICES))
         numbers = list(range(0, n, step))
