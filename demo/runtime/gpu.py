@@ -16,11 +16,17 @@ call as a spent quota does, so the CPU fallback runs.
 
 When a visitor's quota is spent (or no GPU comes in time), the call runs on the CPU in the main
 process instead, and the page says so.
+
+What ZeroGPU runs (`ZEROGPU_TORCH`, `ZEROGPU_PYTHONS`, the default duration and the sizes) is
+written here once, as the hub's documentation lists it; the emulation holds to it (an app
+emulating ZeroGPU on a PyTorch or Python it does not run refuses to start, `check_versions`),
+and `python -m demo.space --zerogpu` writes a Space that meets it.
 """
 from __future__ import annotations
 
 import functools
 import inspect
+import platform
 import io
 import logging
 import multiprocessing
@@ -40,6 +46,17 @@ EMULATE_NO_QUOTA = "emulate-no-quota"
 QUOTA_TITLES = ("ZeroGPU quota exceeded", "ZeroGPU queue timeout", "ZeroGPU pending credits",
                 "ZeroGPU client error")
 JOIN_S = 10.0
+
+# ZeroGPU as https://huggingface.co/docs/hub/spaces-zerogpu lists it (read 2026-12-07; the page
+# was last changed 2026-08-22): each PyTorch release it runs, with the torchvision built for it,
+# and its Pythons. A call asks for 60 s unless it says otherwise; "xlarge" asks for a whole card
+# (twice the quota) instead of the default half.
+ZEROGPU_READ_ON = "2026-12-07"
+ZEROGPU_DOCS = "https://huggingface.co/docs/hub/spaces-zerogpu"
+ZEROGPU_TORCH = {"2.8.0": "0.23.0", "2.9.1": "0.24.1", "2.10.0": "0.25.0", "2.11.0": "0.26.0"}
+ZEROGPU_PYTHONS = ("3.10.13", "3.12.12")
+DEFAULT_DURATION_S = 60
+GPU_SIZES = ("large", "xlarge")
 
 try:  # only on Hugging Face Spaces
     import spaces  # type: ignore[import-not-found]
@@ -64,6 +81,46 @@ class GpuTaskAborted(RuntimeError):
 
 class QuotaSpent(Exception):
     """The emulated scheduler's refusal (mode emulate-no-quota); stands for ZeroGPU's."""
+
+
+class UnsupportedOnZeroGPU(RuntimeError):
+    """The PyTorch or Python running is not one ZeroGPU runs (only raised while emulating it)."""
+
+
+def _release(version: str) -> str:
+    """'2.11.0+cu128' -> '2.11.0': the release, without a build's local label."""
+    return version.split("+", 1)[0].strip()
+
+
+def zerogpu_refuses(torch_version: str, python_version: str) -> str | None:
+    """Why ZeroGPU would not run these versions, in words, or None where it runs them. Python is
+    matched by its minor version (ZeroGPU offers one release of each: 3.10.13, 3.12.12)."""
+    problems = []
+    if _release(torch_version) not in ZEROGPU_TORCH:
+        problems.append(f"PyTorch {_release(torch_version)} (it runs "
+                        f"{', '.join(ZEROGPU_TORCH)})")
+    minors = {p.rsplit(".", 1)[0]: p for p in ZEROGPU_PYTHONS}
+    if python_version.rsplit(".", 1)[0] not in minors:
+        problems.append(f"Python {python_version} (it runs {' or '.join(ZEROGPU_PYTHONS)})")
+    if not problems:
+        return None
+    return (f"ZeroGPU does not run {' or '.join(problems)}, as listed on {ZEROGPU_READ_ON} at "
+            f"{ZEROGPU_DOCS}. `python -m demo.space --zerogpu OUT` writes a Space with versions "
+            "it runs.")
+
+
+def check_versions(torch_version: str | None = None, python_version: str | None = None) -> None:
+    """While ZeroGPU is emulated, refuse the versions it would refuse (the running ones unless
+    given): an emulation on versions ZeroGPU never runs would vouch for what it cannot."""
+    if mode() not in (EMULATE, EMULATE_NO_QUOTA):
+        return
+    if torch_version is None:
+        import torch
+
+        torch_version = torch.__version__
+    reason = zerogpu_refuses(torch_version, python_version or platform.python_version())
+    if reason:
+        raise UnsupportedOnZeroGPU(reason)
 
 
 def mode() -> str:
@@ -113,16 +170,24 @@ def _computing_here() -> Iterator[None]:
         _state.depth -= 1
 
 
-def gpu(duration: float | Callable[..., float] = 60) -> Callable[[Callable], Callable]:
+def gpu(duration: float | Callable[..., float] | None = DEFAULT_DURATION_S,
+        size: str | None = None) -> Callable[[Callable], Callable]:
     """Mark a compute call. `duration`: the seconds to ask ZeroGPU for, or a function of the
-    call's arguments returning them."""
+    call's arguments returning them (None: ZeroGPU's default, 60 s). `size`: "large" (half a
+    card, ZeroGPU's default) or "xlarge" (a whole one, twice the quota)."""
+    if size is not None and size not in GPU_SIZES:
+        raise ValueError(f"size must be one of {GPU_SIZES}, not {size!r}")
+    if duration is None:
+        duration = DEFAULT_DURATION_S
+
     def wrap(fn: Callable) -> Callable:
         generator = inspect.isgeneratorfunction(fn)
         here = _here_generator(fn) if generator else _here(fn)
         zero = None
         if ON_ZEROGPU:  # pragma: no cover - only on a ZeroGPU Space
-            zero = spaces.GPU(duration=duration)(_worker_generator(fn) if generator
-                                                 else _worker_call(fn))
+            sized = {} if size is None else {"size": size}
+            zero = spaces.GPU(duration=duration, **sized)(_worker_generator(fn) if generator
+                                                          else _worker_call(fn))
 
         if generator:
             @functools.wraps(fn)
@@ -272,7 +337,10 @@ def _dumps(value: Any) -> bytes:
 
 
 def _seconds(duration, args, kwargs) -> float:
-    return float(duration(*args, **kwargs) if callable(duration) else duration)
+    """The seconds a call asks for; a duration function answering None asks for the default,
+    as ZeroGPU's scheduler does."""
+    seconds = duration(*args, **kwargs) if callable(duration) else duration
+    return float(DEFAULT_DURATION_S if seconds is None else seconds)
 
 
 def _child(fn: Callable, conn, payload: bytes, stop, generator: bool) -> None:

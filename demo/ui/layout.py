@@ -835,6 +835,10 @@ def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, argparse.Names
     """The app. On ZeroGPU the model is loaded here, at import, before the GPU workers fork
     from this process; elsewhere in a background thread while the page is served."""
     args = parse_args(argv)
+    try:
+        gpu.check_versions()  # emulating ZeroGPU: on versions it runs, or not at all
+    except gpu.UnsupportedOnZeroGPU as refused:
+        raise SystemExit(f"{gpu.MODE_ENV}={gpu.mode()}: {refused}") from None
     storage.start()
     zerogpu = gpu.mode() == "zerogpu"
     budget = args.time_budget if args.time_budget is not None else (

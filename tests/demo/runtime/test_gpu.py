@@ -152,3 +152,60 @@ def test_the_cpu_path_is_told_once_in_a_while_per_visitor(monkeypatch):
         finally:
             LocalContext.request.reset(token)
     assert len(shown) == 2 and "GPU" in shown[0][1] and "CPU" in shown[0][1]
+
+
+def test_zerogpu_runs_the_versions_its_documentation_lists():
+    for torch_version, vision in gpu.ZEROGPU_TORCH.items():
+        assert vision.startswith("0.") and torch_version.count(".") == 2
+        for python in gpu.ZEROGPU_PYTHONS:
+            assert gpu.zerogpu_refuses(torch_version, python) is None
+    assert gpu.zerogpu_refuses("2.11.0+cu128", "3.12.1") is None  # a build label, a patch release
+    said = gpu.zerogpu_refuses("2.14.1", "3.11.7")
+    assert "PyTorch 2.14.1 (it runs 2.8.0, 2.9.1, 2.10.0, 2.11.0)" in said
+    assert "Python 3.11.7 (it runs 3.10.13 or 3.12.12)" in said
+    assert gpu.ZEROGPU_DOCS in said and gpu.ZEROGPU_READ_ON in said
+    assert "Python" not in gpu.zerogpu_refuses("2.7.1", "3.10.13")
+
+
+def test_the_emulation_refuses_what_zerogpu_refuses(monkeypatch, emulated):
+    with pytest.raises(gpu.UnsupportedOnZeroGPU, match="PyTorch 2.14.1"):
+        gpu.check_versions("2.14.1", "3.10.13")
+    with pytest.raises(gpu.UnsupportedOnZeroGPU, match="Python 3.11"):
+        gpu.check_versions("2.11.0", "3.11.7")
+    gpu.check_versions("2.11.0", "3.12.12")  # runs
+    monkeypatch.setenv(gpu.MODE_ENV, "local")
+    gpu.check_versions("2.14.1", "3.11.7")  # only the emulation holds to ZeroGPU's list
+
+
+def test_an_emulating_app_on_versions_zerogpu_refuses_does_not_start():
+    import platform
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    refused = gpu.zerogpu_refuses(torch.__version__, platform.python_version())
+    if refused is None:
+        gpu.check_versions()  # these versions run on ZeroGPU, and so the emulation starts
+        return
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "app.py", "--backbone", "tiny-biomedclip"], cwd=root,
+                          env={**os.environ, gpu.MODE_ENV: gpu.EMULATE}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode != 0
+    assert refused in done.stderr and "Traceback" not in done.stderr
+    assert "Running on" not in done.stdout
+
+
+def test_a_call_asks_for_zerogpus_default_duration_unless_it_says(emulated):
+    assert gpu.DEFAULT_DURATION_S == 60
+
+    @gpu.gpu(duration=lambda: None)  # a duration function may leave it to the default
+    def nap() -> str:
+        time.sleep(1.2)
+        return "rested"
+
+    assert nap() == "rested"
+    assert gpu._seconds(None, (), {}) == 60 and gpu._seconds(lambda: None, (), {}) == 60
+    with pytest.raises(ValueError, match="xlarge"):
+        gpu.gpu(size="huge")
+    gpu.gpu(duration=None, size="xlarge")(nap.__wrapped__)
