@@ -20,7 +20,7 @@ process instead, and the page says so.
 What ZeroGPU runs (`ZEROGPU_TORCH`, `ZEROGPU_PYTHONS`, the default duration and the sizes) is
 written here once, as the hub's documentation lists it; the emulation holds to it (an app
 emulating ZeroGPU on a PyTorch or Python it does not run refuses to start, `check_versions`),
-and `python -m demo.space --zerogpu` writes a Space that meets it.
+and `python -m demo.runtime.space --zerogpu` writes a Space that meets it.
 """
 from __future__ import annotations
 
@@ -105,8 +105,8 @@ def zerogpu_refuses(torch_version: str, python_version: str) -> str | None:
     if not problems:
         return None
     return (f"ZeroGPU does not run {' or '.join(problems)}, as listed on {ZEROGPU_READ_ON} at "
-            f"{ZEROGPU_DOCS}. `python -m demo.space --zerogpu OUT` writes a Space with versions "
-            "it runs.")
+            f"{ZEROGPU_DOCS}. `python -m demo.runtime.space --zerogpu OUT` writes a Space with "
+            "versions it runs.")
 
 
 def check_versions(torch_version: str | None = None, python_version: str | None = None) -> None:

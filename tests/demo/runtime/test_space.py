@@ -1,5 +1,5 @@
-"""`python -m demo.space`: the folder it writes is a Space its hardware runs, and the app starts
-from it."""
+"""`python -m demo.runtime.space`: the folder it writes is a Space its hardware runs, and the
+app starts from it."""
 from __future__ import annotations
 
 import subprocess
@@ -10,16 +10,16 @@ import pytest
 from packaging.requirements import Requirement
 
 from core.backbone import BIOMEDCLIP_HUB_ID
-from demo import space
+from demo.runtime import space
 from demo.runtime import gpu
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def write(tmp_path: Path, *flags: str) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path / "space"
-    done = subprocess.run([sys.executable, "-m", "demo.space", *flags, str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "demo.runtime.space", *flags, str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     return out, done
 
 

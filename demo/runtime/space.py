@@ -1,4 +1,5 @@
-"""`python -m demo.space --zerogpu OUT` or `--cpu OUT`: a folder to push as a Hugging Face Space.
+"""`python -m demo.runtime.space --zerogpu OUT` or `--cpu OUT`: a folder to push as a Hugging
+Face Space.
 
 It holds the app's files (`app.py`, `core/`, `demo/`, `assets/`), a README whose front matter
 names the Gradio SDK this checkout pins, a Python the hardware runs and the weights to preload,
@@ -25,7 +26,7 @@ import yaml
 
 from demo.runtime import gpu
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP_FILES = ("app.py", "core", "demo", "assets")
 LEFT_OUT = ("__pycache__", "*.pyc")
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -146,8 +147,8 @@ def write_space(out: Path, spec: Target, root: Path = ROOT) -> list[Path]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m demo.space", description="Write a folder to push as a Hugging Face "
-        "Space: the app, its front matter, and requirements the hardware runs.")
+        prog="python -m demo.runtime.space", description="Write a folder to push as a Hugging "
+        "Face Space: the app, its front matter, and requirements the hardware runs.")
     kind = parser.add_mutually_exclusive_group(required=True)
     kind.add_argument("--zerogpu", metavar="OUT", help="a ZeroGPU Space (Gradio SDK)")
     kind.add_argument("--cpu", metavar="OUT", help="a CPU Space (CPU basic or better)")
