@@ -8,7 +8,7 @@ a `requirements.txt` whose torch and torchvision are a pair that hardware runs, 
 
 - ZeroGPU: a PyTorch release ZeroGPU lists (the newest by default, `--torch` for another) with
   the torchvision built for it, from PyPI (CUDA builds, as ZeroGPU needs), and a Python it runs
-  (`--python`, 3.12.12 by default). What ZeroGPU lists is `demo.runtime.gpu.ZEROGPU_TORCH` and
+  (3.12.12: ZeroGPU's other Python, 3.10.13, is older than the requirements allow). What ZeroGPU lists is `demo.runtime.gpu.ZEROGPU_TORCH` and
   `ZEROGPU_PYTHONS`; anything else is refused here rather than at the Space's first build.
 - CPU: the torch and torchvision this checkout pins, as PyTorch's CPU-only builds from its own
   index (about 0.2 GB instead of PyPI's 6 GB CUDA build), on this checkout's Python.
@@ -32,6 +32,9 @@ LEFT_OUT = ("__pycache__", "*.pyc")
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_PACKAGES = ("torch", "torchvision")
 FRONT_MATTER = re.compile(r"---\n(.*?)\n---\n", re.S)
+# the oldest Python every pinned requirement installs on (transformers 5.24.0 needs 3.11; seen
+# when pip refused it on ZeroGPU's 3.10.13): of ZeroGPU's Pythons, only 3.12.12 runs the app
+MIN_PYTHON = (3, 11)
 
 
 class SpaceError(ValueError):
@@ -72,6 +75,9 @@ def target(hardware: str, python: str | None = None, torch: str | None = None,
            root: Path = ROOT) -> Target:
     """The versions a Space of `hardware` runs; refuses those the hardware does not."""
     pinned = pins((root / "requirements.txt").read_text())
+    if python is not None and tuple(int(p) for p in python.split(".")[:2]) < MIN_PYTHON:
+        raise SpaceError(f"The app's requirements need Python {'.'.join(map(str, MIN_PYTHON))}"
+                         f" or later (transformers {pinned['transformers']} does), not {python}.")
     if hardware == "cpu":
         checkout_python = str(front_matter((root / "README.md").read_text())[0]["python_version"])
         return Target("cpu", python or checkout_python, torch or pinned["torch"],
@@ -152,8 +158,8 @@ def _parser() -> argparse.ArgumentParser:
     kind = parser.add_mutually_exclusive_group(required=True)
     kind.add_argument("--zerogpu", metavar="OUT", help="a ZeroGPU Space (Gradio SDK)")
     kind.add_argument("--cpu", metavar="OUT", help="a CPU Space (CPU basic or better)")
-    parser.add_argument("--python", help="the Space's Python (ZeroGPU: "
-                        f"{' or '.join(gpu.ZEROGPU_PYTHONS)}, default the newest)")
+    parser.add_argument("--python", help="the Space's Python (ZeroGPU: 3.12.12, the default; "
+                        "CPU: this checkout's)")
     parser.add_argument("--torch", help="the Space's PyTorch release (ZeroGPU: "
                         f"{', '.join(gpu.ZEROGPU_TORCH)}, default the newest)")
     return parser

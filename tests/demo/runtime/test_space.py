@@ -96,6 +96,7 @@ def test_a_cpu_space_takes_pytorchs_cpu_builds_of_the_checkouts_pair(tmp_path):
     (["--torch", "2.14.1"], "ZeroGPU does not run PyTorch 2.14.1"),
     (["--python", "3.11.7"], "ZeroGPU does not run Python 3.11.7"),
     (["--python", "3.12.1"], "name one of them, not 3.12.1"),
+    (["--python", "3.10.13"], "need Python 3.11 or later (transformers"),
 ])
 def test_versions_zerogpu_refuses_are_refused_before_anything_is_written(tmp_path, flags, said):
     out, done = write(tmp_path, *flags, "--zerogpu")
