@@ -79,9 +79,12 @@ def target(hardware: str, python: str | None = None, torch: str | None = None,
         raise SpaceError(f"The app's requirements need Python {'.'.join(map(str, MIN_PYTHON))}"
                          f" or later (transformers {pinned['transformers']} does), not {python}.")
     if hardware == "cpu":
+        if torch not in (None, pinned["torch"]):  # the one pair whose torchvision is known
+            raise SpaceError(f"A CPU Space takes the pair pinned here: torch {pinned['torch']}"
+                             f" with torchvision {pinned['torchvision']}, not torch {torch}.")
         checkout_python = str(front_matter((root / "README.md").read_text())[0]["python_version"])
-        return Target("cpu", python or checkout_python, torch or pinned["torch"],
-                      pinned["torchvision"], index=CPU_INDEX, local="+cpu")
+        return Target("cpu", python or checkout_python, pinned["torch"], pinned["torchvision"],
+                      index=CPU_INDEX, local="+cpu")
     if hardware != "zerogpu":
         raise SpaceError(f"hardware must be 'zerogpu' or 'cpu', not {hardware!r}")
     torch = torch or list(gpu.ZEROGPU_TORCH)[-1]

@@ -104,6 +104,12 @@ def test_versions_zerogpu_refuses_are_refused_before_anything_is_written(tmp_pat
     assert not out.exists()
 
 
+def test_a_cpu_space_keeps_the_pair_whose_torchvision_is_known(tmp_path):
+    out, done = write(tmp_path, "--torch", "2.13.0", "--cpu")
+    assert done.returncode == 2 and "takes the pair pinned here" in done.stderr
+    assert not out.exists()
+
+
 def test_a_folder_in_use_is_left_as_it_is(tmp_path):
     out = tmp_path / "space"
     out.mkdir()
