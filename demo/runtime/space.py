@@ -8,8 +8,9 @@ a `requirements.txt` whose torch and torchvision are a pair that hardware runs, 
 
 - ZeroGPU: a PyTorch release ZeroGPU lists (the newest by default, `--torch` for another) with
   the torchvision built for it, from PyPI (CUDA builds, as ZeroGPU needs), and a Python it runs
-  (3.12.12: ZeroGPU's other Python, 3.10.13, is older than the requirements allow). What ZeroGPU lists is `demo.runtime.gpu.ZEROGPU_TORCH` and
-  `ZEROGPU_PYTHONS`; anything else is refused here rather than at the Space's first build.
+  (3.12.12: ZeroGPU's other Python, 3.10.13, is older than the requirements allow). What
+  ZeroGPU lists is `demo.runtime.gpu.ZEROGPU_TORCH` and `ZEROGPU_PYTHONS`; anything else is
+  refused here rather than at the Space's first build.
 - CPU: the torch and torchvision this checkout pins, as PyTorch's CPU-only builds from its own
   index (about 0.2 GB instead of PyPI's 6 GB CUDA build), on this checkout's Python.
 """
