@@ -63,12 +63,24 @@ def text_of(page, selector: str) -> str:
 
 def wait_text(page, selector: str, wanted: str, timeout: float = 60_000) -> str:
     """Wait until the element's text contains `wanted` (and is not Gradio's "processing"
-    line); return it."""
-    page.wait_for_function(
-        "([sel, pat]) => { const e = document.querySelector(sel);"
-        " return e && e.innerText.includes(pat)"
-        " && !/processing \\|/.test(e.innerText); }",
-        arg=[selector, wanted], timeout=timeout)
+    line); return it. Past `timeout`, the failure says what the page showed instead: the
+    element, and every status line and toast."""
+    from playwright.sync_api import TimeoutError as NotYet
+
+    try:
+        page.wait_for_function(
+            "([sel, pat]) => { const e = document.querySelector(sel);"
+            " return e && e.innerText.includes(pat)"
+            " && !/processing \\|/.test(e.innerText); }",
+            arg=[selector, wanted], timeout=timeout)
+    except NotYet:
+        shown = page.evaluate(
+            "() => [...document.querySelectorAll('[id$=\"-status\"], .toast-body')]"
+            ".map(e => (e.id || 'toast') + ': ' + e.innerText.trim().slice(0, 200))"
+            ".filter(line => !line.endsWith(': '))")
+        raise AssertionError(f"{selector} never showed {wanted!r} in {timeout / 1000:g} s; it "
+                             f"shows {text_of(page, selector)!r}. Also on the page: "
+                             f"{shown}") from None
     return text_of(page, selector)
 
 

@@ -471,13 +471,19 @@ def test_typed_numbers_count_and_settings_stay_with_their_file(app_url, app_log,
         use_sample_scans(page)
         predict_example_picture(page, tmp_path)
         before = picture_in(page, "#attention-map")
+        old_src = page.locator("#attention-map img").first.get_attribute("src")
         box = page.locator("#opacity input[type=number]")
         box.fill("0.9")
         box.press("Enter")
+        # the map is redrawn without a click elsewhere (a new picture, however busy the machine)
+        page.wait_for_function("old => document.querySelector('#attention-map img')?.src"
+                               " && document.querySelector('#attention-map img').src !== old",
+                               arg=page.locator("#attention-map img").first.evaluate(
+                                   "img => img.src"), timeout=60_000)
         page.wait_for_function("() => !document.querySelector('#report button, #report a')"
                                "?.hasAttribute('disabled')")
-        page.wait_for_timeout(500)
         after = picture_in(page, "#attention-map")
+        assert page.locator("#attention-map img").first.get_attribute("src") != old_src
         assert after.tobytes() != before.tobytes()  # redrawn at once, no click elsewhere
         _, saved = _download(page, "#report", tmp_path, "report.png")
         assert json.loads(Image.open(saved).text["biomed-dpt-report"])["opacity"] == 0.9
