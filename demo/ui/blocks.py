@@ -6,16 +6,12 @@ event of that session that outputs a `gr.State` reads the same dict to find whic
 change listener (`Blocks.get_state_ids_to_track`), and gradio 6.31 walks the live dict: a click
 on **Tune prompts** while the cards redraw failed with "dictionary changed size during
 iteration". Here that walk reads a copy, taken in one step (`dict.copy` holds the interpreter
-lock throughout). The renders take turns among themselves (`RENDERS`), so that no render's own
-walk of the config meets another render's changes either.
+lock throughout).
 """
 from __future__ import annotations
 
 import gradio as gr
 from gradio import utils
-
-# the concurrency group of every `gr.render` on the page: one redraw at a time
-RENDERS = dict(concurrency_id="render", concurrency_limit=1)
 
 
 class StudioBlocks(gr.Blocks):

@@ -20,7 +20,7 @@ from core.overlay import colorbar
 from demo.runtime import gpu, storage
 from demo.text.strings import EN, KO
 from demo.ui import replies, tools
-from demo.ui.blocks import RENDERS, StudioBlocks
+from demo.ui.blocks import StudioBlocks
 from demo.ui.handlers import LOAD_OUTPUTS, Studio
 from demo.ui.replies import AUTO_WINDOW, MANUAL_WINDOW, by_name, window_choices
 from demo.ui.steps.evaluate import CELL_OUTPUTS, EVALUATE_OUTPUTS, PROMOTE_OUTPUTS, TEST_OUTPUTS
@@ -232,7 +232,7 @@ def _examples_tab(studio: Studio, demo: gr.Blocks, session: gr.State) -> SimpleN
         remove = gr.Button(visible=False)  # the API's /remove_selected; cards have their own
         cards_rev = gr.Number(0, visible=False)  # bumped whenever the examples change
 
-        @gr.render(inputs=[session], triggers=[cards_rev.change, demo.load], **RENDERS)
+        @gr.render(inputs=[session], triggers=[cards_rev.change, demo.load])
         def class_cards(current):
             cards = studio.class_cards(current)
             if not cards:
@@ -279,7 +279,7 @@ def _pool_section(studio: Studio, session: gr.State, example_status, counts, gal
         labelled = {"session": session, "suggestions": suggestions, "pool_status": pool_status,
                     "example_status": example_status, "counts": counts, "gallery": gallery}
 
-        @gr.render(inputs=[suggestions, session], triggers=[suggestions.change], **RENDERS)
+        @gr.render(inputs=[suggestions, session], triggers=[suggestions.change])
         def suggestion_cards(rows, current):
             classes = list(getattr(current, "classes", []) or [])
             with gr.Row(elem_classes="pool-cards"):
