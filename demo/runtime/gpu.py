@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import platform
 import io
 import logging
 import multiprocessing
 import os
 import pickle
+import platform
 import threading
 import time
 import traceback
@@ -99,8 +99,7 @@ def zerogpu_refuses(torch_version: str, python_version: str) -> str | None:
     if _release(torch_version) not in ZEROGPU_TORCH:
         problems.append(f"PyTorch {_release(torch_version)} (it runs "
                         f"{', '.join(ZEROGPU_TORCH)})")
-    minors = {p.rsplit(".", 1)[0]: p for p in ZEROGPU_PYTHONS}
-    if python_version.rsplit(".", 1)[0] not in minors:
+    if python_version.rsplit(".", 1)[0] not in {p.rsplit(".", 1)[0] for p in ZEROGPU_PYTHONS}:
         problems.append(f"Python {python_version} (it runs {' or '.join(ZEROGPU_PYTHONS)})")
     if not problems:
         return None
